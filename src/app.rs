@@ -1,0 +1,97 @@
+//! The router and the state every handler shares.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    BoxError, Router,
+    error_handling::HandleErrorLayer,
+    extract::{DefaultBodyLimit, Request},
+    http::{HeaderName, HeaderValue, Method, header},
+    response::IntoResponse,
+    routing::{get, post},
+};
+use jsonwebtoken::{DecodingKey, Validation};
+use sqlx::PgPool;
+use tower::ServiceBuilder;
+use tower_http::{
+    cors::CorsLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+
+use crate::{auth::token_validation, config::Config, error::AppError, routes};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: PgPool,
+    pub config: Arc<Config>,
+    pub stripe: stripe::Client,
+    pub jwt_key: Arc<DecodingKey>,
+    pub jwt_validation: Arc<Validation>,
+}
+
+impl AppState {
+    pub fn new(db: PgPool, config: Config, stripe: stripe::Client) -> Self {
+        let jwt_key = DecodingKey::from_secret(config.jwt_secret.expose().as_bytes());
+        Self {
+            db,
+            config: Arc::new(config),
+            stripe,
+            jwt_key: Arc::new(jwt_key),
+            jwt_validation: Arc::new(token_validation()),
+        }
+    }
+}
+
+/// No request may hold a connection or a client waiting longer than this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// API requests are tiny JSON documents.
+const MAX_API_BODY: usize = 64 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static("x-request-id");
+    let cors = CorsLayer::new()
+        .allow_origin(HeaderValue::from_str(&state.config.app_base_url).expect("APP_BASE_URL was validated at startup"))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
+
+    Router::new()
+        .route("/checkout-session", post(routes::checkout::create_checkout))
+        .route("/order-status", post(routes::order_status::order_status))
+        .route("/entitlements", get(routes::entitlements::entitlements))
+        .route("/plans", get(routes::plans::plans))
+        .route("/healthz", get(routes::health::healthz))
+        .route(
+            "/payment-webhook",
+            post(routes::webhook::payment_webhook).layer(DefaultBodyLimit::max(routes::webhook::MAX_WEBHOOK_BODY)),
+        )
+        .fallback(|| async {
+            AppError::NotFound {
+                code: "not_found",
+                message: "No such route.",
+            }
+        })
+        .method_not_allowed_fallback(|| async {
+            AppError::bad_request("method_not_allowed", "This route does not accept that method.")
+        })
+        .layer(DefaultBodyLimit::max(MAX_API_BODY))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                    let request_id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+                }))
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(cors)
+                .layer(HandleErrorLayer::new(|_: BoxError| async {
+                    AppError::Timeout.into_response()
+                }))
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .with_state(state)
+}

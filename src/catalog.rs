@@ -1,0 +1,243 @@
+//! What can be bought. `plans.toml` is the source of truth for prices; at startup it is validated
+//! and written into the `plans` table, which every request reads, so amounts never come from a
+//! client. Plans that left the file stay in the table (old orders refer to them) but become inactive.
+
+use std::{collections::BTreeMap, path::Path};
+
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum PlanKind {
+    OneTime,
+    Subscription,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub id: String,
+    pub name: String,
+    pub kind: PlanKind,
+    /// In the currency's minor unit (cents for USD).
+    pub amount: i64,
+    pub currency: String,
+    /// Billing interval of a subscription: day, week, month or year.
+    pub interval: Option<String>,
+    /// Credits granted once when a one-time plan is paid.
+    pub credits: i64,
+    /// Entitlement key granted while the plan is paid for.
+    pub entitlement: Option<String>,
+    #[serde(skip)]
+    pub stripe_price: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    plans: BTreeMap<String, PlanEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanEntry {
+    name: String,
+    kind: PlanKind,
+    amount: i64,
+    currency: String,
+    interval: Option<String>,
+    #[serde(default)]
+    credits: i64,
+    entitlement: Option<String>,
+    stripe_price: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path} is not a valid catalog: {message}")]
+    Invalid { path: String, message: String },
+    #[error("cannot store the catalog: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+pub fn load_plans_file(path: &Path) -> Result<Vec<Plan>, CatalogError> {
+    let display = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Read {
+        path: display.clone(),
+        source,
+    })?;
+    parse_plans(&text).map_err(|message| CatalogError::Invalid { path: display, message })
+}
+
+pub fn parse_plans(text: &str) -> Result<Vec<Plan>, String> {
+    let file: CatalogFile = toml::from_str(text).map_err(|err| err.to_string())?;
+    if file.plans.is_empty() {
+        return Err("it defines no [plans.<id>] table".into());
+    }
+    file.plans
+        .into_iter()
+        .map(|(id, entry)| validate_plan(id, entry))
+        .collect()
+}
+
+fn validate_plan(id: String, entry: PlanEntry) -> Result<Plan, String> {
+    let problem = |what: &str| Err(format!("plan `{id}`: {what}"));
+    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        return problem("the id must be 1-64 letters, digits, `_` or `-`");
+    }
+    if entry.amount < 0 {
+        return problem("amount must be a non-negative number of minor units");
+    }
+    if entry.currency.len() != 3 || !entry.currency.chars().all(|c| c.is_ascii_lowercase()) {
+        return problem("currency must be a lowercase ISO code such as `usd`");
+    }
+    if entry.credits < 0 {
+        return problem("credits must not be negative");
+    }
+    match entry.kind {
+        PlanKind::OneTime => {
+            if entry.interval.is_some() {
+                return problem("only subscriptions have an interval");
+            }
+            if entry.credits == 0 && entry.entitlement.is_none() {
+                return problem("a one-time plan must grant credits or an entitlement");
+            }
+        }
+        PlanKind::Subscription => {
+            if !matches!(entry.interval.as_deref(), Some("day" | "week" | "month" | "year")) {
+                return problem("a subscription needs interval = day, week, month or year");
+            }
+            if entry.entitlement.is_none() {
+                return problem("a subscription must grant an entitlement");
+            }
+            if entry.credits != 0 {
+                return problem("credits are granted by one-time plans only");
+            }
+        }
+    }
+    Ok(Plan {
+        id,
+        name: entry.name,
+        kind: entry.kind,
+        amount: entry.amount,
+        currency: entry.currency,
+        interval: entry.interval,
+        credits: entry.credits,
+        entitlement: entry.entitlement,
+        stripe_price: entry.stripe_price,
+    })
+}
+
+/// Makes the `plans` table match the file: every listed plan upserted and active, the rest inactive.
+pub async fn sync_catalog(pool: &PgPool, plans: &[Plan]) -> Result<(), CatalogError> {
+    let mut tx = pool.begin().await?;
+    for plan in plans {
+        upsert_plan(&mut tx, plan).await?;
+    }
+    let ids: Vec<&str> = plans.iter().map(|p| p.id.as_str()).collect();
+    sqlx::query("update plans set active = false, updated_at = now() where active and id <> all($1)")
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn upsert_plan(conn: &mut PgConnection, plan: &Plan) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into plans (id, name, kind, amount, currency, interval, credits, entitlement, stripe_price, active)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, true)
+         on conflict (id) do update set
+             name = excluded.name, kind = excluded.kind, amount = excluded.amount,
+             currency = excluded.currency, interval = excluded.interval, credits = excluded.credits,
+             entitlement = excluded.entitlement, stripe_price = excluded.stripe_price,
+             active = true, updated_at = now()",
+    )
+    .bind(&plan.id)
+    .bind(&plan.name)
+    .bind(plan.kind)
+    .bind(plan.amount)
+    .bind(&plan.currency)
+    .bind(&plan.interval)
+    .bind(plan.credits)
+    .bind(&plan.entitlement)
+    .bind(&plan.stripe_price)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+const PLAN_COLUMNS: &str = "id, name, kind, amount, currency, interval, credits, entitlement, stripe_price";
+
+pub async fn find_active_plan(conn: &mut PgConnection, id: &str) -> Result<Option<Plan>, sqlx::Error> {
+    sqlx::query_as(&format!("select {PLAN_COLUMNS} from plans where id = $1 and active"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+pub async fn list_active_plans(pool: &PgPool) -> Result<Vec<Plan>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {PLAN_COLUMNS} from plans where active order by amount, id"
+    ))
+    .fetch_all(pool)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_catalog_is_valid_and_has_the_documented_plans() {
+        let plans = parse_plans(include_str!("../plans.toml")).unwrap();
+        let credits = plans.iter().find(|p| p.id == "credits_100").unwrap();
+        assert_eq!(
+            (credits.kind, credits.amount, credits.currency.as_str(), credits.credits),
+            (PlanKind::OneTime, 500, "usd", 100)
+        );
+        let pro = plans.iter().find(|p| p.id == "pro_monthly").unwrap();
+        assert_eq!(
+            (
+                pro.kind,
+                pro.amount,
+                pro.interval.as_deref(),
+                pro.entitlement.as_deref()
+            ),
+            (PlanKind::Subscription, 2000, Some("month"), Some("pro"))
+        );
+    }
+
+    #[test]
+    fn invalid_plans_are_refused_with_the_plan_named() {
+        for (toml, expected) in [
+            (
+                "[plans.a]\nname='A'\nkind='one_time'\namount=-1\ncurrency='usd'\ncredits=1",
+                "amount",
+            ),
+            (
+                "[plans.a]\nname='A'\nkind='one_time'\namount=1\ncurrency='USD'\ncredits=1",
+                "currency",
+            ),
+            (
+                "[plans.a]\nname='A'\nkind='subscription'\namount=1\ncurrency='usd'\nentitlement='x'",
+                "interval",
+            ),
+            (
+                "[plans.a]\nname='A'\nkind='one_time'\namount=1\ncurrency='usd'",
+                "grant",
+            ),
+            (
+                "[plans.a]\nname='A'\nkind='one_time'\namount=1\ncurrency='usd'\ncredits=1\nprice=3",
+                "unknown field",
+            ),
+        ] {
+            let err = parse_plans(toml).unwrap_err();
+            assert!(err.contains(expected), "{err}");
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The one error type of the HTTP layer. Every failure leaves as `{"error": {"code", "message"}}`:
+//! 4xx explain what was wrong with the request; 5xx are logged with their cause and answered with
+//! a fixed message, so no internal detail reaches a client.
+
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+use sqlx::postgres::PgSeverity;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("{message}")]
+    NotFound { code: &'static str, message: &'static str },
+    #[error("request body is larger than allowed")]
+    PayloadTooLarge,
+    #[error("expected a JSON body with Content-Type: application/json")]
+    UnsupportedMediaType,
+    #[error("the request took too long")]
+    Timeout,
+    #[error("the payment provider failed")]
+    PaymentProvider(#[source] crate::stripe::ProviderError),
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+}
+
+impl AppError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, code),
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            Self::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+            Self::PaymentProvider(_) => (StatusCode::BAD_GATEWAY, "payment_provider_unavailable"),
+            Self::Database(err) if is_unavailable(err) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Database(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+/// Errors that mean "try again later" rather than "this is a bug": the pool could not hand out a
+/// connection, the connection broke, or the server refused the session (a FATAL error, such as a
+/// database that is shutting down, over its connection limit or closed to connections).
+fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db_err) => {
+            let fatal = db_err
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some_and(|pg| matches!(pg.severity(), PgSeverity::Fatal | PgSeverity::Panic));
+            let code = db_err.code().unwrap_or_default();
+            fatal || code.starts_with("08") || code.starts_with("57P") || code.starts_with("53")
+        }
+        _ => false,
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = if status.is_server_error() {
+            tracing::error!(error = ?self, "request failed");
+            match status {
+                StatusCode::BAD_GATEWAY => "The payment provider could not be reached. Please try again.".to_owned(),
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    "The service is temporarily unavailable. Please try again.".to_owned()
+                }
+                _ => "An internal error occurred.".to_owned(),
+            }
+        } else {
+            self.to_string()
+        };
+        (status, Json(json!({ "error": { "code": code, "message": message } }))).into_response()
+    }
+}

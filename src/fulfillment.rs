@@ -1,0 +1,336 @@
+//! What a Stripe event does to orders, credits and entitlements: the one place that decides.
+//!
+//! Each event is applied in one transaction that first claims its id in `processed_webhook_events`.
+//! A redelivery finds the id taken and changes nothing; a concurrent delivery of the same event
+//! waits on that row and then finds it taken. Different events about one order (`completed` and
+//! `async_payment_succeeded`, say) are serialised by locking the order row, and the grant tables'
+//! unique keys make a second grant impossible even if a future path forgets the lock.
+
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::{
+    orders::OrderStatus,
+    stripe::event::{CheckoutSessionObject, WebhookEvent},
+};
+
+/// What applying an event did; stored with the event id and returned to Stripe for its dashboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Fulfilled,
+    AlreadyFulfilled,
+    AwaitingPayment,
+    MarkedFailed,
+    MarkedCanceled,
+    StatusUnchanged,
+    AmountMismatch,
+    SessionMismatch,
+    NoMatchingOrder,
+    MalformedObject,
+    IgnoredType,
+    Duplicate,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fulfilled => "fulfilled",
+            Self::AlreadyFulfilled => "already_fulfilled",
+            Self::AwaitingPayment => "awaiting_payment",
+            Self::MarkedFailed => "marked_failed",
+            Self::MarkedCanceled => "marked_canceled",
+            Self::StatusUnchanged => "status_unchanged",
+            Self::AmountMismatch => "amount_mismatch",
+            Self::SessionMismatch => "session_mismatch",
+            Self::NoMatchingOrder => "no_matching_order",
+            Self::MalformedObject => "malformed_object",
+            Self::IgnoredType => "ignored_type",
+            Self::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// Applies a verified event exactly once. Errors are transient (the database): nothing is
+/// committed, so the caller answers 5xx and Stripe's retry applies the event later.
+pub async fn process_event(pool: &PgPool, event: &WebhookEvent) -> Result<Outcome, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+
+    let claimed = sqlx::query(
+        "insert into processed_webhook_events (event_id, event_type, outcome)
+         values ($1, $2, 'processing')
+         on conflict (event_id) do nothing",
+    )
+    .bind(&event.id)
+    .bind(&event.event_type)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !claimed {
+        tx.commit().await?;
+        return Ok(Outcome::Duplicate);
+    }
+
+    let (outcome, order_id) = apply_event(&mut tx, event).await?;
+    tracing::Span::current().record(
+        "order_id",
+        tracing::field::display(order_id.map(|id| id.to_string()).unwrap_or_default()),
+    );
+
+    sqlx::query("update processed_webhook_events set outcome = $2, order_id = $3 where event_id = $1")
+        .bind(&event.id)
+        .bind(outcome.as_str())
+        .bind(order_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+async fn apply_event(conn: &mut PgConnection, event: &WebhookEvent) -> Result<(Outcome, Option<Uuid>), sqlx::Error> {
+    let action = match event.event_type.as_str() {
+        "checkout.session.completed" => SessionAction::Complete,
+        "checkout.session.async_payment_succeeded" => SessionAction::Fulfil,
+        "checkout.session.async_payment_failed" => SessionAction::Fail,
+        "checkout.session.expired" => SessionAction::Cancel,
+        _ => return Ok((Outcome::IgnoredType, None)),
+    };
+    let Ok(session) = serde_json::from_value::<CheckoutSessionObject>(event.data.object.clone()) else {
+        return Ok((Outcome::MalformedObject, None));
+    };
+    let Some(order) = lock_order_for_session(conn, &session).await? else {
+        return Ok((Outcome::NoMatchingOrder, None));
+    };
+    if order.session_id.as_deref().is_some_and(|stored| stored != session.id) {
+        // The order was opened with another session; acting on this one could grant a purchase twice.
+        tracing::warn!(order_id = %order.id, session_id = %session.id, "event names a session the order does not have");
+        return Ok((Outcome::SessionMismatch, Some(order.id)));
+    }
+    record_stripe_ids(conn, order.id, &session).await?;
+
+    let outcome = match action {
+        SessionAction::Complete if !session.is_paid() => Outcome::AwaitingPayment,
+        SessionAction::Complete | SessionAction::Fulfil => fulfil_order(conn, &order, &session, &event.id).await?,
+        SessionAction::Fail => move_pending_order(conn, order.id, OrderStatus::Failed).await?,
+        SessionAction::Cancel => move_pending_order(conn, order.id, OrderStatus::Canceled).await?,
+    };
+    Ok((outcome, Some(order.id)))
+}
+
+enum SessionAction {
+    /// `completed`: paid now, or still waiting for a delayed payment method.
+    Complete,
+    Fulfil,
+    Fail,
+    Cancel,
+}
+
+struct LockedOrder {
+    id: Uuid,
+    user_id: String,
+    plan_id: String,
+    status: OrderStatus,
+    amount: i64,
+    currency: String,
+    session_id: Option<String>,
+}
+
+/// Finds the order by its stored session id, or else by the order id we sent to Stripe (for an event
+/// that outran the write of the session id), and locks it for the rest of the transaction.
+async fn lock_order_for_session(
+    conn: &mut PgConnection,
+    session: &CheckoutSessionObject,
+) -> Result<Option<LockedOrder>, sqlx::Error> {
+    type Row = (Uuid, String, String, OrderStatus, i64, String, Option<String>);
+    const COLUMNS: &str = "id, user_id, plan_id, status, amount, currency, stripe_checkout_session_id";
+
+    let by_session: Option<Row> = sqlx::query_as(&format!(
+        "select {COLUMNS} from orders where stripe_checkout_session_id = $1 for update"
+    ))
+    .bind(&session.id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let row = match by_session {
+        Some(row) => Some(row),
+        None => {
+            let order_id = session
+                .client_reference_id
+                .as_deref()
+                .or_else(|| session.metadata_value("order_id"))
+                .and_then(|id| Uuid::parse_str(id).ok());
+            match order_id {
+                None => None,
+                Some(order_id) => {
+                    sqlx::query_as(&format!("select {COLUMNS} from orders where id = $1 for update"))
+                        .bind(order_id)
+                        .fetch_optional(&mut *conn)
+                        .await?
+                }
+            }
+        }
+    };
+    Ok(row.map(
+        |(id, user_id, plan_id, status, amount, currency, session_id)| LockedOrder {
+            id,
+            user_id,
+            plan_id,
+            status,
+            amount,
+            currency,
+            session_id,
+        },
+    ))
+}
+
+/// Keeps the Stripe ids Stripe told us about, without overwriting ones we already have.
+async fn record_stripe_ids(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    session: &CheckoutSessionObject,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update orders set
+             stripe_checkout_session_id = coalesce(stripe_checkout_session_id, $2),
+             stripe_payment_intent_id = coalesce(stripe_payment_intent_id, $3),
+             stripe_subscription_id = coalesce(stripe_subscription_id, $4),
+             stripe_customer_id = coalesce(stripe_customer_id, $5),
+             updated_at = now()
+         where id = $1",
+    )
+    .bind(order_id)
+    .bind(&session.id)
+    .bind(session.payment_intent.as_ref().map(|p| p.id()))
+    .bind(session.subscription.as_ref().map(|s| s.id()))
+    .bind(session.customer.as_ref().map(|c| c.id()))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks the order paid and grants what its plan grants, once. Stripe's amount and currency must
+/// match the order: a session that charged something else is recorded, not honoured.
+async fn fulfil_order(
+    conn: &mut PgConnection,
+    order: &LockedOrder,
+    session: &CheckoutSessionObject,
+    event_id: &str,
+) -> Result<Outcome, sqlx::Error> {
+    if order.status == OrderStatus::Paid {
+        return Ok(Outcome::AlreadyFulfilled);
+    }
+    let currency_matches = session
+        .currency
+        .as_deref()
+        .is_some_and(|c| c.eq_ignore_ascii_case(&order.currency));
+    if session.amount_total != Some(order.amount) || !currency_matches {
+        tracing::warn!(
+            order_id = %order.id,
+            expected_amount = order.amount,
+            expected_currency = %order.currency,
+            paid_amount = ?session.amount_total,
+            paid_currency = ?session.currency,
+            "payment does not match the order; nothing granted"
+        );
+        return Ok(Outcome::AmountMismatch);
+    }
+
+    sqlx::query("update orders set status = 'paid', paid_at = now(), updated_at = now() where id = $1")
+        .bind(order.id)
+        .execute(&mut *conn)
+        .await?;
+
+    let (credits, entitlement): (i64, Option<String>) =
+        sqlx::query_as("select credits, entitlement from plans where id = $1")
+            .bind(&order.plan_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    if credits > 0 {
+        grant_credits_once(conn, order, credits, event_id).await?;
+    }
+    if let Some(key) = entitlement {
+        grant_entitlement_once(
+            conn,
+            order,
+            &key,
+            session.subscription.as_ref().map(|s| s.id()),
+            event_id,
+        )
+        .await?;
+    }
+    tracing::info!(order_id = %order.id, user_id = %order.user_id, credits, "order fulfilled");
+    Ok(Outcome::Fulfilled)
+}
+
+async fn grant_credits_once(
+    conn: &mut PgConnection,
+    order: &LockedOrder,
+    credits: i64,
+    event_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into credit_ledger (user_id, order_id, kind, delta, stripe_event_id)
+         values ($1, $2, 'purchase', $3, $4)
+         on conflict (order_id, kind) do nothing",
+    )
+    .bind(&order.user_id)
+    .bind(order.id)
+    .bind(credits)
+    .bind(event_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn grant_entitlement_once(
+    conn: &mut PgConnection,
+    order: &LockedOrder,
+    key: &str,
+    subscription_id: Option<&str>,
+    event_id: &str,
+) -> Result<(), sqlx::Error> {
+    let first_grant = sqlx::query(
+        "insert into entitlement_history (user_id, key, order_id, change, stripe_event_id)
+         values ($1, $2, $3, 'grant', $4)
+         on conflict (order_id, change) do nothing",
+    )
+    .bind(&order.user_id)
+    .bind(key)
+    .bind(order.id)
+    .bind(event_id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if first_grant {
+        sqlx::query(
+            "insert into entitlements (user_id, key, status, stripe_subscription_id, order_id)
+             values ($1, $2, 'active', $3, $4)
+             on conflict (user_id, key) do update set
+                 status = 'active', stripe_subscription_id = excluded.stripe_subscription_id,
+                 order_id = excluded.order_id, updated_at = now()",
+        )
+        .bind(&order.user_id)
+        .bind(key)
+        .bind(subscription_id)
+        .bind(order.id)
+        .execute(conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// `failed` and `canceled` only replace `pending`: a late `expired` never takes `paid` back.
+async fn move_pending_order(conn: &mut PgConnection, order_id: Uuid, to: OrderStatus) -> Result<Outcome, sqlx::Error> {
+    let moved = sqlx::query("update orders set status = $2, updated_at = now() where id = $1 and status = 'pending'")
+        .bind(order_id)
+        .bind(to)
+        .execute(conn)
+        .await?
+        .rows_affected()
+        == 1;
+    Ok(match (moved, to) {
+        (true, OrderStatus::Failed) => Outcome::MarkedFailed,
+        (true, _) => Outcome::MarkedCanceled,
+        (false, _) => Outcome::StatusUnchanged,
+    })
+}

@@ -1,0 +1,15 @@
+//! Entitle: turns Stripe Checkout payments into credits and entitlements, granted exactly once from
+//! signed webhooks, on PostgreSQL.
+
+pub mod app;
+pub mod auth;
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod fulfillment;
+pub mod orders;
+pub mod routes;
+pub mod startup;
+pub mod stripe;
+pub mod stripe_emulator;

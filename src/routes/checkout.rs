@@ -1,0 +1,98 @@
+//! `POST /checkout-session`: opens a purchase. The order is written first, so every Checkout
+//! Session Stripe knows of has an order here to fulfil; only then is Stripe asked for the session.
+
+use axum::{Json, extract::State};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{
+    app::AppState,
+    auth::AuthUser,
+    catalog::{Plan, find_active_plan},
+    error::AppError,
+    extract::AppJson,
+    stripe::{CheckoutRequest, create_checkout_session},
+};
+
+/// Only the plan is read: amounts, prices or currencies a client sends are ignored.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckoutSessionRequest {
+    plan_id: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckoutSessionResponse {
+    order_id: Uuid,
+    checkout_url: String,
+}
+
+pub async fn create_checkout(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppJson(request): AppJson<CheckoutSessionRequest>,
+) -> Result<Json<CheckoutSessionResponse>, AppError> {
+    let mut conn = state.db.acquire().await?;
+    let plan = find_active_plan(&mut conn, &request.plan_id)
+        .await?
+        .ok_or(AppError::NotFound {
+            code: "plan_not_found",
+            message: "No active plan has that id.",
+        })?;
+    let order_id = insert_pending_order(&mut conn, &user, &plan).await?;
+    // Not held across the call to Stripe, which may take seconds.
+    drop(conn);
+
+    let checkout = CheckoutRequest {
+        order_id,
+        user_id: &user.user_id,
+        plan: &plan,
+        app_base_url: &state.config.app_base_url,
+    };
+    let session = match create_checkout_session(&state.stripe, checkout).await {
+        Ok(session) => session,
+        Err(err) => {
+            mark_order_failed(&state, order_id).await?;
+            return Err(AppError::PaymentProvider(err));
+        }
+    };
+
+    sqlx::query("update orders set stripe_checkout_session_id = $2, updated_at = now() where id = $1")
+        .bind(order_id)
+        .bind(&session.id)
+        .execute(&state.db)
+        .await?;
+    tracing::info!(%order_id, plan_id = %plan.id, session_id = %session.id, "checkout session created");
+    Ok(Json(CheckoutSessionResponse {
+        order_id,
+        checkout_url: session.url,
+    }))
+}
+
+async fn insert_pending_order(
+    conn: &mut sqlx::PgConnection,
+    user: &AuthUser,
+    plan: &Plan,
+) -> Result<Uuid, sqlx::Error> {
+    let order_id = Uuid::new_v4();
+    sqlx::query(
+        "insert into orders (id, user_id, plan_id, status, amount, currency) values ($1, $2, $3, 'pending', $4, $5)",
+    )
+    .bind(order_id)
+    .bind(&user.user_id)
+    .bind(&plan.id)
+    .bind(plan.amount)
+    .bind(&plan.currency)
+    .execute(conn)
+    .await?;
+    Ok(order_id)
+}
+
+async fn mark_order_failed(state: &AppState, order_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("update orders set status = 'failed', updated_at = now() where id = $1 and status = 'pending'")
+        .bind(order_id)
+        .execute(&state.db)
+        .await?;
+    Ok(())
+}

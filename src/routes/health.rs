@@ -1,0 +1,11 @@
+//! `GET /healthz`: healthy means the database answers, since nothing works without it.
+
+use axum::{Json, extract::State};
+use serde_json::{Value, json};
+
+use crate::{app::AppState, error::AppError};
+
+pub async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+    sqlx::query("select 1").execute(&state.db).await?;
+    Ok(Json(json!({ "status": "ok" })))
+}

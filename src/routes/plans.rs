@@ -1,0 +1,11 @@
+//! `GET /plans`: the public catalog, for the frontend's plan picker.
+
+use axum::{Json, extract::State};
+use serde_json::{Value, json};
+
+use crate::{app::AppState, catalog::list_active_plans, error::AppError};
+
+pub async fn plans(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+    let plans = list_active_plans(&state.db).await?;
+    Ok(Json(json!({ "plans": plans })))
+}

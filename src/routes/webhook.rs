@@ -1,0 +1,64 @@
+//! `POST /payment-webhook`: where Stripe tells us what happened. The raw body is verified against
+//! `Stripe-Signature` before anything parses it; then the event is applied exactly once.
+//!
+//! Answers: 400 for deliveries we cannot trust (Stripe will not get them right by retrying, and a
+//! forger learns nothing); 200 for every verified event, including ones we do not act on (a 4xx
+//! would make Stripe retry and eventually disable the endpoint); 5xx only for transient failures,
+//! with nothing committed, so Stripe's retry applies the event later.
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{State, rejection::BytesRejection},
+    http::{HeaderMap, StatusCode},
+};
+use serde_json::{Value, json};
+
+use crate::{
+    app::AppState,
+    error::AppError,
+    fulfillment::process_event,
+    stripe::{event::WebhookEvent, signature::verify_stripe_signature},
+};
+
+/// Stripe's events are a few KiB; anything near this is not from Stripe.
+pub const MAX_WEBHOOK_BODY: usize = 1024 * 1024;
+
+#[tracing::instrument(name = "webhook", skip_all, fields(event_id, event_type, order_id))]
+pub async fn payment_webhook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, AppError> {
+    let body = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge,
+        _ => AppError::bad_request("invalid_body", "The request body could not be read."),
+    })?;
+
+    let signature = headers.get("stripe-signature").and_then(|value| value.to_str().ok());
+    let now = chrono::Utc::now().timestamp();
+    verify_stripe_signature(
+        signature,
+        &body,
+        &state.config.webhook_secrets,
+        state.config.webhook_tolerance,
+        now,
+    )
+    .map_err(|err| {
+        tracing::warn!(reason = %err, "webhook signature rejected");
+        AppError::bad_request(
+            "invalid_signature",
+            format!("Webhook signature verification failed: {err}."),
+        )
+    })?;
+
+    let event: WebhookEvent = serde_json::from_slice(&body)
+        .map_err(|_| AppError::bad_request("invalid_event", "The body is not a Stripe event."))?;
+    let span = tracing::Span::current();
+    span.record("event_id", event.id.as_str());
+    span.record("event_type", event.event_type.as_str());
+
+    let outcome = process_event(&state.db, &event).await?;
+    tracing::info!(outcome = outcome.as_str(), "webhook processed");
+    Ok(Json(json!({ "received": true, "outcome": outcome.as_str() })))
+}

@@ -1,0 +1,64 @@
+//! The parts of Stripe events we read. Deliberately small and lenient (unknown fields ignored, most
+//! fields optional): webhooks must keep working when Stripe adds fields or the account's API
+//! version moves, and every decision is made from these few fields.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+pub struct WebhookEvent {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    #[serde(default)]
+    pub created: i64,
+    pub data: EventData,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventData {
+    pub object: serde_json::Value,
+}
+
+/// A `checkout.session` object as carried by `checkout.session.*` events.
+#[derive(Debug, Deserialize)]
+pub struct CheckoutSessionObject {
+    pub id: String,
+    pub client_reference_id: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<HashMap<String, String>>,
+    pub payment_status: Option<String>,
+    pub amount_total: Option<i64>,
+    pub currency: Option<String>,
+    pub payment_intent: Option<Expandable>,
+    pub subscription: Option<Expandable>,
+    pub customer: Option<Expandable>,
+}
+
+impl CheckoutSessionObject {
+    pub fn metadata_value(&self, key: &str) -> Option<&str> {
+        self.metadata.as_ref()?.get(key).map(String::as_str)
+    }
+
+    /// Whether Stripe has the money (or needs none), so the purchase may be granted.
+    pub fn is_paid(&self) -> bool {
+        matches!(self.payment_status.as_deref(), Some("paid" | "no_payment_required"))
+    }
+}
+
+/// A reference Stripe sends either as an id or, when expanded, as the object itself.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Expandable {
+    Id(String),
+    Object { id: String },
+}
+
+impl Expandable {
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Id(id) | Self::Object { id } => id,
+        }
+    }
+}

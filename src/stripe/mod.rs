@@ -1,0 +1,8 @@
+//! Everything that speaks Stripe: the API client we call, the signature check on what Stripe sends
+//! us, and the few event fields we read.
+
+mod checkout;
+pub mod event;
+pub mod signature;
+
+pub use checkout::{CheckoutRequest, CreatedSession, ProviderError, build_client, create_checkout_session};

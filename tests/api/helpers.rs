@@ -1,0 +1,249 @@
+//! Spawns the application as production runs it (same startup path, port 0) against a fresh
+//! database and a Stripe emulator on its own port, and speaks to it like a frontend and like Stripe.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use entitle::{
+    config::{Config, Secret},
+    startup::Application,
+    stripe::signature::sign_stripe_payload,
+    stripe_emulator::{PaymentResult, StripeEmulator},
+};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+
+pub const WEBHOOK_SECRET: &str = "whsec_test_primary_secret";
+pub const JWT_SECRET: &str = "test-jwt-secret-that-is-long-enough-for-hs256";
+
+pub fn admin_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub db: PgPool,
+    pub db_name: String,
+    pub emulator: StripeEmulator,
+    pub http: reqwest::Client,
+}
+
+#[derive(Default)]
+pub struct Options {
+    /// Extra webhook secrets configured after the primary one (secret rotation).
+    pub extra_webhook_secrets: Vec<&'static str>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> Self {
+        init_test_logging();
+        let db_name = format!("entitle_test_{}", Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&format!("{}/postgres", admin_database_url()))
+            .await
+            .expect("PostgreSQL must be reachable at TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432)");
+        sqlx::query(&format!("create database {db_name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let database_url = format!("{}/{db_name}", admin_database_url());
+
+        let emulator_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let emulator_base = format!("http://{}", emulator_listener.local_addr().unwrap());
+        let emulator = StripeEmulator::new(&emulator_base);
+        tokio::spawn(axum::serve(emulator_listener, emulator.router()).into_future());
+
+        let mut webhook_secrets = vec![Secret::new(WEBHOOK_SECRET)];
+        webhook_secrets.extend(options.extra_webhook_secrets.iter().map(|s| Secret::new(*s)));
+        let config = Config {
+            database_url: Secret::new(database_url.clone()),
+            database_max_connections: 10,
+            bind_addr: "127.0.0.1:0".parse().unwrap(),
+            app_base_url: "http://localhost:5173".into(),
+            stripe_secret_key: Secret::new("sk_test_emulated"),
+            stripe_api_base: emulator_base,
+            webhook_secrets,
+            webhook_tolerance: std::time::Duration::from_secs(300),
+            jwt_secret: Secret::new(JWT_SECRET),
+            plans_file: concat!(env!("CARGO_MANIFEST_DIR"), "/plans.toml").into(),
+        };
+        let app = Application::build(config).await.expect("the application starts");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(app.run_until_stopped());
+
+        let db = PgPool::connect(&database_url).await.unwrap();
+        Self {
+            address,
+            db,
+            db_name,
+            emulator,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        let mut request = self.http.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        read(request.send().await.unwrap()).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut request = self.http.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        read(request.send().await.unwrap()).await
+    }
+
+    /// Starts a checkout as `user` would and returns (order id, Stripe session id).
+    pub async fn checkout(&self, user: &str, plan_id: &str) -> (Uuid, String) {
+        let (status, body) = self
+            .post_json(
+                "/checkout-session",
+                Some(&token_for(user)),
+                &json!({ "planId": plan_id }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let order_id = Uuid::parse_str(body["orderId"].as_str().unwrap()).unwrap();
+        let session_id = body["checkoutUrl"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        (order_id, session_id)
+    }
+
+    /// The customer pays on the hosted page; returns the events Stripe would send, oldest first.
+    pub fn pay(&self, session_id: &str, result: PaymentResult) -> Vec<Value> {
+        self.emulator
+            .pay_session(session_id, result)
+            .expect("the session is open")
+    }
+
+    pub async fn order_status(&self, user: &str, order_id: Uuid) -> Value {
+        let (status, body) = self
+            .post_json("/order-status", Some(&token_for(user)), &json!({ "orderId": order_id }))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    pub async fn credits(&self, user: &str) -> i64 {
+        let (status, body) = self.get("/entitlements", Some(&token_for(user))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["credits"].as_i64().unwrap()
+    }
+
+    /// Delivers an event as Stripe does: the exact bytes, signed now with the primary secret.
+    pub async fn deliver(&self, event: &Value) -> (StatusCode, Value) {
+        let body = serde_json::to_vec(event).unwrap();
+        let header = sign_stripe_payload(&body, WEBHOOK_SECRET, unix_now());
+        self.deliver_raw(body, Some(&header)).await
+    }
+
+    pub async fn deliver_raw(&self, body: Vec<u8>, signature: Option<&str>) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .post(self.url("/payment-webhook"))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(signature) = signature {
+            request = request.header("stripe-signature", signature);
+        }
+        read(request.send().await.unwrap()).await
+    }
+
+    pub async fn processed_event_count(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from processed_webhook_events")
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+
+    pub async fn ledger_rows(&self, order_id: Uuid) -> i64 {
+        sqlx::query_scalar("select count(*) from credit_ledger where order_id = $1")
+            .bind(order_id)
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+}
+
+async fn read(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, body)
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// A token as the app's own auth would issue it: HS256, `sub` = user id, one hour to live.
+pub fn token_for(user: &str) -> String {
+    token_with(json!({ "sub": user, "exp": unix_now() + 3600 }), JWT_SECRET)
+}
+
+pub fn token_with(claims: Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Asserts the service's error shape and returns the error code.
+pub fn error_code(body: &Value) -> &str {
+    assert!(
+        body["error"]["message"].is_string(),
+        "error body without a message: {body}"
+    );
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("error body without a code: {body}"))
+}
+
+/// An event for `session_id` of the given type, built from the session as the emulator holds it.
+pub fn event_for(app: &TestApp, event_type: &str, session_id: &str) -> Value {
+    let session = app.emulator.session(session_id).expect("a known session");
+    json!({
+        "id": format!("evt_test_{}", Uuid::new_v4().simple()),
+        "object": "event",
+        "api_version": "2025-09-30.clover",
+        "created": unix_now(),
+        "data": { "object": session },
+        "livemode": false,
+        "pending_webhooks": 1,
+        "request": { "id": null, "idempotency_key": null },
+        "type": event_type,
+    })
+}
+
+/// Shows the service's logs in a failing test's output: `TEST_LOG=1 cargo test`.
+pub fn init_test_logging() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("entitle=debug")
+            .with_test_writer()
+            .try_init();
+    }
+}
