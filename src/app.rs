@@ -55,8 +55,11 @@ pub fn router(state: AppState) -> Router {
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
 
-    Router::new()
+    let mut app = Router::new()
+        .route("/", get(routes::demo::demo_page))
+        .route("/checkout/return", get(routes::demo::demo_page))
         .route("/checkout-session", post(routes::checkout::create_checkout))
+        .route("/cancel-checkout", post(routes::cancel_checkout::cancel_checkout))
         .route("/order-status", post(routes::order_status::order_status))
         .route("/entitlements", get(routes::entitlements::entitlements))
         .route("/plans", get(routes::plans::plans))
@@ -64,34 +67,39 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/payment-webhook",
             post(routes::webhook::payment_webhook).layer(DefaultBodyLimit::max(routes::webhook::MAX_WEBHOOK_BODY)),
-        )
-        .fallback(|| async {
-            AppError::NotFound {
-                code: "not_found",
-                message: "No such route.",
-            }
-        })
-        .method_not_allowed_fallback(|| async {
-            AppError::bad_request("method_not_allowed", "This route does not accept that method.")
-        })
-        .layer(DefaultBodyLimit::max(MAX_API_BODY))
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                    let request_id = request
-                        .headers()
-                        .get("x-request-id")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("");
-                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
-                }))
-                .layer(PropagateRequestIdLayer::new(request_id))
-                .layer(cors)
-                .layer(HandleErrorLayer::new(|_: BoxError| async {
-                    AppError::Timeout.into_response()
-                }))
-                .timeout(REQUEST_TIMEOUT),
-        )
-        .with_state(state)
+        );
+    if state.config.stripe.is_emulator() {
+        // Anyone may sign in as anyone: only where nothing real can be bought.
+        app = app.route("/dev/token", post(routes::dev_token::dev_token));
+    }
+
+    app.fallback(|| async {
+        AppError::NotFound {
+            code: "not_found",
+            message: "No such route.",
+        }
+    })
+    .method_not_allowed_fallback(|| async {
+        AppError::bad_request("method_not_allowed", "This route does not accept that method.")
+    })
+    .layer(DefaultBodyLimit::max(MAX_API_BODY))
+    .layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+            .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let request_id = request
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+            }))
+            .layer(PropagateRequestIdLayer::new(request_id))
+            .layer(cors)
+            .layer(HandleErrorLayer::new(|_: BoxError| async {
+                AppError::Timeout.into_response()
+            }))
+            .timeout(REQUEST_TIMEOUT),
+    )
+    .with_state(state)
 }

@@ -4,6 +4,11 @@
 
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
+use uuid::Uuid;
+
+/// Where a fresh machine's PostgreSQL is (trust auth for `postgres`); the database is created if missing.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/entitle";
+
 /// A value that must never reach a log line: `Debug` and `Display` print a placeholder.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -31,14 +36,28 @@ pub struct Config {
     pub bind_addr: SocketAddr,
     /// The frontend origin, without a trailing slash.
     pub app_base_url: String,
-    pub stripe_secret_key: Secret,
-    /// Where the Stripe client sends requests; tests point it at a local stand-in.
-    pub stripe_api_base: String,
+    pub stripe: StripeBackend,
     /// Every secret a webhook signature may match; more than one while a secret is being rotated.
     pub webhook_secrets: Vec<Secret>,
     pub webhook_tolerance: Duration,
     pub jwt_secret: Secret,
     pub plans_file: PathBuf,
+}
+
+/// Who answers the service's Stripe API calls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StripeBackend {
+    /// Stripe itself, or anything at `api_base` speaking its API (tests point it at a stand-in).
+    Api { secret_key: Secret, api_base: String },
+    /// The built-in emulator, served by this process: chosen when no `STRIPE_SECRET_KEY` is set,
+    /// and never when one is, so a deployment with a real key cannot end up emulated.
+    Emulator,
+}
+
+impl StripeBackend {
+    pub fn is_emulator(&self) -> bool {
+        matches!(self, Self::Emulator)
+    }
 }
 
 /// Why the configuration was refused; its `Display` is the one line printed before exiting.
@@ -66,9 +85,8 @@ impl Config {
     /// Builds the configuration from any source of variables, so the rules can be tested alone.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let required = |name: &'static str| get(name).ok_or_else(|| invalid(name, "is not set"));
 
-        let database_url = required("DATABASE_URL")?;
+        let database_url = get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
         if !database_url.starts_with("postgres://") && !database_url.starts_with("postgresql://") {
             return Err(invalid("DATABASE_URL", "must be a postgres:// URL"));
         }
@@ -90,23 +108,21 @@ impl Config {
         let app_base_url = get("APP_BASE_URL").unwrap_or_else(|| "http://localhost:3000".into());
         let app_base_url = http_url("APP_BASE_URL", &app_base_url)?;
 
-        let stripe_secret_key = required("STRIPE_SECRET_KEY")?;
-        if !(stripe_secret_key.starts_with("sk_") || stripe_secret_key.starts_with("rk_")) {
-            return Err(invalid(
-                "STRIPE_SECRET_KEY",
-                "must be a Stripe secret key (sk_… or rk_…)",
-            ));
-        }
+        let stripe = stripe_backend(&get)?;
+        let emulated = stripe.is_emulator();
 
-        let stripe_api_base = get("STRIPE_API_BASE").unwrap_or_else(|| "https://api.stripe.com".into());
-        let stripe_api_base = http_url("STRIPE_API_BASE", &stripe_api_base)?;
-
-        let webhook_secrets: Vec<Secret> = required("STRIPE_WEBHOOK_SECRET")?
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(Secret::new)
-            .collect();
+        // In emulator mode nothing real can be paid for, so missing secrets are made up per process;
+        // with a real Stripe key every secret must be given (fail closed).
+        let webhook_secrets: Vec<Secret> = match get("STRIPE_WEBHOOK_SECRET") {
+            None if emulated => vec![Secret::new(format!("whsec_emulator_{}", Uuid::new_v4().simple()))],
+            None => return Err(invalid("STRIPE_WEBHOOK_SECRET", "is not set")),
+            Some(value) => value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(Secret::new)
+                .collect(),
+        };
         if webhook_secrets.is_empty() || webhook_secrets.iter().any(|s| !s.expose().starts_with("whsec_")) {
             return Err(invalid(
                 "STRIPE_WEBHOOK_SECRET",
@@ -124,7 +140,11 @@ impl Config {
                 .ok_or_else(|| invalid("WEBHOOK_TOLERANCE_SECS", "must be a number of seconds from 1 to 86400"))?,
         };
 
-        let jwt_secret = required("AUTH_JWT_SECRET")?;
+        let jwt_secret = match get("AUTH_JWT_SECRET") {
+            None if emulated => format!("emulator-jwt-{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()),
+            None => return Err(invalid("AUTH_JWT_SECRET", "is not set")),
+            Some(secret) => secret,
+        };
         if jwt_secret.len() < 32 {
             return Err(invalid(
                 "AUTH_JWT_SECRET",
@@ -139,13 +159,55 @@ impl Config {
             database_max_connections,
             bind_addr,
             app_base_url,
-            stripe_secret_key: Secret::new(stripe_secret_key),
-            stripe_api_base,
+            stripe,
             webhook_secrets,
             webhook_tolerance,
             jwt_secret: Secret::new(jwt_secret),
             plans_file,
         })
+    }
+}
+
+/// `STRIPE_EMULATOR` may force the choice (`true`/`false`); unset, the emulator runs exactly when
+/// no secret key is set.
+fn stripe_backend(get: &impl Fn(&str) -> Option<String>) -> Result<StripeBackend, ConfigError> {
+    let forced = match get("STRIPE_EMULATOR").map(|v| v.to_ascii_lowercase()) {
+        None => None,
+        Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Some(true),
+        Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Some(false),
+        Some(_) => return Err(invalid("STRIPE_EMULATOR", "must be true or false")),
+    };
+    match (get("STRIPE_SECRET_KEY"), forced) {
+        (Some(_), Some(true)) => Err(invalid(
+            "STRIPE_EMULATOR",
+            "the emulator cannot run while STRIPE_SECRET_KEY is set; unset one of them",
+        )),
+        (None, Some(false)) => Err(invalid(
+            "STRIPE_SECRET_KEY",
+            "is not set (and STRIPE_EMULATOR is false)",
+        )),
+        (None, _) => {
+            if get("STRIPE_API_BASE").is_some() {
+                return Err(invalid(
+                    "STRIPE_API_BASE",
+                    "needs STRIPE_SECRET_KEY; without a key the built-in emulator is used",
+                ));
+            }
+            Ok(StripeBackend::Emulator)
+        }
+        (Some(secret_key), _) => {
+            if !(secret_key.starts_with("sk_") || secret_key.starts_with("rk_")) {
+                return Err(invalid(
+                    "STRIPE_SECRET_KEY",
+                    "must be a Stripe secret key (sk_… or rk_…)",
+                ));
+            }
+            let api_base = get("STRIPE_API_BASE").unwrap_or_else(|| "https://api.stripe.com".into());
+            Ok(StripeBackend::Api {
+                secret_key: Secret::new(secret_key),
+                api_base: http_url("STRIPE_API_BASE", &api_base)?,
+            })
+        }
     }
 }
 
@@ -166,7 +228,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn complete() -> HashMap<&'static str, &'static str> {
+    fn with_stripe_key() -> HashMap<&'static str, &'static str> {
         HashMap::from([
             ("DATABASE_URL", "postgres://postgres@127.0.0.1/entitle"),
             ("STRIPE_SECRET_KEY", "sk_test_123"),
@@ -180,30 +242,55 @@ mod tests {
     }
 
     #[test]
-    fn defaults_apply_when_only_required_values_are_set() {
-        let config = load(&complete()).unwrap();
+    fn with_nothing_set_the_service_runs_against_the_emulator_with_made_up_secrets() {
+        let config = load(&HashMap::new()).unwrap();
+        assert_eq!(config.stripe, StripeBackend::Emulator);
+        assert_eq!(config.database_url.expose(), DEFAULT_DATABASE_URL);
         assert_eq!(config.bind_addr.to_string(), "127.0.0.1:3000");
         assert_eq!(config.app_base_url, "http://localhost:3000");
-        assert_eq!(config.stripe_api_base, "https://api.stripe.com");
+        assert!(config.webhook_secrets[0].expose().starts_with("whsec_"));
+        assert!(config.jwt_secret.expose().len() >= 32);
+        // Made up per process, never a constant someone could know.
+        assert_ne!(load(&HashMap::new()).unwrap().jwt_secret, config.jwt_secret);
+    }
+
+    #[test]
+    fn defaults_apply_when_only_required_values_are_set() {
+        let config = load(&with_stripe_key()).unwrap();
+        assert_eq!(
+            config.stripe,
+            StripeBackend::Api {
+                secret_key: Secret::new("sk_test_123"),
+                api_base: "https://api.stripe.com".into()
+            }
+        );
         assert_eq!(config.webhook_tolerance, Duration::from_secs(300));
         assert_eq!(config.webhook_secrets.len(), 2);
         assert_eq!(config.plans_file, PathBuf::from("plans.toml"));
     }
 
     #[test]
-    fn each_missing_required_value_is_named() {
-        for name in [
-            "DATABASE_URL",
-            "STRIPE_SECRET_KEY",
-            "STRIPE_WEBHOOK_SECRET",
-            "AUTH_JWT_SECRET",
-        ] {
-            let mut vars = complete();
+    fn with_a_stripe_key_every_secret_is_required() {
+        for name in ["STRIPE_WEBHOOK_SECRET", "AUTH_JWT_SECRET"] {
+            let mut vars = with_stripe_key();
             vars.remove(name);
             let err = load(&vars).unwrap_err();
             assert_eq!(err.variable, name);
             assert!(err.to_string().starts_with(name));
         }
+    }
+
+    #[test]
+    fn the_emulator_never_runs_with_a_stripe_key_set() {
+        let mut vars = with_stripe_key();
+        vars.insert("STRIPE_EMULATOR", "true");
+        let err = load(&vars).unwrap_err();
+        assert_eq!(err.variable, "STRIPE_EMULATOR");
+
+        let mut vars = HashMap::from([("STRIPE_EMULATOR", "false")]);
+        assert_eq!(load(&vars).unwrap_err().variable, "STRIPE_SECRET_KEY");
+        vars.insert("STRIPE_EMULATOR", "true");
+        assert!(load(&vars).unwrap().stripe.is_emulator());
     }
 
     #[test]
@@ -213,11 +300,13 @@ mod tests {
             ("APP_BASE_URL", "example.com"),
             ("STRIPE_WEBHOOK_SECRET", "not-a-secret"),
             ("STRIPE_SECRET_KEY", "pk_test_123"),
+            ("STRIPE_API_BASE", "ftp://x"),
             ("WEBHOOK_TOLERANCE_SECS", "-5"),
             ("AUTH_JWT_SECRET", "short"),
             ("DATABASE_URL", "mysql://x"),
+            ("STRIPE_EMULATOR", "maybe"),
         ] {
-            let mut vars = complete();
+            let mut vars = with_stripe_key();
             vars.insert(name, value);
             assert_eq!(load(&vars).unwrap_err().variable, name, "{name}={value}");
         }
@@ -225,7 +314,7 @@ mod tests {
 
     #[test]
     fn secrets_do_not_appear_in_debug_output() {
-        let printed = format!("{:?}", load(&complete()).unwrap());
+        let printed = format!("{:?}", load(&with_stripe_key()).unwrap());
         assert!(!printed.contains("sk_test_123"));
         assert!(!printed.contains("whsec_one"));
         assert!(!printed.contains("0123456789abcdef"));

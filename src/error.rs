@@ -18,6 +18,8 @@ pub enum AppError {
     Unauthorized,
     #[error("{message}")]
     NotFound { code: &'static str, message: &'static str },
+    #[error("{message}")]
+    Conflict { code: &'static str, message: &'static str },
     #[error("request body is larger than allowed")]
     PayloadTooLarge,
     #[error("expected a JSON body with Content-Type: application/json")]
@@ -43,6 +45,7 @@ impl AppError {
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, code),
+            Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             Self::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),

@@ -1,21 +1,33 @@
-//! Turns a configuration into a running server: database pool, migrations, catalog, listener.
-//! Tests use the same path with port 0, so what they exercise is what production runs.
+//! Turns a configuration into a running server: database (created if missing), migrations,
+//! catalog, Stripe client (or the built-in emulator), listener. Tests use the same path with
+//! port 0, so what they exercise is what production runs.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::{
+    Connection, PgConnection, PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
 use tokio::net::TcpListener;
 
 use crate::{
     app::{AppState, router},
     catalog::{load_plans_file, sync_catalog},
-    config::Config,
+    config::{Config, StripeBackend},
     stripe::build_client,
+    stripe_emulator::{DeliveryConfig, StripeEmulator},
 };
+
+/// Where the emulator is mounted in emulator mode.
+pub const EMULATOR_PATH: &str = "/stripe-emulator";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error("cannot connect to the database at DATABASE_URL: {0}")]
+    #[error(
+        "no PostgreSQL answers at DATABASE_URL ({0}). Start one with `docker compose up -d postgres`, or set DATABASE_URL=postgres://user:password@host:5432/entitle"
+    )]
+    NoDatabase(String),
+    #[error("cannot use the database at DATABASE_URL: {0}")]
     Database(#[source] sqlx::Error),
     #[error("cannot apply database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -30,19 +42,35 @@ pub enum StartupError {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    emulator: Option<StripeEmulator>,
 }
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let listener = TcpListener::bind(config.bind_addr).await.map_err(StartupError::Bind)?;
+        Self::build_on(listener, config).await
+    }
+
+    /// Builds on a listener the caller bound, so it can know the port before the app is configured.
+    pub async fn build_on(listener: TcpListener, config: Config) -> Result<Self, StartupError> {
         let db = connect(&config).await?;
         sqlx::migrate!("./migrations").run(&db).await?;
         let plans = load_plans_file(&config.plans_file)?;
         sync_catalog(&db, &plans).await?;
-        let stripe = build_client(&config)?;
-        let listener = TcpListener::bind(config.bind_addr).await.map_err(StartupError::Bind)?;
+
+        let own_addr = listener.local_addr().map_err(StartupError::Bind)?;
+        let (stripe, emulator) = match &config.stripe {
+            StripeBackend::Api { secret_key, api_base } => (build_client(secret_key.expose(), api_base)?, None),
+            StripeBackend::Emulator => {
+                let emulator = start_emulator(&config, own_addr);
+                let api_base = format!("http://{}{EMULATOR_PATH}", loopback_address(own_addr));
+                (build_client("sk_test_emulator", &api_base)?, Some(emulator))
+            }
+        };
         Ok(Self {
             listener,
             state: AppState::new(db, config, stripe),
+            emulator,
         })
     }
 
@@ -54,23 +82,128 @@ impl Application {
         &self.state.db
     }
 
+    /// The built-in Stripe emulator, in emulator mode.
+    pub fn emulator(&self) -> Option<&StripeEmulator> {
+        self.emulator.as_ref()
+    }
+
     /// Serves until SIGTERM or ctrl-c, then lets requests in flight finish.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        tracing::info!(addr = %self.listener.local_addr()?, "entitle listening");
-        axum::serve(self.listener, router(self.state))
+        let addr = self.listener.local_addr()?;
+        let mut app = router(self.state);
+        if let Some(emulator) = &self.emulator {
+            app = app.nest(EMULATOR_PATH, emulator.router());
+            print_emulator_banner(addr);
+        }
+        tracing::info!(%addr, "entitle listening");
+        axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
     }
 }
 
+fn start_emulator(config: &Config, own_addr: SocketAddr) -> StripeEmulator {
+    let public_base = format!("{}{EMULATOR_PATH}", public_origin(own_addr));
+    let emulator = StripeEmulator::new(public_base);
+    let mut delivery = DeliveryConfig::new(
+        format!("http://{}/payment-webhook", loopback_address(own_addr)),
+        config.webhook_secrets[0].clone(),
+    );
+    delivery.duplicate_rate = env_number("EMULATOR_DUPLICATE_RATE").unwrap_or(0.0).clamp(0.0, 1.0);
+    delivery.reorder =
+        std::env::var("EMULATOR_REORDER").is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes" | "on"));
+    emulator.start_delivery(delivery);
+    emulator.start_expiry_clock();
+    emulator
+}
+
+fn env_number(name: &str) -> Option<f64> {
+    std::env::var(name).ok()?.trim().parse().ok()
+}
+
+/// How this process reaches itself: the bound address, with an unspecified IP replaced by loopback.
+fn loopback_address(addr: SocketAddr) -> SocketAddr {
+    match addr.ip().is_unspecified() {
+        true => SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port()),
+        false => addr,
+    }
+}
+
+/// How a browser on this machine reaches the service: `localhost` for loopback or wildcard binds.
+fn public_origin(addr: SocketAddr) -> String {
+    if addr.ip().is_loopback() || addr.ip().is_unspecified() {
+        format!("http://localhost:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+fn print_emulator_banner(addr: SocketAddr) {
+    let origin = public_origin(addr);
+    let line = "=".repeat(78);
+    tracing::warn!(
+        "\n{line}\n  STRIPE EMULATOR MODE: no STRIPE_SECRET_KEY is set, so no real payment can happen.\n  Payments go to the built-in Stripe emulator at {origin}{EMULATOR_PATH},\n  which signs and delivers webhooks to this service. Open {origin}/ to try the shop.\n  Set STRIPE_SECRET_KEY (and STRIPE_WEBHOOK_SECRET, AUTH_JWT_SECRET) to use real Stripe.\n{line}"
+    );
+}
+
+/// Connects, creating the database first when the server is there but the database is not, so a
+/// fresh machine needs no setup step.
 async fn connect(config: &Config) -> Result<PgPool, StartupError> {
-    PgPoolOptions::new()
+    let options: PgConnectOptions = config.database_url.expose().parse().map_err(StartupError::Database)?;
+    let pool_options = PgPoolOptions::new()
         .max_connections(config.database_max_connections)
         // A request waiting longer than this for a connection gets a 503 rather than hanging.
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(config.database_url.expose())
+        .acquire_timeout(Duration::from_secs(5));
+    match pool_options.clone().connect_with(options.clone()).await {
+        Ok(pool) => Ok(pool),
+        Err(err) if is_missing_database(&err) => {
+            create_database(&options).await?;
+            pool_options.connect_with(options).await.map_err(StartupError::Database)
+        }
+        Err(err) => Err(describe_connect_error(&options, err)),
+    }
+}
+
+fn is_missing_database(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "3D000")
+}
+
+fn describe_connect_error(options: &PgConnectOptions, err: sqlx::Error) -> StartupError {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => {
+            StartupError::NoDatabase(format!("{}:{}", options.get_host(), options.get_port()))
+        }
+        other => StartupError::Database(other),
+    }
+}
+
+async fn create_database(options: &PgConnectOptions) -> Result<(), StartupError> {
+    let name = options.get_database().unwrap_or("entitle").to_owned();
+    let mut admin = PgConnection::connect_with(&options.clone().database("postgres"))
         .await
-        .map_err(StartupError::Database)
+        .map_err(|err| describe_connect_error(options, err))?;
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    match sqlx::query(&format!("create database {quoted}"))
+        .execute(&mut admin)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(database = %name, "created the database");
+            Ok(())
+        }
+        // Another instance created it at the same moment.
+        Err(err)
+            if err
+                .as_database_error()
+                .and_then(|e| e.code())
+                .is_some_and(|c| c == "42P04") =>
+        {
+            Ok(())
+        }
+        Err(err) => Err(StartupError::Database(err)),
+    }
 }
 
 async fn shutdown_signal() {

@@ -1,4 +1,7 @@
+pub mod cancel_checkout;
 pub mod checkout;
+pub mod demo;
+pub mod dev_token;
 pub mod entitlements;
 pub mod health;
 pub mod order_status;

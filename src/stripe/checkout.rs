@@ -9,16 +9,13 @@ use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
     CreateCheckoutSessionLineItemsPriceDataRecurring, CreateCheckoutSessionLineItemsPriceDataRecurringInterval,
-    CreateCheckoutSessionPaymentIntentData, CreateCheckoutSessionSubscriptionData, ProductData,
+    CreateCheckoutSessionPaymentIntentData, CreateCheckoutSessionSubscriptionData, ExpireCheckoutSession, ProductData,
 };
 use stripe_shared::CheckoutSessionMode;
 use stripe_types::Currency;
 use uuid::Uuid;
 
-use crate::{
-    catalog::{Plan, PlanKind},
-    config::Config,
-};
+use crate::catalog::{Plan, PlanKind};
 
 /// How long one attempt may take; Stripe answers in well under a second when it is healthy.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,10 +30,10 @@ pub enum ProviderError {
     MissingUrl,
 }
 
-pub fn build_client(config: &Config) -> Result<Client, StripeError> {
-    ClientBuilder::new(config.stripe_secret_key.expose())
+pub fn build_client(secret_key: &str, api_base: &str) -> Result<Client, StripeError> {
+    ClientBuilder::new(secret_key)
         // async-stripe appends `v1/...` to the base, so it must end with a slash.
-        .url(format!("{}/", config.stripe_api_base))
+        .url(format!("{}/", api_base.trim_end_matches('/')))
         .timeout(ATTEMPT_TIMEOUT)
         .app_info("entitle", Some(env!("CARGO_PKG_VERSION").to_owned()), None)
         .build()
@@ -164,4 +161,11 @@ fn inline_price(plan: &Plan) -> CreateCheckoutSessionLineItemsPriceData {
         price.recurring = Some(CreateCheckoutSessionLineItemsPriceDataRecurring::new(interval));
     }
     price
+}
+
+/// Closes an open session so it can no longer be paid; Stripe then sends `checkout.session.expired`.
+/// Stripe refuses (4xx) when the session is already complete or expired.
+pub async fn expire_checkout_session(client: &Client, session_id: &str) -> Result<(), ProviderError> {
+    ExpireCheckoutSession::new(session_id).send(client).await?;
+    Ok(())
 }

@@ -5,4 +5,6 @@ mod checkout;
 pub mod event;
 pub mod signature;
 
-pub use checkout::{CheckoutRequest, CreatedSession, ProviderError, build_client, create_checkout_session};
+pub use checkout::{
+    CheckoutRequest, CreatedSession, ProviderError, build_client, create_checkout_session, expire_checkout_session,
+};

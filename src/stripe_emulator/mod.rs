@@ -6,17 +6,22 @@
 //! It keeps sessions and events in memory and can play the customer (pay, expire) and turn each
 //! state change into an event. Tests drive it directly; faults can be injected.
 
+mod checkout_page;
+mod delivery;
 mod objects;
 mod routes;
 
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
 };
 
 use axum::Router;
 use serde_json::Value;
+use tokio::sync::mpsc;
 
+pub use delivery::DeliveryConfig;
 pub use objects::PaymentResult;
 
 /// One API request as the emulator received it, for tests to assert on.
@@ -31,6 +36,10 @@ pub struct RecordedRequest {
 #[derive(Default)]
 struct EmulatorState {
     sessions: HashMap<String, Value>,
+    /// What the hosted page shows for a session (Stripe keeps line items apart from the session too).
+    titles: HashMap<String, String>,
+    /// Where recorded events go to be sent to the service, when delivery is on.
+    outbox: Option<mpsc::UnboundedSender<Value>>,
     events: Vec<Value>,
     requests: Vec<RecordedRequest>,
     /// Responses already given per idempotency key, replayed for a repeated key as Stripe does.
@@ -56,7 +65,33 @@ impl StripeEmulator {
     }
 
     pub fn router(&self) -> Router {
-        routes::router(self.clone())
+        routes::router(self.clone()).merge(checkout_page::router(self.clone()))
+    }
+
+    /// From now on, every event is also POSTed, signed, to the service (as Stripe does).
+    pub fn start_delivery(&self, config: DeliveryConfig) {
+        self.lock().outbox = Some(delivery::spawn_delivery(config));
+    }
+
+    /// Expires open sessions when their `expires_at` passes, checking once a second.
+    pub fn start_expiry_clock(&self) {
+        let emulator = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let now = objects::now();
+                let due: Vec<String> = emulator
+                    .lock()
+                    .sessions
+                    .values()
+                    .filter(|s| s["status"] == "open" && s["expires_at"].as_i64().is_some_and(|at| at <= now))
+                    .filter_map(|s| s["id"].as_str().map(str::to_owned))
+                    .collect();
+                for id in due {
+                    emulator.expire_session(&id);
+                }
+            }
+        });
     }
 
     fn lock(&self) -> MutexGuard<'_, EmulatorState> {
@@ -95,6 +130,37 @@ impl StripeEmulator {
         )
     }
 
+    /// As `pay_session`, but a delayed method's outcome is only decided (and its event sent) after
+    /// `clearing_time`, as a bank debit clears days later in real life.
+    pub fn pay_session_later(&self, session_id: &str, result: PaymentResult, clearing_time: Duration) -> bool {
+        let mut state = self.lock();
+        let Some(session) = state.sessions.get(session_id).cloned() else {
+            return false;
+        };
+        let Some((session, mut events)) = objects::pay(session, result, &mut state.next_id) else {
+            return false;
+        };
+        let (first_type, first_object) = events.remove(0);
+        state.sessions.insert(session_id.to_owned(), first_object.clone());
+        record_event(&mut state, first_type, first_object);
+        drop(state);
+        if let Some((later_type, later_object)) = events.pop() {
+            let emulator = self.clone();
+            let session_id = session_id.to_owned();
+            tokio::spawn(async move {
+                tokio::time::sleep(clearing_time).await;
+                let mut state = emulator.lock();
+                state.sessions.insert(session_id, session);
+                record_event(&mut state, later_type, later_object);
+            });
+        }
+        true
+    }
+
+    fn title(&self, session_id: &str) -> Option<String> {
+        self.lock().titles.get(session_id).cloned()
+    }
+
     /// The session passes its `expires_at` unpaid.
     pub fn expire_session(&self, session_id: &str) -> Option<Value> {
         let mut state = self.lock();
@@ -107,5 +173,8 @@ impl StripeEmulator {
 fn record_event(state: &mut EmulatorState, event_type: &str, object: Value) -> Value {
     let event = objects::event(event_type, object, &mut state.next_id);
     state.events.push(event.clone());
+    if let Some(outbox) = &state.outbox {
+        let _ = outbox.send(event.clone());
+    }
     event
 }

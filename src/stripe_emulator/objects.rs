@@ -40,6 +40,16 @@ pub fn new_session(params: &BTreeMap<String, String>, public_base: &str, counter
     let (amount_total, currency) = line_items_total(params)?;
     let id = new_id("cs", counter);
     let created = now();
+    // Stripe accepts an expiry from 30 minutes to 24 hours ahead; the emulator takes any future time,
+    // so tests and demos need not wait half an hour.
+    let expires_at = match params.get("expires_at") {
+        None => created + SESSION_LIFETIME_SECS,
+        Some(at) => at
+            .parse::<i64>()
+            .ok()
+            .filter(|at| *at > created)
+            .ok_or_else(|| "expires_at".to_owned())?,
+    };
 
     let mut session: Value = serde_json::from_str(SESSION_FIXTURE).expect("the fixture is JSON");
     let fields = session.as_object_mut().expect("a session is an object");
@@ -68,7 +78,7 @@ pub fn new_session(params: &BTreeMap<String, String>, public_base: &str, counter
     fields.insert("amount_total".into(), json!(amount_total));
     fields.insert("currency".into(), json!(currency));
     fields.insert("created".into(), json!(created));
-    fields.insert("expires_at".into(), json!(created + SESSION_LIFETIME_SECS));
+    fields.insert("expires_at".into(), json!(expires_at));
     fields.insert(
         "client_reference_id".into(),
         params.get("client_reference_id").map_or(Value::Null, |v| json!(v)),

@@ -81,6 +81,11 @@ async fn create_session(
     let (status, body) = match objects::new_session(&params, &emulator.public_base, &mut state.next_id) {
         Ok(session) => {
             let id = session["id"].as_str().unwrap_or_default().to_owned();
+            let title = params
+                .get("line_items[0][price_data][product_data][name]")
+                .cloned()
+                .unwrap_or_else(|| "Your purchase".into());
+            state.titles.insert(id.clone(), title);
             state.sessions.insert(id, session.clone());
             (StatusCode::OK, session)
         }

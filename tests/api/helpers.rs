@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use entitle::{
-    config::{Config, Secret},
+    config::{Config, Secret, StripeBackend},
     startup::Application,
     stripe::signature::sign_stripe_payload,
     stripe_emulator::{PaymentResult, StripeEmulator},
@@ -64,8 +64,10 @@ impl TestApp {
             database_max_connections: 10,
             bind_addr: "127.0.0.1:0".parse().unwrap(),
             app_base_url: "http://localhost:5173".into(),
-            stripe_secret_key: Secret::new("sk_test_emulated"),
-            stripe_api_base: emulator_base,
+            stripe: StripeBackend::Api {
+                secret_key: Secret::new("sk_test_emulated"),
+                api_base: emulator_base,
+            },
             webhook_secrets,
             webhook_tolerance: std::time::Duration::from_secs(300),
             jwt_secret: Secret::new(JWT_SECRET),

@@ -1,0 +1,60 @@
+//! `POST /cancel-checkout`: the buyer gave up (the hosted page's back link). The open session is
+//! expired at Stripe so it cannot be paid later from a forgotten tab; the order becomes `canceled`
+//! when Stripe's `checkout.session.expired` webhook arrives, like every other status change.
+
+use axum::{Json, extract::State, http::StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use stripe::StripeError;
+use uuid::Uuid;
+
+use crate::{
+    app::AppState,
+    auth::AuthUser,
+    error::AppError,
+    extract::AppJson,
+    orders::OrderStatus,
+    stripe::{ProviderError, expire_checkout_session},
+};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelRequest {
+    order_id: Uuid,
+}
+
+pub async fn cancel_checkout(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppJson(request): AppJson<CancelRequest>,
+) -> Result<(StatusCode, Json<Value>), AppError> {
+    let order: Option<(OrderStatus, Option<String>)> =
+        sqlx::query_as("select status, stripe_checkout_session_id from orders where id = $1 and user_id = $2")
+            .bind(request.order_id)
+            .bind(&user.user_id)
+            .fetch_optional(&state.db)
+            .await?;
+    let (status, session_id) = order.ok_or(AppError::NotFound {
+        code: "order_not_found",
+        message: "No order with that id belongs to you.",
+    })?;
+    let (OrderStatus::Pending, Some(session_id)) = (status, session_id) else {
+        return Err(not_cancelable());
+    };
+    match expire_checkout_session(&state.stripe, &session_id).await {
+        Ok(()) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "orderId": request.order_id, "status": "pending" })),
+        )),
+        // Stripe refuses to expire a session that completed meanwhile: the payment wins.
+        Err(ProviderError::Stripe(StripeError::Stripe(_, 400))) => Err(not_cancelable()),
+        Err(err) => Err(AppError::PaymentProvider(err)),
+    }
+}
+
+fn not_cancelable() -> AppError {
+    AppError::Conflict {
+        code: "order_not_cancelable",
+        message: "Only a pending checkout can be canceled.",
+    }
+}

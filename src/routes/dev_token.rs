@@ -1,0 +1,40 @@
+//! `POST /dev/token`: signs in as any user id, for the demo shop. Mounted only in emulator mode,
+//! where nothing real can be bought; with a real Stripe key the route does not exist.
+
+use axum::{Json, extract::State};
+use jsonwebtoken::{EncodingKey, Header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{app::AppState, error::AppError, extract::AppJson};
+
+const TOKEN_LIFETIME_SECS: i64 = 12 * 60 * 60;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DevTokenRequest {
+    user_id: String,
+}
+
+pub async fn dev_token(
+    State(state): State<AppState>,
+    AppJson(request): AppJson<DevTokenRequest>,
+) -> Result<Json<Value>, AppError> {
+    let user_id = request.user_id.trim();
+    if user_id.is_empty()
+        || user_id.len() > 64
+        || !user_id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+    {
+        return Err(AppError::bad_request(
+            "invalid_user_id",
+            "userId must be 1-64 letters, digits or - _ . @",
+        ));
+    }
+    let expires_at = chrono::Utc::now().timestamp() + TOKEN_LIFETIME_SECS;
+    let key = EncodingKey::from_secret(state.config.jwt_secret.expose().as_bytes());
+    let token = jsonwebtoken::encode(&Header::default(), &json!({ "sub": user_id, "exp": expires_at }), &key)
+        .expect("HS256 signing with an in-memory key cannot fail");
+    Ok(Json(
+        json!({ "token": token, "userId": user_id, "expiresAt": expires_at }),
+    ))
+}
