@@ -152,7 +152,7 @@ main{{max-width:420px;margin:40px auto;background:#fff;border-radius:8px;box-sha
 fieldset{{border:1px solid #e3e8ee;border-radius:6px;margin:0 0 12px;padding:12px}}
 input:not([type=radio]),select{{width:100%;box-sizing:border-box;padding:10px;margin-top:8px;border:1px solid #e3e8ee;border-radius:4px;font-size:16px}}
 .row{{display:flex;gap:8px}} button{{width:100%;padding:12px;background:#635bff;color:#fff;border:0;border-radius:6px;font-size:16px;cursor:pointer}}
-.error{{color:#df1b41}} .hint{{color:#697386;font-size:13px}} .back{{color:#635bff;text-decoration:none}}
+.error{{color:#df1b41}} .hint{{color:#697386;font-size:13px}} .back{{display:block;margin-top:14px;color:#635bff;text-decoration:none}}
 </style></head><body><main><span class="badge">TEST MODE · Stripe emulator</span>
 {body}
 </main></body></html>"#

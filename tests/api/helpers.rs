@@ -1,7 +1,10 @@
 //! Spawns the application as production runs it (same startup path, port 0) against a fresh
 //! database and a Stripe emulator on its own port, and speaks to it like a frontend and like Stripe.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    collections::HashMap,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use entitle::{
     config::{Config, Secret, StripeBackend},
@@ -85,6 +88,46 @@ impl TestApp {
             emulator,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// The app as `cargo run` starts it with nothing configured: the built-in emulator serves Stripe's
+    /// API and hosted pages in the same process and delivers signed webhooks to the app.
+    pub async fn spawn_in_emulator_mode() -> Self {
+        init_test_logging();
+        let (db_name, database_url) = create_test_database().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://localhost:{}", listener.local_addr().unwrap().port());
+        let vars = HashMap::from([
+            ("DATABASE_URL", database_url.clone()),
+            ("APP_BASE_URL", address.clone()),
+            (
+                "PLANS_FILE",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/plans.toml").to_owned(),
+            ),
+        ]);
+        let config = Config::from_lookup(|name| vars.get(name).cloned()).unwrap();
+        assert!(config.stripe.is_emulator());
+        let app = Application::build_on(listener, config)
+            .await
+            .expect("the application starts");
+        let emulator = app.emulator().expect("emulator mode has an emulator").clone();
+        tokio::spawn(app.run_until_stopped());
+
+        let db = PgPool::connect(&database_url).await.unwrap();
+        Self {
+            address,
+            db,
+            db_name,
+            emulator,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Signs in through the emulator-mode dev endpoint, as the demo shop does.
+    pub async fn dev_token(&self, user: &str) -> String {
+        let (status, body) = self.post_json("/dev/token", None, &json!({ "userId": user })).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["token"].as_str().unwrap().to_owned()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -182,6 +225,19 @@ impl TestApp {
             .await
             .unwrap()
     }
+}
+
+async fn create_test_database() -> (String, String) {
+    let db_name = format!("entitle_test_{}", Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&format!("{}/postgres", admin_database_url()))
+        .await
+        .expect("PostgreSQL must be reachable at TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432)");
+    sqlx::query(&format!("create database {db_name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let database_url = format!("{}/{db_name}", admin_database_url());
+    (db_name, database_url)
 }
 
 async fn read(response: reqwest::Response) -> (StatusCode, Value) {

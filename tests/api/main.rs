@@ -3,6 +3,7 @@
 
 mod auth_and_ownership;
 mod checkout;
+mod emulator_mode;
 mod helpers;
 mod resilience;
 mod signatures;

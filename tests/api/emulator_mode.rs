@@ -1,0 +1,262 @@
+//! The zero-configuration mode: the built-in emulator plays Stripe end to end, its signed webhooks
+//! pass the same verifier as Stripe's, and a real key can never be combined with it.
+
+use std::{process::Command, time::Duration};
+
+use reqwest::{StatusCode, redirect::Policy};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, error_code};
+
+/// Polls the order until it leaves `pending` (the webhook is delivered in the background).
+async fn settled_status(app: &TestApp, token: &str, order_id: &str) -> Value {
+    for _ in 0..200 {
+        let (_, order) = app
+            .post_json("/order-status", Some(token), &json!({ "orderId": order_id }))
+            .await;
+        if order["status"] != "pending" {
+            return order;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("order {order_id} stayed pending");
+}
+
+async fn start_checkout(app: &TestApp, token: &str, plan: &str) -> (String, String) {
+    let (status, body) = app
+        .post_json("/checkout-session", Some(token), &json!({ "planId": plan }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    (
+        body["orderId"].as_str().unwrap().to_owned(),
+        body["checkoutUrl"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Submits the hosted checkout page's form, as the browser would, without following the redirect.
+async fn submit_payment(checkout_url: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    let browser = reqwest::Client::builder().redirect(Policy::none()).build().unwrap();
+    browser.post(checkout_url).form(form).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn paying_on_the_hosted_page_redirects_to_the_return_page_and_the_signed_webhook_grants_credits() {
+    let app = TestApp::spawn_in_emulator_mode().await;
+    let token = app.dev_token("alice").await;
+    let (order_id, checkout_url) = start_checkout(&app, &token, "credits_100").await;
+    assert!(
+        checkout_url.starts_with(&format!("{}/stripe-emulator/c/pay/cs_test_", app.address)),
+        "{checkout_url}"
+    );
+
+    let page = app.http.get(&checkout_url).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("$5.00") && page.contains("100 credits"), "{page}");
+
+    let declined = submit_payment(
+        &checkout_url,
+        &[("method", "card"), ("card_number", "4000 0000 0000 0002")],
+    )
+    .await;
+    assert_eq!(declined.status(), StatusCode::OK);
+    assert!(declined.text().await.unwrap().contains("Your card was declined."));
+
+    let paid = submit_payment(
+        &checkout_url,
+        &[("method", "card"), ("card_number", "4242 4242 4242 4242")],
+    )
+    .await;
+    assert_eq!(paid.status(), StatusCode::SEE_OTHER);
+    let session_id = checkout_url.rsplit('/').next().unwrap();
+    assert_eq!(
+        paid.headers()["location"],
+        format!(
+            "{}/checkout/return?order_id={order_id}&session_id={session_id}",
+            app.address
+        )
+        .as_str()
+    );
+
+    let order = settled_status(&app, &token, &order_id).await;
+    assert_eq!(order["status"], "paid");
+    let (_, account) = app.get("/entitlements", Some(&token)).await;
+    assert_eq!(account["credits"], 100);
+    // The delivery went through the real verifier and was recorded once.
+    let outcomes: Vec<String> = sqlx::query_scalar("select outcome from processed_webhook_events")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(outcomes, ["fulfilled"]);
+    assert_eq!(app.emulator.events().len(), 1);
+}
+
+#[tokio::test]
+async fn a_bank_debit_completes_unpaid_and_the_later_outcome_settles_the_order() {
+    let app = TestApp::spawn_in_emulator_mode().await;
+    let token = app.dev_token("alice").await;
+
+    let (succeeding, url) = start_checkout(&app, &token, "pro_monthly").await;
+    assert_eq!(
+        submit_payment(&url, &[("method", "bank"), ("bank_outcome", "succeeds")])
+            .await
+            .status(),
+        StatusCode::SEE_OTHER
+    );
+    let (failing, url) = start_checkout(&app, &token, "credits_100").await;
+    assert_eq!(
+        submit_payment(&url, &[("method", "bank"), ("bank_outcome", "fails")])
+            .await
+            .status(),
+        StatusCode::SEE_OTHER
+    );
+
+    // Right after the redirect both are still pending: the money has not moved yet.
+    let (_, order) = app
+        .post_json("/order-status", Some(&token), &json!({ "orderId": succeeding }))
+        .await;
+    assert_eq!(order["status"], "pending");
+
+    assert_eq!(settled_status(&app, &token, &succeeding).await["status"], "paid");
+    assert_eq!(settled_status(&app, &token, &failing).await["status"], "failed");
+    let (_, account) = app.get("/entitlements", Some(&token)).await;
+    assert_eq!(
+        (account["credits"].as_i64(), account["entitlements"][0]["key"].as_str()),
+        (Some(0), Some("pro"))
+    );
+}
+
+#[tokio::test]
+async fn canceling_expires_the_stripe_session_and_the_webhook_cancels_the_order() {
+    let app = TestApp::spawn_in_emulator_mode().await;
+    let token = app.dev_token("alice").await;
+    let (order_id, checkout_url) = start_checkout(&app, &token, "credits_100").await;
+
+    let mallory = app.dev_token("mallory").await;
+    let (status, body) = app
+        .post_json("/cancel-checkout", Some(&mallory), &json!({ "orderId": order_id }))
+        .await;
+    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "order_not_found"));
+
+    let (status, _) = app
+        .post_json("/cancel-checkout", Some(&token), &json!({ "orderId": order_id }))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(settled_status(&app, &token, &order_id).await["status"], "canceled");
+
+    // The abandoned session can no longer be paid, and a canceled order cannot be canceled again.
+    let late = submit_payment(
+        &checkout_url,
+        &[("method", "card"), ("card_number", "4242424242424242")],
+    )
+    .await;
+    assert!(late.text().await.unwrap().contains("expired"));
+    let (status, body) = app
+        .post_json("/cancel-checkout", Some(&token), &json!({ "orderId": order_id }))
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::CONFLICT, "order_not_cancelable")
+    );
+}
+
+#[tokio::test]
+async fn a_paid_order_cannot_be_canceled() {
+    let app = TestApp::spawn_in_emulator_mode().await;
+    let token = app.dev_token("alice").await;
+    let (order_id, url) = start_checkout(&app, &token, "credits_100").await;
+    submit_payment(&url, &[("method", "card"), ("card_number", "4242424242424242")]).await;
+    assert_eq!(settled_status(&app, &token, &order_id).await["status"], "paid");
+    let (status, body) = app
+        .post_json("/cancel-checkout", Some(&token), &json!({ "orderId": order_id }))
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::CONFLICT, "order_not_cancelable")
+    );
+}
+
+#[tokio::test]
+async fn the_emulator_retries_a_refused_delivery_until_the_service_accepts_it() {
+    let app = TestApp::spawn_in_emulator_mode().await;
+    let token = app.dev_token("alice").await;
+    let (order_id, url) = start_checkout(&app, &token, "credits_100").await;
+
+    // While no order row can be read the webhook answers 5xx; the emulator must keep trying.
+    sqlx::query("alter table orders rename to orders_away")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    submit_payment(&url, &[("method", "card"), ("card_number", "4242424242424242")]).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let processed: i64 = sqlx::query_scalar("select count(*) from processed_webhook_events")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(processed, 0, "a failed delivery must leave nothing marked processed");
+    sqlx::query("alter table orders_away rename to orders")
+        .execute(&app.db)
+        .await
+        .unwrap();
+
+    assert_eq!(settled_status(&app, &token, &order_id).await["status"], "paid");
+    let (_, account) = app.get("/entitlements", Some(&token)).await;
+    assert_eq!(account["credits"], 100);
+}
+
+#[tokio::test]
+async fn dev_sign_in_does_not_exist_when_a_stripe_key_is_configured() {
+    let app = TestApp::spawn().await;
+    let (status, body) = app.post_json("/dev/token", None, &json!({ "userId": "alice" })).await;
+    assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "not_found"));
+    let (status, _) = app.get("/stripe-emulator/c/pay/cs_test_x", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_binary_refuses_to_emulate_stripe_when_a_key_is_set() {
+    let output = Command::new(env!("CARGO_BIN_EXE_entitle"))
+        .env_clear()
+        .env("STRIPE_EMULATOR", "true")
+        .env("STRIPE_SECRET_KEY", "sk_test_real_looking_key")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("STRIPE_EMULATOR") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("sk_test_real_looking_key"),
+        "secrets are never printed: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn without_postgres_the_binary_says_how_to_get_one() {
+    let unused_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = Command::new(env!("CARGO_BIN_EXE_entitle"))
+        .env_clear()
+        .env(
+            "DATABASE_URL",
+            format!(
+                "postgres://postgres@127.0.0.1:{unused_port}/entitle_{}",
+                Uuid::new_v4().simple()
+            ),
+        )
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("docker compose up -d postgres") && stderr.contains("DATABASE_URL="),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,238 @@
+//! The demo shop in a real browser: headless Chromium, driven over chromedriver, against the app in
+//! emulator mode exactly as `cargo run` starts it. A buyer signs in, buys 100 credits and pays with
+//! 4242…, sees "paid" and the credits; a declined card shows Stripe's error; cancel ends "canceled".
+//! Each final page is saved under target/screenshots/ for people to look at.
+
+use std::{
+    collections::HashMap,
+    net::TcpListener as StdListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use entitle::{config::Config, startup::Application};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Chromedriver(Child);
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn start_app() -> String {
+    let admin_url = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let db_name = format!("entitle_browser_{}", Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&format!("{admin_url}/postgres"))
+        .await
+        .expect("PostgreSQL is reachable");
+    sqlx::query(&format!("create database {db_name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://localhost:{}", listener.local_addr().unwrap().port());
+    let vars = HashMap::from([
+        ("DATABASE_URL", format!("{admin_url}/{db_name}")),
+        ("APP_BASE_URL", address.clone()),
+        (
+            "PLANS_FILE",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/plans.toml").to_owned(),
+        ),
+    ]);
+    let config = Config::from_lookup(|name| vars.get(name).cloned()).unwrap();
+    let app = Application::build_on(listener, config)
+        .await
+        .expect("the app starts in emulator mode");
+    tokio::spawn(app.run_until_stopped());
+    address
+}
+
+async fn start_browser() -> (Chromedriver, Client) {
+    let port = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let driver = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(Chromedriver)
+        .expect("chromedriver must be installed (scripts/test installs Debian's chromium-driver)");
+    let profile = std::env::temp_dir().join(format!("entitle-chromium-{}", Uuid::new_v4().simple()));
+    let capabilities = json!({
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--window-size=1000,900", format!("--user-data-dir={}", profile.display()),
+            ]
+        }
+    });
+    let capabilities = capabilities.as_object().unwrap().clone();
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    for _ in 0..100 {
+        let mut builder = ClientBuilder::new(connector.clone());
+        builder.capabilities(capabilities.clone());
+        if let Ok(client) = builder.connect(&format!("http://127.0.0.1:{port}")).await {
+            return (driver, client);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("could not start a Chromium session through chromedriver");
+}
+
+async fn screenshot(browser: &Client, name: &str) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = browser.screenshot().await.unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+/// Waits until the return page shows a settled status, and returns it.
+async fn wait_for_order_status(browser: &Client, expected: &str) {
+    let status = browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(&format!("#order-status[data-status='{expected}']")))
+        .await;
+    if status.is_err() {
+        let shown = browser
+            .find(Locator::Id("order-status"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        screenshot(browser, &format!("unexpected-{expected}")).await;
+        panic!("expected order status {expected}, the page shows {shown:?}");
+    }
+}
+
+async fn buy_credits(browser: &Client, shop: &str) {
+    browser.goto(shop).await.unwrap();
+    browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("buy-credits_100"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("card-number"))
+        .await
+        .unwrap();
+}
+
+async fn pay_with_card(browser: &Client, number: &str) {
+    browser
+        .find(Locator::Id("card-number"))
+        .await
+        .unwrap()
+        .send_keys(number)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Id("pay-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_buyer_pays_is_declined_and_cancels_in_a_real_browser() {
+    let shop = start_app().await;
+    let (_driver, browser) = start_browser().await;
+
+    // Sign in and buy 100 credits with the card that succeeds.
+    browser.goto(&shop).await.unwrap();
+    let user = browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("user-id"))
+        .await
+        .unwrap();
+    user.clear().await.unwrap();
+    user.send_keys("browser-buyer").await.unwrap();
+    browser
+        .find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let signed_in = browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("signed-in-as"))
+        .await
+        .unwrap();
+    assert_eq!(signed_in.text().await.unwrap(), "browser-buyer");
+
+    buy_credits(&browser, &shop).await;
+    assert!(
+        browser
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .starts_with("/stripe-emulator/c/pay/cs_test_")
+    );
+    pay_with_card(&browser, "4242 4242 4242 4242").await;
+    wait_for_order_status(&browser, "paid").await;
+    assert_eq!(browser.current_url().await.unwrap().path(), "/checkout/return");
+    browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath("//strong[@id='credits' and text()='100']"))
+        .await
+        .unwrap();
+    screenshot(&browser, "paid").await;
+
+    // A declined card: the hosted page says so and nothing changes.
+    buy_credits(&browser, &shop).await;
+    pay_with_card(&browser, "4000 0000 0000 0002").await;
+    let error = browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("card-error"))
+        .await
+        .unwrap();
+    assert_eq!(error.text().await.unwrap(), "Your card was declined.");
+    screenshot(&browser, "declined").await;
+
+    // Then the buyer gives up: the return page shows the order canceled (by Stripe's webhook).
+    browser
+        .find(Locator::Id("cancel-link"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_order_status(&browser, "canceled").await;
+    let credits = browser
+        .find(Locator::Id("credits"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(credits, "100", "the declined and canceled orders granted nothing");
+    screenshot(&browser, "canceled").await;
+
+    browser.close().await.unwrap();
+}
