@@ -14,15 +14,15 @@ use sqlx::postgres::PgSeverity;
 pub enum AppError {
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
-    #[error("missing or invalid bearer token")]
+    #[error("Missing or invalid bearer token.")]
     Unauthorized,
     #[error("{message}")]
     NotFound { code: &'static str, message: &'static str },
     #[error("{message}")]
     Conflict { code: &'static str, message: &'static str },
-    #[error("request body is larger than allowed")]
+    #[error("The request body is larger than allowed.")]
     PayloadTooLarge,
-    #[error("expected a JSON body with Content-Type: application/json")]
+    #[error("Expected a JSON body with Content-Type: application/json.")]
     UnsupportedMediaType,
     #[error("the request took too long")]
     Timeout,
