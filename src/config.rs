@@ -42,6 +42,16 @@ pub struct Config {
     pub webhook_tolerance: Duration,
     pub jwt_secret: Secret,
     pub plans_file: PathBuf,
+    /// Emulator mode only: chaos for its webhook deliveries.
+    pub emulator_chaos: EmulatorChaos,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EmulatorChaos {
+    /// Share of events (0.0 to 1.0) delivered twice, concurrently.
+    pub duplicate_rate: f64,
+    /// Deliver events in random order.
+    pub reorder: bool,
 }
 
 /// Who answers the service's Stripe API calls.
@@ -154,6 +164,23 @@ impl Config {
 
         let plans_file = PathBuf::from(get("PLANS_FILE").unwrap_or_else(|| "plans.toml".into()));
 
+        let duplicate_rate = match get("EMULATOR_DUPLICATE_RATE") {
+            None => 0.0,
+            Some(v) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|rate| (0.0..=1.0).contains(rate))
+                .ok_or_else(|| invalid("EMULATOR_DUPLICATE_RATE", "must be a number from 0 to 1"))?,
+        };
+        let reorder = match get("EMULATOR_REORDER") {
+            None => false,
+            Some(v) => parse_bool(&v).ok_or_else(|| invalid("EMULATOR_REORDER", "must be true or false"))?,
+        };
+        let emulator_chaos = EmulatorChaos {
+            duplicate_rate,
+            reorder,
+        };
+
         Ok(Self {
             database_url: Secret::new(database_url),
             database_max_connections,
@@ -164,6 +191,7 @@ impl Config {
             webhook_tolerance,
             jwt_secret: Secret::new(jwt_secret),
             plans_file,
+            emulator_chaos,
         })
     }
 }
@@ -171,11 +199,9 @@ impl Config {
 /// `STRIPE_EMULATOR` may force the choice (`true`/`false`); unset, the emulator runs exactly when
 /// no secret key is set.
 fn stripe_backend(get: &impl Fn(&str) -> Option<String>) -> Result<StripeBackend, ConfigError> {
-    let forced = match get("STRIPE_EMULATOR").map(|v| v.to_ascii_lowercase()) {
+    let forced = match get("STRIPE_EMULATOR") {
         None => None,
-        Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Some(true),
-        Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Some(false),
-        Some(_) => return Err(invalid("STRIPE_EMULATOR", "must be true or false")),
+        Some(v) => Some(parse_bool(&v).ok_or_else(|| invalid("STRIPE_EMULATOR", "must be true or false"))?),
     };
     match (get("STRIPE_SECRET_KEY"), forced) {
         (Some(_), Some(true)) => Err(invalid(
@@ -208,6 +234,14 @@ fn stripe_backend(get: &impl Fn(&str) -> Option<String>) -> Result<StripeBackend
                 api_base: http_url("STRIPE_API_BASE", &api_base)?,
             })
         }
+    }
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
     }
 }
 
@@ -305,6 +339,8 @@ mod tests {
             ("AUTH_JWT_SECRET", "short"),
             ("DATABASE_URL", "mysql://x"),
             ("STRIPE_EMULATOR", "maybe"),
+            ("EMULATOR_DUPLICATE_RATE", "2"),
+            ("EMULATOR_REORDER", "sometimes"),
         ] {
             let mut vars = with_stripe_key();
             vars.insert(name, value);

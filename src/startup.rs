@@ -109,16 +109,11 @@ fn start_emulator(config: &Config, own_addr: SocketAddr) -> StripeEmulator {
         format!("http://{}/payment-webhook", loopback_address(own_addr)),
         config.webhook_secrets[0].clone(),
     );
-    delivery.duplicate_rate = env_number("EMULATOR_DUPLICATE_RATE").unwrap_or(0.0).clamp(0.0, 1.0);
-    delivery.reorder =
-        std::env::var("EMULATOR_REORDER").is_ok_and(|v| matches!(v.as_str(), "1" | "true" | "yes" | "on"));
+    delivery.duplicate_rate = config.emulator_chaos.duplicate_rate;
+    delivery.reorder = config.emulator_chaos.reorder;
     emulator.start_delivery(delivery);
     emulator.start_expiry_clock();
     emulator
-}
-
-fn env_number(name: &str) -> Option<f64> {
-    std::env::var(name).ok()?.trim().parse().ok()
 }
 
 /// How this process reaches itself: the bound address, with an unspecified IP replaced by loopback.

@@ -161,6 +161,17 @@ impl StripeEmulator {
         self.lock().titles.get(session_id).cloned()
     }
 
+    /// Moves an open session's `expires_at`, as if it had been created with that expiry.
+    pub fn set_session_expiry(&self, session_id: &str, expires_at: i64) -> bool {
+        match self.lock().sessions.get_mut(session_id) {
+            Some(session) => {
+                session["expires_at"] = expires_at.into();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The session passes its `expires_at` unpaid.
     pub fn expire_session(&self, session_id: &str) -> Option<Value> {
         let mut state = self.lock();

@@ -260,3 +260,57 @@ async fn without_postgres_the_binary_says_how_to_get_one() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_session_left_open_past_its_expiry_cancels_the_order() {
+    let app = TestApp::spawn_in_emulator_mode().await;
+    let token = app.dev_token("alice").await;
+    let (order_id, url) = start_checkout(&app, &token, "credits_100").await;
+    let session_id = url.rsplit('/').next().unwrap();
+    assert!(
+        app.emulator
+            .set_session_expiry(session_id, chrono::Utc::now().timestamp())
+    );
+
+    assert_eq!(settled_status(&app, &token, &order_id).await["status"], "canceled");
+    assert_eq!(app.emulator.session(session_id).unwrap()["status"], "expired");
+}
+
+#[tokio::test]
+async fn under_duplicated_and_reordered_deliveries_every_order_is_granted_exactly_once() {
+    let app =
+        TestApp::spawn_in_emulator_mode_with(&[("EMULATOR_DUPLICATE_RATE", "1"), ("EMULATOR_REORDER", "true")]).await;
+    let token = app.dev_token("alice").await;
+    let mut orders = Vec::new();
+    for method in ["card", "bank", "card", "bank", "card"] {
+        let (order_id, url) = start_checkout(&app, &token, "credits_100").await;
+        let form = [
+            ("method", method),
+            ("card_number", "4242424242424242"),
+            ("bank_outcome", "succeeds"),
+        ];
+        assert_eq!(submit_payment(&url, &form).await.status(), StatusCode::SEE_OTHER);
+        orders.push(order_id);
+    }
+    for order_id in &orders {
+        assert_eq!(settled_status(&app, &token, order_id).await["status"], "paid");
+    }
+    // Give the second copies time to land, then check nothing was granted twice.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_, account) = app.get("/entitlements", Some(&token)).await;
+    assert_eq!(account["credits"], 100 * orders.len() as i64);
+    let ledger_rows: i64 = sqlx::query_scalar("select count(*) from credit_ledger")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(ledger_rows, orders.len() as i64);
+    let processed: i64 = sqlx::query_scalar("select count(*) from processed_webhook_events")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        processed,
+        app.emulator.events().len() as i64,
+        "each distinct event recorded once"
+    );
+}

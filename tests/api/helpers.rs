@@ -75,6 +75,7 @@ impl TestApp {
             webhook_tolerance: std::time::Duration::from_secs(300),
             jwt_secret: Secret::new(JWT_SECRET),
             plans_file: concat!(env!("CARGO_MANIFEST_DIR"), "/plans.toml").into(),
+            emulator_chaos: Default::default(),
         };
         let app = Application::build(config).await.expect("the application starts");
         let address = format!("http://127.0.0.1:{}", app.port());
@@ -93,11 +94,16 @@ impl TestApp {
     /// The app as `cargo run` starts it with nothing configured: the built-in emulator serves Stripe's
     /// API and hosted pages in the same process and delivers signed webhooks to the app.
     pub async fn spawn_in_emulator_mode() -> Self {
+        Self::spawn_in_emulator_mode_with(&[]).await
+    }
+
+    /// Emulator mode with extra environment variables, e.g. the chaos knobs.
+    pub async fn spawn_in_emulator_mode_with(extra: &[(&'static str, &str)]) -> Self {
         init_test_logging();
         let (db_name, database_url) = create_test_database().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = format!("http://localhost:{}", listener.local_addr().unwrap().port());
-        let vars = HashMap::from([
+        let mut vars = HashMap::from([
             ("DATABASE_URL", database_url.clone()),
             ("APP_BASE_URL", address.clone()),
             (
@@ -105,6 +111,7 @@ impl TestApp {
                 concat!(env!("CARGO_MANIFEST_DIR"), "/plans.toml").to_owned(),
             ),
         ]);
+        vars.extend(extra.iter().map(|(name, value)| (*name, value.to_string())));
         let config = Config::from_lookup(|name| vars.get(name).cloned()).unwrap();
         assert!(config.stripe.is_emulator());
         let app = Application::build_on(listener, config)
