@@ -45,15 +45,7 @@ impl TestApp {
 
     pub async fn spawn_with(options: Options) -> Self {
         init_test_logging();
-        let db_name = format!("entitle_test_{}", Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&format!("{}/postgres", admin_database_url()))
-            .await
-            .expect("PostgreSQL must be reachable at TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432)");
-        sqlx::query(&format!("create database {db_name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let database_url = format!("{}/{db_name}", admin_database_url());
+        let (db_name, database_url) = create_test_database().await;
 
         let emulator_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let emulator_base = format!("http://{}", emulator_listener.local_addr().unwrap());
