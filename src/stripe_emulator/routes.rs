@@ -20,6 +20,7 @@ pub fn router(emulator: StripeEmulator) -> Router {
         .route("/v1/checkout/sessions/{id}", get(retrieve_session))
         .route("/v1/checkout/sessions/{id}/expire", post(expire_session))
         .route_layer(middleware::from_fn(require_secret_key))
+        .fallback(unrecognized_url)
         .with_state(emulator)
 }
 
@@ -124,6 +125,16 @@ async fn expire_session(State(emulator): State<StripeEmulator>, Path(id): Path<S
             None,
         ),
     }
+}
+
+/// Stripe's answer to an endpoint it does not have (here: one the emulator does not emulate yet).
+async fn unrecognized_url(request: Request) -> Response {
+    let message = format!(
+        "Unrecognized request URL ({}: {}). The Stripe emulator serves only the endpoints this service uses.",
+        request.method(),
+        request.uri().path()
+    );
+    stripe_error(StatusCode::NOT_FOUND, "invalid_request_error", &message, None)
 }
 
 fn no_such_session(id: &str) -> Response {

@@ -314,3 +314,44 @@ async fn under_duplicated_and_reordered_deliveries_every_order_is_granted_exactl
         "each distinct event recorded once"
     );
 }
+
+#[tokio::test]
+async fn the_emulator_answers_like_stripe_for_bad_keys_unknown_sessions_and_unknown_endpoints() {
+    let app = TestApp::spawn_in_emulator_mode().await;
+    let api = |path: &str| app.url(&format!("/stripe-emulator/v1{path}"));
+
+    let no_key = app.http.get(api("/checkout/sessions/cs_test_x")).send().await.unwrap();
+    assert_eq!(no_key.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = no_key.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+
+    let unknown = app
+        .http
+        .get(api("/checkout/sessions/cs_test_x"))
+        .bearer_auth("sk_test_x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let body: Value = unknown.json().await.unwrap();
+    assert_eq!(
+        (body["error"]["type"].as_str(), body["error"]["param"].as_str()),
+        (Some("invalid_request_error"), Some("session"))
+    );
+
+    let endpoint = app
+        .http
+        .get(api("/charges"))
+        .bearer_auth("sk_test_x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(endpoint.status(), StatusCode::NOT_FOUND);
+    let body: Value = endpoint.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Unrecognized request URL")
+    );
+}
