@@ -39,6 +39,9 @@ pub struct Config {
     pub webhook_tolerance: Duration,
     pub jwt_secret: Secret,
     pub plans_file: PathBuf,
+    /// How long a subscription's entitlement outlives its paid period, so a late renewal does not
+    /// lock anyone out.
+    pub entitlement_grace: Duration,
 }
 
 /// Why the configuration was refused; its `Display` is the one line printed before exiting.
@@ -134,6 +137,21 @@ impl Config {
 
         let plans_file = PathBuf::from(get("PLANS_FILE").unwrap_or_else(|| "plans.toml".into()));
 
+        let entitlement_grace = match get("ENTITLEMENT_GRACE_SECS") {
+            None => Duration::from_secs(86_400),
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n <= 30 * 86_400)
+                .map(Duration::from_secs)
+                .ok_or_else(|| {
+                    invalid(
+                        "ENTITLEMENT_GRACE_SECS",
+                        "must be a number of seconds from 0 to 2592000",
+                    )
+                })?,
+        };
+
         Ok(Self {
             database_url: Secret::new(database_url),
             database_max_connections,
@@ -145,6 +163,7 @@ impl Config {
             webhook_tolerance,
             jwt_secret: Secret::new(jwt_secret),
             plans_file,
+            entitlement_grace,
         })
     }
 }
@@ -188,6 +207,7 @@ mod tests {
         assert_eq!(config.webhook_tolerance, Duration::from_secs(300));
         assert_eq!(config.webhook_secrets.len(), 2);
         assert_eq!(config.plans_file, PathBuf::from("plans.toml"));
+        assert_eq!(config.entitlement_grace, Duration::from_secs(86_400));
     }
 
     #[test]
@@ -216,6 +236,7 @@ mod tests {
             ("WEBHOOK_TOLERANCE_SECS", "-5"),
             ("AUTH_JWT_SECRET", "short"),
             ("DATABASE_URL", "mysql://x"),
+            ("ENTITLEMENT_GRACE_SECS", "a day"),
         ] {
             let mut vars = complete();
             vars.insert(name, value);

@@ -19,7 +19,7 @@ enum OrderKey {
     Session(String),
 }
 
-const COLUMNS: &str = "id, status, plan_id, amount, currency, created_at, paid_at";
+const COLUMNS: &str = "id, status, plan_id, amount, currency, created_at, paid_at, amount_refunded";
 
 pub async fn order_status(
     State(state): State<AppState>,

@@ -6,6 +6,8 @@
 //! It keeps sessions and events in memory and can play the customer (pay, expire) and turn each
 //! state change into an event. Tests drive it directly; faults can be injected.
 
+mod billing;
+mod lifecycle_routes;
 mod objects;
 mod routes;
 
@@ -38,6 +40,7 @@ struct EmulatorState {
     /// While set, session creation answers with this HTTP status and a Stripe `api_error`.
     fail_session_creation: Option<u16>,
     next_id: u64,
+    billing: billing::BillingState,
 }
 
 #[derive(Clone)]
@@ -87,12 +90,14 @@ impl StripeEmulator {
         let session = state.sessions.get(session_id)?.clone();
         let (session, event_types) = objects::pay(session, result, &mut state.next_id)?;
         state.sessions.insert(session_id.to_owned(), session.clone());
-        Some(
-            event_types
-                .into_iter()
-                .map(|(event_type, object)| record_event(&mut state, event_type, object))
-                .collect(),
-        )
+        let mut events: Vec<Value> = event_types
+            .into_iter()
+            .map(|(event_type, object)| record_event(&mut state, event_type, object))
+            .collect();
+        if session["payment_status"] == "paid" {
+            events.extend(billing::after_paid_session(&mut state, &session));
+        }
+        Some(events)
     }
 
     /// The session passes its `expires_at` unpaid.

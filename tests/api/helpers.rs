@@ -70,6 +70,7 @@ impl TestApp {
             webhook_tolerance: std::time::Duration::from_secs(300),
             jwt_secret: Secret::new(JWT_SECRET),
             plans_file: concat!(env!("CARGO_MANIFEST_DIR"), "/plans.toml").into(),
+            entitlement_grace: std::time::Duration::from_secs(86_400),
         };
         let app = Application::build(config).await.expect("the application starts");
         let address = format!("http://127.0.0.1:{}", app.port());

@@ -4,6 +4,9 @@
 mod auth_and_ownership;
 mod checkout;
 mod helpers;
+mod lifecycle_helpers;
+mod refunds_and_disputes;
 mod resilience;
 mod signatures;
+mod subscriptions;
 mod webhook_fulfillment;

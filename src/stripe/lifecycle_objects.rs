@@ -1,0 +1,143 @@
+//! The parts of subscription, invoice, charge and dispute objects we read, in the same lenient style
+//! as `event.rs`: unknown fields ignored, nearly everything optional, so an API version that moves
+//! a field makes us read `None` rather than drop the event.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use super::event::Expandable;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SubscriptionObject {
+    pub id: String,
+    pub status: String,
+    #[serde(default)]
+    pub cancel_at_period_end: bool,
+    #[serde(default)]
+    pub metadata: Option<HashMap<String, String>>,
+    /// Where API versions before 2025-03-31 put the period end.
+    pub current_period_end: Option<i64>,
+    pub items: Option<ObjectList<SubscriptionItem>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ObjectList<T> {
+    #[serde(default = "Vec::new")]
+    pub data: Vec<T>,
+    #[serde(default)]
+    pub has_more: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SubscriptionItem {
+    pub current_period_end: Option<i64>,
+}
+
+impl SubscriptionObject {
+    pub fn metadata_value(&self, key: &str) -> Option<&str> {
+        self.metadata.as_ref()?.get(key).map(String::as_str)
+    }
+
+    /// Newer API versions keep the period on each item; the subscription is paid up to the latest.
+    pub fn current_period_end(&self) -> Option<i64> {
+        let from_items = self
+            .items
+            .iter()
+            .flat_map(|items| &items.data)
+            .filter_map(|item| item.current_period_end)
+            .max();
+        from_items.or(self.current_period_end)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InvoiceObject {
+    pub id: String,
+    /// API versions before 2025-03-31.
+    pub subscription: Option<Expandable>,
+    pub parent: Option<InvoiceParent>,
+    pub lines: Option<ObjectList<InvoiceLine>>,
+    /// Newer API versions: the payments that paid the invoice.
+    pub payments: Option<ObjectList<InvoicePayment>>,
+    /// API versions before 2025-03-31.
+    pub payment_intent: Option<Expandable>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InvoiceParent {
+    pub subscription_details: Option<SubscriptionDetails>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SubscriptionDetails {
+    pub subscription: Option<Expandable>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InvoiceLine {
+    pub period: Option<Period>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Period {
+    pub end: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InvoicePayment {
+    pub payment: Option<InvoicePaymentTarget>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InvoicePaymentTarget {
+    pub payment_intent: Option<Expandable>,
+}
+
+impl InvoiceObject {
+    pub fn subscription_id(&self) -> Option<&str> {
+        let from_parent = self
+            .parent
+            .as_ref()
+            .and_then(|parent| parent.subscription_details.as_ref())
+            .and_then(|details| details.subscription.as_ref());
+        from_parent.or(self.subscription.as_ref()).map(Expandable::id)
+    }
+
+    pub fn period_end(&self) -> Option<i64> {
+        self.lines
+            .iter()
+            .flat_map(|lines| &lines.data)
+            .filter_map(|line| line.period.as_ref()?.end)
+            .max()
+    }
+
+    pub fn payment_intent_ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self
+            .payments
+            .iter()
+            .flat_map(|payments| &payments.data)
+            .filter_map(|p| p.payment.as_ref()?.payment_intent.as_ref())
+            .map(Expandable::id)
+            .collect();
+        ids.extend(self.payment_intent.as_ref().map(Expandable::id));
+        ids
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChargeObject {
+    pub id: String,
+    pub amount: i64,
+    #[serde(default)]
+    pub amount_refunded: i64,
+    pub payment_intent: Option<Expandable>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DisputeObject {
+    pub id: String,
+    pub charge: Option<Expandable>,
+    pub payment_intent: Option<Expandable>,
+    pub status: String,
+}

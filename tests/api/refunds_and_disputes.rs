@@ -1,0 +1,182 @@
+//! Money that goes back takes back what it bought: refunds claw credits back (in proportion when
+//! partial) or revoke a subscription's access; disputes suspend until won, and keep it taken if lost.
+//! Every change is a ledger or history row naming its event, and redeliveries change nothing.
+
+use crate::{helpers::TestApp, lifecycle_helpers::event_id};
+
+#[tokio::test]
+async fn given_paid_credits_when_fully_refunded_then_they_are_clawed_back_once_and_the_order_is_refunded() {
+    let app = TestApp::spawn().await;
+    let purchase = app.fulfilled_purchase("alice", "credits_100").await;
+    assert_eq!(app.credits("alice").await, 100);
+    let charge = app
+        .emulator
+        .charge_for_payment_intent(&purchase.payment_intent_id())
+        .unwrap();
+
+    let refund = app.emulator.refund_charge(&charge, None).unwrap();
+    assert_eq!(
+        app.deliver_all(&[refund.clone(), refund.clone()]).await,
+        ["refunded", "duplicate"]
+    );
+
+    assert_eq!(app.credits("alice").await, 0);
+    let order = app.order_status("alice", purchase.order_id).await;
+    assert_eq!(order["status"], "refunded");
+    assert_eq!(order["amountRefunded"], 500);
+    let ledger = app.ledger(purchase.order_id).await;
+    assert_eq!(ledger[1], ("refund".into(), -100, Some(event_id(&refund))));
+    assert_eq!(ledger.len(), 2);
+}
+
+#[tokio::test]
+async fn given_paid_credits_when_partly_refunded_then_the_share_rounded_down_is_clawed_back() {
+    let app = TestApp::spawn().await;
+    let purchase = app.fulfilled_purchase("alice", "credits_100").await;
+    let charge = app
+        .emulator
+        .charge_for_payment_intent(&purchase.payment_intent_id())
+        .unwrap();
+
+    // 333 of 500 cents: 66.6 credits, so 66 go back.
+    let first = app.emulator.refund_charge(&charge, Some(333)).unwrap();
+    assert_eq!(
+        app.deliver_all(std::slice::from_ref(&first)).await,
+        ["partially_refunded"]
+    );
+    assert_eq!(app.credits("alice").await, 34);
+    let order = app.order_status("alice", purchase.order_id).await;
+    assert_eq!(
+        (order["status"].as_str(), order["amountRefunded"].as_i64()),
+        (Some("paid"), Some(333))
+    );
+
+    let rest = app.emulator.refund_charge(&charge, None).unwrap();
+    // Delivered twice, and the older event once more after it: the total never claws twice.
+    app.deliver_all(&[rest.clone(), rest, first]).await;
+    assert_eq!(app.credits("alice").await, 0);
+    assert_eq!(app.order_status("alice", purchase.order_id).await["status"], "refunded");
+}
+
+#[tokio::test]
+async fn given_a_subscription_when_its_charge_is_refunded_then_full_revokes_and_partial_does_not() {
+    let app = TestApp::spawn().await;
+    let purchase = app.fulfilled_purchase("alice", "pro_monthly").await;
+    let charge = app
+        .emulator
+        .latest_charge_of_subscription(&purchase.subscription_id())
+        .unwrap();
+
+    let partial = app.emulator.refund_charge(&charge, Some(500)).unwrap();
+    assert_eq!(app.deliver_all(&[partial]).await, ["partially_refunded"]);
+    assert_eq!(app.entitlement("alice").await["status"], "active");
+
+    let full = app.emulator.refund_charge(&charge, None).unwrap();
+    assert_eq!(app.deliver_all(std::slice::from_ref(&full)).await, ["refunded"]);
+    assert_eq!(app.entitlement("alice").await["status"], "revoked");
+    let history = app.entitlement_history(purchase.order_id).await;
+    assert!(
+        history.contains(&("revoked".into(), Some(event_id(&full)))),
+        "{history:?}"
+    );
+
+    // Stripe still calls the subscription active; the refund's revocation holds.
+    let update = app
+        .emulator
+        .update_subscription(&purchase.subscription_id(), "active", false)
+        .unwrap();
+    app.deliver_all(&[update]).await;
+    assert_eq!(app.entitlement("alice").await["status"], "revoked");
+}
+
+#[tokio::test]
+async fn given_a_dispute_on_credits_when_lost_then_they_stay_clawed_back_and_the_order_is_refunded() {
+    let app = TestApp::spawn().await;
+    let purchase = app.fulfilled_purchase("alice", "credits_100").await;
+    let charge = app
+        .emulator
+        .charge_for_payment_intent(&purchase.payment_intent_id())
+        .unwrap();
+
+    let (dispute_id, opened) = app.emulator.open_dispute(&charge).unwrap();
+    assert_eq!(
+        app.deliver_all(&[opened.clone(), opened]).await,
+        ["disputed", "duplicate"]
+    );
+    assert_eq!(app.credits("alice").await, 0);
+    assert_eq!(app.order_status("alice", purchase.order_id).await["status"], "disputed");
+
+    let closed = app.emulator.close_dispute(&dispute_id, false).unwrap();
+    assert_eq!(app.deliver_all(&[closed]).await, ["dispute_lost"]);
+    assert_eq!(app.credits("alice").await, 0);
+    assert_eq!(app.order_status("alice", purchase.order_id).await["status"], "refunded");
+}
+
+#[tokio::test]
+async fn given_a_dispute_on_credits_when_won_then_they_are_restored_and_the_order_is_paid_again() {
+    let app = TestApp::spawn().await;
+    let purchase = app.fulfilled_purchase("alice", "credits_100").await;
+    let charge = app
+        .emulator
+        .charge_for_payment_intent(&purchase.payment_intent_id())
+        .unwrap();
+
+    let (dispute_id, opened) = app.emulator.open_dispute(&charge).unwrap();
+    app.deliver_all(&[opened]).await;
+    let closed = app.emulator.close_dispute(&dispute_id, true).unwrap();
+    assert_eq!(
+        app.deliver_all(&[closed.clone(), closed.clone()]).await,
+        ["dispute_won", "duplicate"]
+    );
+
+    assert_eq!(app.credits("alice").await, 100);
+    assert_eq!(app.order_status("alice", purchase.order_id).await["status"], "paid");
+    let kinds: Vec<String> = app
+        .ledger(purchase.order_id)
+        .await
+        .into_iter()
+        .map(|(kind, _, _)| kind)
+        .collect();
+    assert_eq!(kinds, ["purchase", "dispute", "dispute_reversal"]);
+    assert_eq!(app.ledger(purchase.order_id).await[2].2, Some(event_id(&closed)));
+}
+
+#[tokio::test]
+async fn given_a_dispute_on_a_subscription_then_access_is_suspended_until_won_or_revoked_when_lost() {
+    for (won, final_status) in [(true, "active"), (false, "revoked")] {
+        let app = TestApp::spawn().await;
+        let purchase = app.fulfilled_purchase("alice", "pro_monthly").await;
+        let charge = app
+            .emulator
+            .latest_charge_of_subscription(&purchase.subscription_id())
+            .unwrap();
+
+        let (dispute_id, opened) = app.emulator.open_dispute(&charge).unwrap();
+        app.deliver_all(&[opened]).await;
+        let suspended = app.entitlement("alice").await;
+        assert_eq!(
+            (suspended["status"].as_str(), suspended["active"].as_bool()),
+            (Some("suspended"), Some(false))
+        );
+
+        let closed = app.emulator.close_dispute(&dispute_id, won).unwrap();
+        app.deliver_all(&[closed]).await;
+        assert_eq!(app.entitlement("alice").await["status"], final_status, "won = {won}");
+    }
+}
+
+#[tokio::test]
+async fn given_a_dispute_closed_before_its_created_arrives_then_nothing_stays_suspended() {
+    let app = TestApp::spawn().await;
+    let purchase = app.fulfilled_purchase("alice", "credits_100").await;
+    let charge = app
+        .emulator
+        .charge_for_payment_intent(&purchase.payment_intent_id())
+        .unwrap();
+    let (dispute_id, opened) = app.emulator.open_dispute(&charge).unwrap();
+    let closed = app.emulator.close_dispute(&dispute_id, true).unwrap();
+
+    app.deliver_all(&[closed, opened]).await;
+    assert_eq!(app.credits("alice").await, 100);
+    assert_eq!(app.order_status("alice", purchase.order_id).await["status"], "paid");
+}
