@@ -10,6 +10,7 @@ pub mod extract;
 pub mod fulfillment;
 pub mod lifecycle;
 pub mod orders;
+pub mod reconcile;
 pub mod routes;
 pub mod startup;
 pub mod stripe;

@@ -10,8 +10,12 @@ use crate::{
     app::{AppState, router},
     catalog::{load_plans_file, sync_catalog},
     config::Config,
+    reconcile::missed_events::run_periodically,
     stripe::build_client,
 };
+
+/// How often Stripe's event list is checked for events the webhook missed.
+const RECONCILE_EVERY: Duration = Duration::from_secs(5 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -57,13 +61,18 @@ impl Application {
     /// Serves until SIGTERM or ctrl-c, then lets requests in flight finish.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         tracing::info!(addr = %self.listener.local_addr()?, "entitle listening");
+        tokio::spawn(run_periodically(
+            self.state.db.clone(),
+            self.state.stripe.clone(),
+            RECONCILE_EVERY,
+        ));
         axum::serve(self.listener, router(self.state))
             .with_graceful_shutdown(shutdown_signal())
             .await
     }
 }
 
-async fn connect(config: &Config) -> Result<PgPool, StartupError> {
+pub async fn connect(config: &Config) -> Result<PgPool, StartupError> {
     PgPoolOptions::new()
         .max_connections(config.database_max_connections)
         // A request waiting longer than this for a connection gets a 503 rather than hanging.

@@ -27,6 +27,8 @@ pub struct TestApp {
     pub db_name: String,
     pub emulator: StripeEmulator,
     pub http: reqwest::Client,
+    /// A client for the emulator, as the app builds it.
+    pub stripe: stripe::Client,
 }
 
 #[derive(Default)]
@@ -72,6 +74,7 @@ impl TestApp {
             plans_file: concat!(env!("CARGO_MANIFEST_DIR"), "/plans.toml").into(),
             entitlement_grace: std::time::Duration::from_secs(86_400),
         };
+        let stripe = entitle::stripe::build_client(&config).unwrap();
         let app = Application::build(config).await.expect("the application starts");
         let address = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped());
@@ -83,6 +86,7 @@ impl TestApp {
             db_name,
             emulator,
             http: reqwest::Client::new(),
+            stripe,
         }
     }
 

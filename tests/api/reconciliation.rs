@@ -1,0 +1,136 @@
+//! When the webhook is late or never comes: the return page asks Stripe (rarely, however many
+//! browsers poll) and the reconciler reads Stripe's event list; both grant through the webhook's
+//! own path, so the late webhook finds the work done.
+
+use chrono::Utc;
+use entitle::{reconcile::missed_events::reconcile_since, stripe_emulator::PaymentResult};
+use futures::{StreamExt, stream};
+use uuid::Uuid;
+
+use crate::helpers::TestApp;
+
+impl TestApp {
+    /// Makes the order look as if its checkout started `seconds` ago.
+    async fn age_order(&self, order_id: Uuid, seconds: i32) {
+        sqlx::query("update orders set created_at = now() - make_interval(secs => $2) where id = $1")
+            .bind(order_id)
+            .bind(f64::from(seconds))
+            .execute(&self.db)
+            .await
+            .unwrap();
+    }
+
+    fn session_retrievals(&self) -> usize {
+        self.emulator
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.starts_with("/v1/checkout/sessions/"))
+            .count()
+    }
+}
+
+#[tokio::test]
+async fn given_a_completed_event_that_was_never_delivered_then_the_reconciler_applies_it_once() {
+    let app = TestApp::spawn().await;
+    let (order_id, session_id) = app.checkout("alice", "credits_100").await;
+    let completed = app.pay(&session_id, PaymentResult::Card).remove(0);
+
+    let since = Utc::now().timestamp() - 3600;
+    let report = reconcile_since(&app.db, &app.stripe, since).await.unwrap();
+    assert_eq!(report.applied, 1, "{report:?}");
+    assert_eq!(app.credits("alice").await, 100);
+    assert_eq!(app.order_status("alice", order_id).await["status"], "paid");
+
+    let again = reconcile_since(&app.db, &app.stripe, since).await.unwrap();
+    assert_eq!((again.listed, again.applied), (1, 0));
+    let (_, body) = app.deliver(&completed).await;
+    assert_eq!(body["outcome"], "duplicate");
+    assert_eq!(app.credits("alice").await, 100);
+
+    let listed = app
+        .emulator
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/v1/events")
+        .unwrap();
+    assert_eq!(listed.params.get("created[gte]"), Some(&since.to_string()));
+}
+
+#[tokio::test]
+async fn given_missed_subscription_events_then_the_reconciler_leaves_the_renewed_state() {
+    let app = TestApp::spawn().await;
+    let (_, session_id) = app.checkout("alice", "pro_monthly").await;
+    let events = app.pay(&session_id, PaymentResult::Card);
+    let subscription_id = events[0]["data"]["object"]["subscription"].as_str().unwrap();
+    app.emulator.renew_subscription(subscription_id).unwrap();
+
+    let report = reconcile_since(&app.db, &app.stripe, Utc::now().timestamp() - 60)
+        .await
+        .unwrap();
+    assert_eq!(report.applied, 5, "{report:?}");
+    let entitlement = app.entitlement("alice").await;
+    assert_eq!(entitlement["status"], "active");
+    let stripe_end = app.emulator.subscription(subscription_id).unwrap()["items"]["data"][0]["current_period_end"]
+        .as_i64()
+        .unwrap();
+    let shown: chrono::DateTime<Utc> = entitlement["currentPeriodEnd"].as_str().unwrap().parse().unwrap();
+    assert_eq!(shown.timestamp(), stripe_end);
+}
+
+#[tokio::test]
+async fn given_a_late_webhook_when_the_return_page_polls_then_stripe_is_asked_and_the_order_fulfilled_once() {
+    let app = TestApp::spawn().await;
+    let (order_id, session_id) = app.checkout("alice", "credits_100").await;
+    let completed = app.pay(&session_id, PaymentResult::Card).remove(0);
+
+    // Too young: the webhook normally lands in this time, so Stripe is not asked.
+    assert_eq!(app.order_status("alice", order_id).await["status"], "pending");
+    assert_eq!(app.session_retrievals(), 0);
+
+    app.age_order(order_id, 10).await;
+    assert_eq!(app.order_status("alice", order_id).await["status"], "paid");
+    assert_eq!(app.credits("alice").await, 100);
+    assert_eq!(app.session_retrievals(), 1);
+
+    let (_, body) = app.deliver(&completed).await;
+    assert_eq!(body["outcome"], "already_fulfilled");
+    assert_eq!(app.credits("alice").await, 100);
+    let ledger = app.ledger(order_id).await;
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].2, Some(format!("return_page_sync:{session_id}")));
+}
+
+#[tokio::test]
+async fn given_a_pending_order_when_polled_1000_times_then_stripe_is_asked_at_most_a_handful_of_times() {
+    let app = TestApp::spawn().await;
+    let (order_id, _) = app.checkout("alice", "credits_100").await;
+    app.age_order(order_id, 10).await;
+
+    let statuses: Vec<String> = stream::iter(0..1000)
+        .map(|_| async {
+            app.order_status("alice", order_id).await["status"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .buffer_unordered(50)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| s == "pending"));
+    let calls = app.session_retrievals();
+    assert!((1..=3).contains(&calls), "{calls} Stripe calls");
+}
+
+#[tokio::test]
+async fn given_many_pending_orders_polled_at_once_then_a_global_cap_bounds_the_stripe_calls() {
+    let app = TestApp::spawn().await;
+    let mut orders = Vec::new();
+    for _ in 0..20 {
+        let (order_id, _) = app.checkout("alice", "credits_100").await;
+        app.age_order(order_id, 10).await;
+        orders.push(order_id);
+    }
+    futures::future::join_all(orders.iter().map(|id| app.order_status("alice", *id))).await;
+    let calls = app.session_retrievals();
+    assert!((1..=8).contains(&calls), "{calls} Stripe calls for 20 orders");
+}
