@@ -27,6 +27,8 @@ pub struct TestApp {
     pub db_name: String,
     pub emulator: StripeEmulator,
     pub http: reqwest::Client,
+    /// The configuration the app runs with, for operator commands run beside it.
+    pub config: Config,
     /// A client for the emulator, as the app builds it.
     pub stripe: stripe::Client,
 }
@@ -75,7 +77,9 @@ impl TestApp {
             entitlement_grace: std::time::Duration::from_secs(86_400),
         };
         let stripe = entitle::stripe::build_client(&config).unwrap();
-        let app = Application::build(config).await.expect("the application starts");
+        let app = Application::build(config.clone())
+            .await
+            .expect("the application starts");
         let address = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped());
 
@@ -86,6 +90,7 @@ impl TestApp {
             db_name,
             emulator,
             http: reqwest::Client::new(),
+            config,
             stripe,
         }
     }

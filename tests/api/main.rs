@@ -5,6 +5,7 @@ mod auth_and_ownership;
 mod checkout;
 mod helpers;
 mod lifecycle_helpers;
+mod operator_commands;
 mod reconciliation;
 mod refunds_and_disputes;
 mod resilience;
