@@ -54,7 +54,8 @@ alter table entitlements add column hold text check (hold in ('refunded', 'dispu
 -- Every later change is a row naming its event; the grant stays once per order.
 alter table entitlement_history drop constraint entitlement_history_change_check;
 alter table entitlement_history add constraint entitlement_history_change_check
-    check (change in ('grant', 'active', 'past_due', 'suspended', 'revoked', 'period_extended'));
+    check (change in ('grant', 'active', 'past_due', 'suspended', 'revoked', 'period_extended',
+                      'cancel_scheduled', 'cancel_withdrawn'));
 alter table entitlement_history add column detail text;
 alter table entitlement_history drop constraint entitlement_history_order_id_change_key;
 create unique index entitlement_history_one_grant_per_order on entitlement_history (order_id) where change = 'grant';

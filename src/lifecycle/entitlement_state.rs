@@ -37,12 +37,13 @@ pub async fn refresh_entitlement(
         String,
         Option<String>,
         Option<DateTime<Utc>>,
+        bool,
         Option<String>,
         Option<DateTime<Utc>>,
         Option<bool>,
     );
     let row: Option<Row> = sqlx::query_as(
-        "select e.user_id, e.key, e.status, e.hold, e.current_period_end,
+        "select e.user_id, e.key, e.status, e.hold, e.current_period_end, e.cancel_at_period_end,
                 s.status, s.current_period_end, s.cancel_at_period_end
          from entitlements e
          left join subscriptions s on s.stripe_subscription_id = e.stripe_subscription_id
@@ -52,12 +53,13 @@ pub async fn refresh_entitlement(
     .bind(order_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((user_id, key, old_status, hold, old_period_end, stripe_status, period_end, cancel_at_period_end)) = row
+    let Some((user_id, key, old_status, hold, old_period_end, old_cancel, stripe_status, period_end, cancel)) = row
     else {
         return Ok(false);
     };
     let status = entitlement_status(stripe_status.as_deref(), hold.as_deref());
     let period_end = period_end.or(old_period_end);
+    let cancel_at_period_end = cancel.unwrap_or(false);
 
     sqlx::query(
         "update entitlements set status = $3, current_period_end = $4, cancel_at_period_end = $5, updated_at = now()
@@ -67,7 +69,7 @@ pub async fn refresh_entitlement(
     .bind(&key)
     .bind(status)
     .bind(period_end)
-    .bind(cancel_at_period_end.unwrap_or(false))
+    .bind(cancel_at_period_end)
     .execute(&mut *conn)
     .await?;
 
@@ -75,6 +77,12 @@ pub async fn refresh_entitlement(
         status
     } else if period_end > old_period_end {
         "period_extended"
+    } else if cancel_at_period_end != old_cancel {
+        if cancel_at_period_end {
+            "cancel_scheduled"
+        } else {
+            "cancel_withdrawn"
+        }
     } else {
         return Ok(false);
     };

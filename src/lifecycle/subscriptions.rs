@@ -7,6 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
+use stripe::StripeError;
 use uuid::Uuid;
 
 use super::entitlement_state::refresh_entitlement;
@@ -46,9 +47,15 @@ pub async fn apply_subscription_event(
     };
 
     lock_subscription(conn, &subscription_id).await?;
-    let current = retrieve_subscription(stripe, &subscription_id)
-        .await
-        .map_err(|err| AppError::PaymentProvider(ProviderError::Stripe(err)))?;
+    let current = match retrieve_subscription(stripe, &subscription_id).await {
+        Ok(current) => current,
+        // Not ours (another account's, or a test object): retrying would never change the answer.
+        Err(StripeError::Stripe(_, 404)) => {
+            tracing::warn!(subscription_id, "Stripe does not know the subscription an event names");
+            return Ok((Outcome::NoMatchingOrder, None));
+        }
+        Err(err) => return Err(AppError::PaymentProvider(ProviderError::Stripe(err))),
+    };
 
     let mut period_end = current.current_period_end();
     if let Some(invoice) = &paid_invoice {

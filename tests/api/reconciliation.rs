@@ -134,3 +134,26 @@ async fn given_many_pending_orders_polled_at_once_then_a_global_cap_bounds_the_s
     let calls = app.session_retrievals();
     assert!((1..=8).contains(&calls), "{calls} Stripe calls for 20 orders");
 }
+
+#[tokio::test]
+async fn given_more_missed_events_than_one_page_then_the_reconciler_pages_through_them_all() {
+    let app = TestApp::spawn().await;
+    // Three events each (completed, subscription created, invoice paid): 105, over Stripe's page of 100.
+    for user in (0..35).map(|i| format!("user{i}")) {
+        let (_, session_id) = app.checkout(&user, "pro_monthly").await;
+        app.pay(&session_id, PaymentResult::Card);
+    }
+    let report = reconcile_since(&app.db, &app.stripe, Utc::now().timestamp() - 60)
+        .await
+        .unwrap();
+    assert_eq!((report.listed, report.applied), (105, 105));
+    assert_eq!(app.entitlement("user0").await["status"], "active");
+    assert_eq!(app.entitlement("user34").await["status"], "active");
+    let pages = app
+        .emulator
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1/events")
+        .count();
+    assert_eq!(pages, 2);
+}

@@ -154,3 +154,46 @@ async fn given_periods_that_ended_then_access_lapses_after_the_grace_or_at_once_
         "a canceling subscription ends at its period end"
     );
 }
+
+#[tokio::test]
+async fn given_a_cancellation_scheduled_then_withdrawn_then_each_is_a_history_row_naming_its_event() {
+    let app = TestApp::spawn().await;
+    let purchase = app.fulfilled_purchase("alice", "pro_monthly").await;
+    let subscription_id = purchase.subscription_id();
+    let scheduled = app
+        .emulator
+        .update_subscription(&subscription_id, "active", true)
+        .unwrap();
+    app.deliver_all(std::slice::from_ref(&scheduled)).await;
+    let withdrawn = app
+        .emulator
+        .update_subscription(&subscription_id, "active", false)
+        .unwrap();
+    app.deliver_all(std::slice::from_ref(&withdrawn)).await;
+
+    let history = app.entitlement_history(purchase.order_id).await;
+    assert!(
+        history.contains(&("cancel_scheduled".into(), Some(event_id(&scheduled)))),
+        "{history:?}"
+    );
+    assert!(
+        history.contains(&("cancel_withdrawn".into(), Some(event_id(&withdrawn)))),
+        "{history:?}"
+    );
+    assert_eq!(app.entitlement("alice").await["cancelAtPeriodEnd"], false);
+}
+
+#[tokio::test]
+async fn given_an_event_for_a_subscription_stripe_does_not_know_then_it_is_recorded_not_retried() {
+    let app = TestApp::spawn().await;
+    let event = serde_json::json!({
+        "id": "evt_test_unknown_subscription",
+        "object": "event",
+        "type": "customer.subscription.updated",
+        "created": crate::helpers::unix_now(),
+        "data": { "object": { "id": "sub_unknown", "object": "subscription", "status": "active" } }
+    });
+    let (status, body) = app.deliver(&event).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    assert_eq!(body["outcome"], "no_matching_order");
+}
