@@ -345,7 +345,9 @@ async fn grant_entitlement_once(
              values ($1, $2, 'active', $3, $4)
              on conflict (user_id, key) do update set
                  status = 'active', stripe_subscription_id = excluded.stripe_subscription_id,
-                 order_id = excluded.order_id, updated_at = now()",
+                 order_id = excluded.order_id, updated_at = now(),
+                 -- A new purchase starts clean: no earlier refund's hold, period or cancellation.
+                 hold = null, current_period_end = null, cancel_at_period_end = false",
         )
         .bind(&order.user_id)
         .bind(key)

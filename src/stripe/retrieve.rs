@@ -42,9 +42,10 @@ pub async fn list_events_page(
     created_gte: i64,
     starting_after: Option<&str>,
 ) -> Result<ObjectList<WebhookEvent>, StripeError> {
-    let mut query = format!("limit=100&created[gte]={created_gte}");
+    // Brackets percent-encoded, as async-stripe's own query encoder sends them.
+    let mut query = format!("limit=100&created%5Bgte%5D={created_gte}");
     for event_type in types {
-        query.push_str(&format!("&types[]={event_type}"));
+        query.push_str(&format!("&types%5B%5D={event_type}"));
     }
     if let Some(id) = starting_after {
         query.push_str(&format!("&starting_after={id}"));

@@ -83,10 +83,13 @@ pub async fn list_events(
         let position = matching.iter().position(|e| e["id"] == after);
         matching = position.map_or_else(Vec::new, |p| matching.split_off(p + 1));
     } else if let Some(before) = one("ending_before") {
+        // The page of events just newer than `before`, still listed newest first.
         let position = matching.iter().position(|e| e["id"] == before).unwrap_or(0);
         matching.truncate(position);
         let skip = matching.len().saturating_sub(limit);
         matching.drain(..skip);
+        return Json(json!({ "object": "list", "data": matching, "has_more": skip > 0, "url": "/v1/events" }))
+            .into_response();
     }
     let has_more = matching.len() > limit;
     matching.truncate(limit);

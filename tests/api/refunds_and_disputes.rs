@@ -180,3 +180,23 @@ async fn given_a_dispute_closed_before_its_created_arrives_then_nothing_stays_su
     assert_eq!(app.credits("alice").await, 100);
     assert_eq!(app.order_status("alice", purchase.order_id).await["status"], "paid");
 }
+
+#[tokio::test]
+async fn given_a_refunded_subscription_when_the_user_buys_again_then_the_new_purchase_grants_afresh() {
+    let app = TestApp::spawn().await;
+    let first = app.fulfilled_purchase("alice", "pro_monthly").await;
+    let charge = app
+        .emulator
+        .latest_charge_of_subscription(&first.subscription_id())
+        .unwrap();
+    let refund = app.emulator.refund_charge(&charge, None).unwrap();
+    app.deliver_all(&[refund]).await;
+    assert_eq!(app.entitlement("alice").await["status"], "revoked");
+
+    app.fulfilled_purchase("alice", "pro_monthly").await;
+    let entitlement = app.entitlement("alice").await;
+    assert_eq!(
+        (entitlement["status"].as_str(), entitlement["active"].as_bool()),
+        (Some("active"), Some(true))
+    );
+}
