@@ -170,6 +170,9 @@ struct LockedOrder {
 
 /// Finds the order by its stored session id, or else by the order id we sent to Stripe (for an event
 /// that outran the write of the session id), and locks it for the rest of the transaction.
+/// `no key update` serialises everything that changes the order yet lets other transactions insert
+/// rows that reference it (their foreign-key check takes `key share`, which `for update` would
+/// block, deadlocking with a subscription event that holds the subscription's lock).
 async fn lock_order_for_session(
     conn: &mut PgConnection,
     session: &CheckoutSessionObject,
@@ -178,7 +181,7 @@ async fn lock_order_for_session(
     const COLUMNS: &str = "id, user_id, plan_id, status, amount, currency, stripe_checkout_session_id";
 
     let by_session: Option<Row> = sqlx::query_as(&format!(
-        "select {COLUMNS} from orders where stripe_checkout_session_id = $1 for update"
+        "select {COLUMNS} from orders where stripe_checkout_session_id = $1 for no key update"
     ))
     .bind(&session.id)
     .fetch_optional(&mut *conn)
@@ -194,7 +197,7 @@ async fn lock_order_for_session(
             match order_id {
                 None => None,
                 Some(order_id) => {
-                    sqlx::query_as(&format!("select {COLUMNS} from orders where id = $1 for update"))
+                    sqlx::query_as(&format!("select {COLUMNS} from orders where id = $1 for no key update"))
                         .bind(order_id)
                         .fetch_optional(&mut *conn)
                         .await?

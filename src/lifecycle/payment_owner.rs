@@ -13,7 +13,8 @@ pub struct LockedPaidOrder {
     pub via_subscription: bool,
 }
 
-/// Finds and locks the order the payment intent paid for.
+/// Finds and locks the order the payment intent paid for (`no key update`, as checkout does, so
+/// rows referencing the order can still be inserted by other events).
 pub async fn lock_order_for_payment(
     conn: &mut PgConnection,
     payment_intent_id: &str,
@@ -43,7 +44,7 @@ pub async fn lock_order_for_payment(
         }
     };
     let row: Option<(String, crate::orders::OrderStatus)> =
-        sqlx::query_as("select user_id, status from orders where id = $1 for update")
+        sqlx::query_as("select user_id, status from orders where id = $1 for no key update")
             .bind(order_id)
             .fetch_optional(conn)
             .await?;

@@ -141,3 +141,53 @@ pub struct DisputeObject {
     pub payment_intent: Option<Expandable>,
     pub status: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Stripe's own fixtures: the shapes real objects have, read by the structs above.
+    const SUBSCRIPTION: &str = include_str!("../stripe_emulator/fixtures/subscription.json");
+    const INVOICE: &str = include_str!("../stripe_emulator/fixtures/invoice.json");
+    const CHARGE: &str = include_str!("../stripe_emulator/fixtures/charge.json");
+    const DISPUTE: &str = include_str!("../stripe_emulator/fixtures/dispute.json");
+
+    #[test]
+    fn stripes_fixtures_parse_and_yield_the_fields_we_act_on() {
+        let subscription: SubscriptionObject = serde_json::from_str(SUBSCRIPTION).unwrap();
+        assert_eq!(subscription.status, "active");
+        assert!(subscription.cancel_at_period_end);
+        assert_eq!(
+            subscription.current_period_end(),
+            Some(976_287_773),
+            "read from the items"
+        );
+
+        let invoice: InvoiceObject = serde_json::from_str(INVOICE).unwrap();
+        assert_eq!(
+            invoice.subscription_id(),
+            Some("subscription"),
+            "read from parent.subscription_details"
+        );
+        assert!(invoice.payment_intent_ids().is_empty());
+
+        let charge: ChargeObject = serde_json::from_str(CHARGE).unwrap();
+        assert_eq!((charge.amount, charge.amount_refunded), (100, 0));
+        let dispute: DisputeObject = serde_json::from_str(DISPUTE).unwrap();
+        assert_eq!(
+            dispute.charge.as_ref().map(Expandable::id),
+            Some("ch_1PgafuB7WZ01zgkWXYmPNZs8")
+        );
+    }
+
+    #[test]
+    fn older_api_versions_put_the_period_and_subscription_at_the_top() {
+        let subscription: SubscriptionObject =
+            serde_json::from_str(r#"{"id":"sub_1","status":"past_due","current_period_end":1700000000}"#).unwrap();
+        assert_eq!(subscription.current_period_end(), Some(1_700_000_000));
+        let invoice: InvoiceObject =
+            serde_json::from_str(r#"{"id":"in_1","subscription":"sub_1","payment_intent":"pi_1"}"#).unwrap();
+        assert_eq!(invoice.subscription_id(), Some("sub_1"));
+        assert_eq!(invoice.payment_intent_ids(), ["pi_1"]);
+    }
+}

@@ -200,3 +200,27 @@ async fn given_a_refunded_subscription_when_the_user_buys_again_then_the_new_pur
         (Some("active"), Some(true))
     );
 }
+
+#[tokio::test]
+async fn given_refund_dispute_and_subscription_events_racing_then_none_fails_and_the_dispute_holds() {
+    let app = TestApp::spawn().await;
+    let purchase = app.fulfilled_purchase("alice", "pro_monthly").await;
+    let subscription_id = purchase.subscription_id();
+    let charge = app.emulator.latest_charge_of_subscription(&subscription_id).unwrap();
+    let mut events = app.emulator.renew_subscription(&subscription_id).unwrap();
+    events.push(app.emulator.refund_charge(&charge, Some(100)).unwrap());
+    events.push(app.emulator.open_dispute(&charge).unwrap().1);
+    events.push(
+        app.emulator
+            .update_subscription(&subscription_id, "active", false)
+            .unwrap(),
+    );
+
+    let deliveries = events.iter().cycle().take(events.len() * 5);
+    let replies = futures::future::join_all(deliveries.map(|event| app.deliver(event))).await;
+    assert!(
+        replies.iter().all(|(status, _)| *status == reqwest::StatusCode::OK),
+        "{replies:?}"
+    );
+    assert_eq!(app.entitlement("alice").await["status"], "suspended");
+}

@@ -197,3 +197,42 @@ async fn given_an_event_for_a_subscription_stripe_does_not_know_then_it_is_recor
     assert_eq!(status, reqwest::StatusCode::OK, "{body}");
     assert_eq!(body["outcome"], "no_matching_order");
 }
+
+#[tokio::test]
+async fn given_a_subscriptions_events_delivered_all_at_once_repeatedly_then_no_delivery_fails_and_stripes_state_wins() {
+    let app = TestApp::spawn().await;
+    let purchase = app.paid_purchase("alice", "pro_monthly").await;
+    let subscription_id = purchase.subscription_id();
+    let mut events = purchase.events.clone();
+    events.extend(app.emulator.renew_subscription(&subscription_id).unwrap());
+    events.push(
+        app.emulator
+            .update_subscription(&subscription_id, "active", true)
+            .unwrap(),
+    );
+
+    // Checkout completion and subscription events race for the same locks, 5 copies of each.
+    let deliveries = events.iter().cycle().take(events.len() * 5);
+    let replies = futures::future::join_all(deliveries.map(|event| app.deliver(event))).await;
+    assert!(
+        replies.iter().all(|(status, _)| *status == reqwest::StatusCode::OK),
+        "{replies:?}"
+    );
+
+    let entitlement = app.entitlement("alice").await;
+    assert_eq!(entitlement["status"], "active");
+    assert_eq!(entitlement["cancelAtPeriodEnd"], true);
+    let stripe_end = app.emulator.subscription(&subscription_id).unwrap()["items"]["data"][0]["current_period_end"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(period_end(&entitlement).timestamp(), stripe_end);
+
+    let unattributed: i64 = sqlx::query_scalar(
+        "select (select count(*) from entitlement_history where stripe_event_id is null)
+              + (select count(*) from credit_ledger where stripe_event_id is null)",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(unattributed, 0, "every change names its event");
+}
