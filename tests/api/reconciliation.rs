@@ -157,3 +157,41 @@ async fn given_more_missed_events_than_one_page_then_the_reconciler_pages_throug
         .count();
     assert_eq!(pages, 2);
 }
+
+#[tokio::test]
+async fn given_a_stored_cursor_then_each_run_starts_from_the_newest_event_seen_less_an_overlap() {
+    use entitle::reconcile::missed_events::reconcile_from_cursor;
+
+    let app = TestApp::spawn().await;
+    let (_, session_id) = app.checkout("alice", "credits_100").await;
+    let created = app.pay(&session_id, PaymentResult::Card)[0]["created"]
+        .as_i64()
+        .unwrap();
+
+    let first = reconcile_from_cursor(&app.db, &app.stripe).await.unwrap();
+    assert_eq!(first.applied, 1);
+    let cursor: i64 = sqlx::query_scalar("select created_up_to from reconciler_cursor")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(cursor, created);
+
+    let second = reconcile_from_cursor(&app.db, &app.stripe).await.unwrap();
+    assert_eq!(
+        (second.listed, second.applied),
+        (1, 0),
+        "the overlap re-reads, and changes nothing"
+    );
+    let gte: Vec<String> = app
+        .emulator
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/events")
+        .filter_map(|r| r.params.get("created[gte]").cloned())
+        .collect();
+    assert_eq!(gte[1], (created - 300).to_string());
+    assert!(
+        gte[0].parse::<i64>().unwrap() <= created - 72 * 3600 + 5,
+        "first run looks back 72 h"
+    );
+}
