@@ -3,7 +3,13 @@
 //! own path, so the late webhook finds the work done.
 
 use chrono::Utc;
-use entitle::{reconcile::missed_events::reconcile_since, stripe_emulator::PaymentResult};
+use entitle::{
+    reconcile::{
+        missed_events::reconcile_since,
+        return_page::{SYNC_BURST, SYNC_CALLS_PER_SECOND},
+    },
+    stripe_emulator::PaymentResult,
+};
 use futures::{StreamExt, stream};
 use uuid::Uuid;
 
@@ -130,9 +136,15 @@ async fn given_many_pending_orders_polled_at_once_then_a_global_cap_bounds_the_s
         app.age_order(order_id, 10).await;
         orders.push(order_id);
     }
+    let started = std::time::Instant::now();
     futures::future::join_all(orders.iter().map(|id| app.order_status("alice", *id))).await;
+    // The bucket refills while the polls run, so the bound depends on how long they took.
+    let allowed = f64::from(SYNC_BURST) + started.elapsed().as_secs_f64() * SYNC_CALLS_PER_SECOND + 1.0;
     let calls = app.session_retrievals();
-    assert!((1..=8).contains(&calls), "{calls} Stripe calls for 20 orders");
+    assert!(
+        calls >= 1 && calls as f64 <= allowed,
+        "{calls} Stripe calls for 20 orders, {allowed} allowed"
+    );
 }
 
 #[tokio::test]
