@@ -19,7 +19,7 @@ use crate::{
         ProviderError,
         event::WebhookEvent,
         lifecycle_objects::{InvoiceObject, SubscriptionObject},
-        retrieve::retrieve_subscription,
+        retrieve::{retrieve_invoice_with_payments, retrieve_subscription},
     },
 };
 
@@ -60,7 +60,15 @@ pub async fn apply_subscription_event(
     let mut period_end = current.current_period_end();
     if let Some(invoice) = &paid_invoice {
         period_end = period_end.max(invoice.period_end());
-        record_subscription_payments(conn, invoice, &subscription_id, &event.id).await?;
+        if invoice.payment_intent_ids().is_empty() {
+            // Events leave out `payments`; ask for it, or a refund of this payment finds no order.
+            let expanded = retrieve_invoice_with_payments(stripe, &invoice.id)
+                .await
+                .map_err(|err| AppError::PaymentProvider(ProviderError::Stripe(err)))?;
+            record_subscription_payments(conn, &expanded, &subscription_id, &event.id).await?;
+        } else {
+            record_subscription_payments(conn, invoice, &subscription_id, &event.id).await?;
+        }
     }
     let order_id = store_subscription_state(conn, &current, period_end, &event.id).await?;
 

@@ -9,7 +9,7 @@ use stripe_client_core::{RequestBuilder, StripeMethod};
 
 use super::{
     event::{CheckoutSessionObject, WebhookEvent},
-    lifecycle_objects::{ObjectList, SubscriptionObject},
+    lifecycle_objects::{InvoiceObject, ObjectList, SubscriptionObject},
 };
 
 async fn get_json<T: DeserializeOwned>(client: &Client, path: String, query: Option<String>) -> Result<T, StripeError> {
@@ -23,6 +23,16 @@ async fn get_json<T: DeserializeOwned>(client: &Client, path: String, query: Opt
 /// `GET /v1/subscriptions/{id}`.
 pub async fn retrieve_subscription(client: &Client, id: &str) -> Result<SubscriptionObject, StripeError> {
     get_json(client, format!("/subscriptions/{id}"), None).await
+}
+
+/// `GET /v1/invoices/{id}?expand[]=payments`: events never carry `payments`, an includable field.
+pub async fn retrieve_invoice_with_payments(client: &Client, id: &str) -> Result<InvoiceObject, StripeError> {
+    get_json(
+        client,
+        format!("/invoices/{id}"),
+        Some("expand%5B%5D=payments".to_owned()),
+    )
+    .await
 }
 
 /// `GET /v1/checkout/sessions/{id}`.

@@ -159,12 +159,26 @@ fn new_invoice(state: &mut EmulatorState, subscription: &Value, reason: &str, pa
         invoice["attempt_count"] = json!(1);
     }
     state.billing.invoices.insert(id, invoice.clone());
+    without_includable_fields(invoice)
+}
+
+/// `payments` is an includable field: Stripe sends it only when asked with `expand[]=payments`,
+/// so neither events nor plain retrievals carry it.
+pub fn without_includable_fields(mut invoice: Value) -> Value {
+    if let Some(fields) = invoice.as_object_mut() {
+        fields.remove("payments");
+    }
     invoice
 }
 
 impl StripeEmulator {
     pub fn subscription(&self, id: &str) -> Option<Value> {
         self.lock().billing.subscriptions.get(id).cloned()
+    }
+
+    /// The invoice with every field, includable ones too.
+    pub fn invoice(&self, id: &str) -> Option<Value> {
+        self.lock().billing.invoices.get(id).cloned()
     }
 
     /// The id of the charge that paid `payment_intent_id`.

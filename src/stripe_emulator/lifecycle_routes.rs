@@ -1,4 +1,5 @@
-//! The emulator's read endpoints for the payment lifecycle: `GET /v1/subscriptions/{id}` and the
+//! The emulator's read endpoints for the payment lifecycle: `GET /v1/subscriptions/{id}`,
+//! `GET /v1/invoices/{id}` (with `expand[]=payments`), and the
 //! event list (`GET /v1/events`, `GET /v1/events/{id}`) in Stripe's list shape, newest first, with
 //! `limit`, `starting_after`, `ending_before`, `created[gte]` and `types[]`.
 
@@ -12,7 +13,7 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{RecordedRequest, StripeEmulator, objects};
+use super::{RecordedRequest, StripeEmulator, billing, objects};
 
 fn record_get(emulator: &StripeEmulator, path: String, params: &[(String, String)]) {
     emulator.lock().requests.push(RecordedRequest {
@@ -40,6 +41,20 @@ pub async fn retrieve_subscription(State(emulator): State<StripeEmulator>, Path(
     match emulator.subscription(&id) {
         Some(subscription) => Json(subscription).into_response(),
         None => not_found("subscription", &id, "id"),
+    }
+}
+
+pub async fn retrieve_invoice(
+    State(emulator): State<StripeEmulator>,
+    Path(id): Path<String>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    record_get(&emulator, format!("/v1/invoices/{id}"), &params);
+    let expand_payments = params.iter().any(|(k, v)| k.starts_with("expand[") && v == "payments");
+    match emulator.invoice(&id) {
+        Some(invoice) if expand_payments => Json(invoice).into_response(),
+        Some(invoice) => Json(billing::without_includable_fields(invoice)).into_response(),
+        None => not_found("invoice", &id, "id"),
     }
 }
 

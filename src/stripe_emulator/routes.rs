@@ -20,6 +20,7 @@ pub fn router(emulator: StripeEmulator) -> Router {
         .route("/v1/checkout/sessions/{id}", get(retrieve_session))
         .route("/v1/checkout/sessions/{id}/expire", post(expire_session))
         .route("/v1/subscriptions/{id}", get(lifecycle_routes::retrieve_subscription))
+        .route("/v1/invoices/{id}", get(lifecycle_routes::retrieve_invoice))
         .route("/v1/events", get(lifecycle_routes::list_events))
         .route("/v1/events/{id}", get(lifecycle_routes::retrieve_event))
         .route_layer(middleware::from_fn(require_secret_key))

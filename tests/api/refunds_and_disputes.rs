@@ -67,6 +67,12 @@ async fn given_a_subscription_when_its_charge_is_refunded_then_full_revokes_and_
         .latest_charge_of_subscription(&purchase.subscription_id())
         .unwrap();
 
+    // invoice.paid events leave out `payments`, so the service asked for the invoice expanded.
+    assert!(purchase.events[2]["data"]["object"].get("payments").is_none());
+    assert!(app.emulator.requests().iter().any(
+        |r| r.path.starts_with("/v1/invoices/") && r.params.get("expand[]").map(String::as_str) == Some("payments")
+    ));
+
     let partial = app.emulator.refund_charge(&charge, Some(500)).unwrap();
     assert_eq!(app.deliver_all(&[partial]).await, ["partially_refunded"]);
     assert_eq!(app.entitlement("alice").await["status"], "active");
