@@ -97,6 +97,11 @@ async fn close_dispute(
         if order.status == OrderStatus::Disputed || order.status == OrderStatus::Paid {
             set_order_status(conn, order.id, OrderStatus::Refunded).await?;
         }
+        // Normally `created` took them already; if it never came, the money is gone all the same.
+        let held = credits_held_from(conn, order.id).await?;
+        if held > 0 && !order.via_subscription {
+            insert_credit_row(conn, order, "dispute", -held, event_id, &dispute.id).await?;
+        }
         set_hold(conn, order.id, Some("dispute_lost"), event_id, &detail).await?;
         return Ok(Outcome::DisputeLost);
     }

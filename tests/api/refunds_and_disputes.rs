@@ -230,3 +230,24 @@ async fn given_refund_dispute_and_subscription_events_racing_then_none_fails_and
     );
     assert_eq!(app.entitlement("alice").await["status"], "suspended");
 }
+
+#[tokio::test]
+async fn given_a_lost_dispute_whose_created_never_arrived_then_the_credits_are_still_taken_back_once() {
+    let app = TestApp::spawn().await;
+    let purchase = app.fulfilled_purchase("alice", "credits_100").await;
+    let charge = app
+        .emulator
+        .charge_for_payment_intent(&purchase.payment_intent_id())
+        .unwrap();
+    let (dispute_id, opened) = app.emulator.open_dispute(&charge).unwrap();
+    let lost = app.emulator.close_dispute(&dispute_id, false).unwrap();
+
+    assert_eq!(app.deliver_all(std::slice::from_ref(&lost)).await, ["dispute_lost"]);
+    assert_eq!(app.credits("alice").await, 0);
+    assert_eq!(app.order_status("alice", purchase.order_id).await["status"], "refunded");
+
+    // The `created` arriving late changes nothing more.
+    app.deliver_all(&[opened]).await;
+    assert_eq!(app.credits("alice").await, 0);
+    assert_eq!(app.order_status("alice", purchase.order_id).await["status"], "refunded");
+}
