@@ -19,7 +19,16 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::{auth::token_validation, config::Config, error::AppError, routes};
+use crate::{
+    auth::token_validation,
+    config::Config,
+    error::AppError,
+    reconcile::{
+        rate_limit::RateLimit,
+        return_page::{SYNC_BURST, SYNC_CALLS_PER_SECOND},
+    },
+    routes,
+};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -28,6 +37,8 @@ pub struct AppState {
     pub stripe: stripe::Client,
     pub jwt_key: Arc<DecodingKey>,
     pub jwt_validation: Arc<Validation>,
+    /// Caps the Stripe calls that polling return pages may cause.
+    pub stripe_sync_limit: Arc<RateLimit>,
 }
 
 impl AppState {
@@ -39,6 +50,7 @@ impl AppState {
             stripe,
             jwt_key: Arc::new(jwt_key),
             jwt_validation: Arc::new(token_validation()),
+            stripe_sync_limit: Arc::new(RateLimit::new(SYNC_CALLS_PER_SECOND, SYNC_BURST)),
         }
     }
 }

@@ -42,6 +42,9 @@ pub struct Config {
     pub webhook_tolerance: Duration,
     pub jwt_secret: Secret,
     pub plans_file: PathBuf,
+    /// How long a subscription's entitlement outlives its paid period, so a late renewal does not
+    /// lock anyone out.
+    pub entitlement_grace: Duration,
     /// Emulator mode only: chaos for its webhook deliveries.
     pub emulator_chaos: EmulatorChaos,
 }
@@ -164,6 +167,20 @@ impl Config {
 
         let plans_file = PathBuf::from(get("PLANS_FILE").unwrap_or_else(|| "plans.toml".into()));
 
+        let entitlement_grace = match get("ENTITLEMENT_GRACE_SECS") {
+            None => Duration::from_secs(86_400),
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n <= 30 * 86_400)
+                .map(Duration::from_secs)
+                .ok_or_else(|| {
+                    invalid(
+                        "ENTITLEMENT_GRACE_SECS",
+                        "must be a number of seconds from 0 to 2592000",
+                    )
+                })?,
+        };
         let duplicate_rate = match get("EMULATOR_DUPLICATE_RATE") {
             None => 0.0,
             Some(v) => v
@@ -191,6 +208,7 @@ impl Config {
             webhook_tolerance,
             jwt_secret: Secret::new(jwt_secret),
             plans_file,
+            entitlement_grace,
             emulator_chaos,
         })
     }
@@ -301,6 +319,7 @@ mod tests {
         assert_eq!(config.webhook_tolerance, Duration::from_secs(300));
         assert_eq!(config.webhook_secrets.len(), 2);
         assert_eq!(config.plans_file, PathBuf::from("plans.toml"));
+        assert_eq!(config.entitlement_grace, Duration::from_secs(86_400));
     }
 
     #[test]
@@ -341,6 +360,7 @@ mod tests {
             ("STRIPE_EMULATOR", "maybe"),
             ("EMULATOR_DUPLICATE_RATE", "2"),
             ("EMULATOR_REORDER", "sometimes"),
+            ("ENTITLEMENT_GRACE_SECS", "a day"),
         ] {
             let mut vars = with_stripe_key();
             vars.insert(name, value);

@@ -10,6 +10,8 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::{
+    error::AppError,
+    lifecycle,
     orders::OrderStatus,
     stripe::event::{CheckoutSessionObject, WebhookEvent},
 };
@@ -29,6 +31,13 @@ pub enum Outcome {
     MalformedObject,
     IgnoredType,
     Duplicate,
+    SubscriptionSynced,
+    SubscriptionStored,
+    Refunded,
+    PartiallyRefunded,
+    Disputed,
+    DisputeWon,
+    DisputeLost,
 }
 
 impl Outcome {
@@ -46,13 +55,22 @@ impl Outcome {
             Self::MalformedObject => "malformed_object",
             Self::IgnoredType => "ignored_type",
             Self::Duplicate => "duplicate",
+            Self::SubscriptionSynced => "subscription_synced",
+            Self::SubscriptionStored => "subscription_stored",
+            Self::Refunded => "refunded",
+            Self::PartiallyRefunded => "partially_refunded",
+            Self::Disputed => "disputed",
+            Self::DisputeWon => "dispute_won",
+            Self::DisputeLost => "dispute_lost",
         }
     }
 }
 
-/// Applies a verified event exactly once. Errors are transient (the database): nothing is
-/// committed, so the caller answers 5xx and Stripe's retry applies the event later.
-pub async fn process_event(pool: &PgPool, event: &WebhookEvent) -> Result<Outcome, sqlx::Error> {
+/// Applies a verified event exactly once. Errors are transient (the database, or Stripe when a
+/// subscription's current state is fetched): nothing is committed, so the caller answers 5xx and
+/// Stripe's retry applies the event later. The webhook, the reconciler and `entitle replay` all
+/// come through here.
+pub async fn process_event(pool: &PgPool, stripe: &stripe::Client, event: &WebhookEvent) -> Result<Outcome, AppError> {
     let mut tx = pool.begin().await?;
 
     let claimed = sqlx::query(
@@ -71,7 +89,7 @@ pub async fn process_event(pool: &PgPool, event: &WebhookEvent) -> Result<Outcom
         return Ok(Outcome::Duplicate);
     }
 
-    let (outcome, order_id) = apply_event(&mut tx, event).await?;
+    let (outcome, order_id) = apply_event(&mut tx, stripe, event).await?;
     tracing::Span::current().record(
         "order_id",
         tracing::field::display(order_id.map(|id| id.to_string()).unwrap_or_default()),
@@ -87,18 +105,33 @@ pub async fn process_event(pool: &PgPool, event: &WebhookEvent) -> Result<Outcom
     Ok(outcome)
 }
 
-async fn apply_event(conn: &mut PgConnection, event: &WebhookEvent) -> Result<(Outcome, Option<Uuid>), sqlx::Error> {
+async fn apply_event(
+    conn: &mut PgConnection,
+    stripe: &stripe::Client,
+    event: &WebhookEvent,
+) -> Result<(Outcome, Option<Uuid>), AppError> {
     let action = match event.event_type.as_str() {
         "checkout.session.completed" => SessionAction::Complete,
         "checkout.session.async_payment_succeeded" => SessionAction::Fulfil,
         "checkout.session.async_payment_failed" => SessionAction::Fail,
         "checkout.session.expired" => SessionAction::Cancel,
-        _ => return Ok((Outcome::IgnoredType, None)),
+        _ => return lifecycle::apply_lifecycle_event(conn, stripe, event).await,
     };
     let Ok(session) = serde_json::from_value::<CheckoutSessionObject>(event.data.object.clone()) else {
         return Ok((Outcome::MalformedObject, None));
     };
-    let Some(order) = lock_order_for_session(conn, &session).await? else {
+    Ok(apply_session(conn, action, &session, &event.id).await?)
+}
+
+/// What a checkout session's new state does to its order. The webhook and the return page's sync
+/// with Stripe both come here, so a payment is granted by one code path whichever notices it first.
+pub async fn apply_session(
+    conn: &mut PgConnection,
+    action: SessionAction,
+    session: &CheckoutSessionObject,
+    event_id: &str,
+) -> Result<(Outcome, Option<Uuid>), sqlx::Error> {
+    let Some(order) = lock_order_for_session(conn, session).await? else {
         return Ok((Outcome::NoMatchingOrder, None));
     };
     if order.session_id.as_deref().is_some_and(|stored| stored != session.id) {
@@ -106,18 +139,18 @@ async fn apply_event(conn: &mut PgConnection, event: &WebhookEvent) -> Result<(O
         tracing::warn!(order_id = %order.id, session_id = %session.id, "event names a session the order does not have");
         return Ok((Outcome::SessionMismatch, Some(order.id)));
     }
-    record_stripe_ids(conn, order.id, &session).await?;
+    record_stripe_ids(conn, order.id, session).await?;
 
     let outcome = match action {
         SessionAction::Complete if !session.is_paid() => Outcome::AwaitingPayment,
-        SessionAction::Complete | SessionAction::Fulfil => fulfil_order(conn, &order, &session, &event.id).await?,
+        SessionAction::Complete | SessionAction::Fulfil => fulfil_order(conn, &order, session, event_id).await?,
         SessionAction::Fail => move_pending_order(conn, order.id, OrderStatus::Failed).await?,
         SessionAction::Cancel => move_pending_order(conn, order.id, OrderStatus::Canceled).await?,
     };
     Ok((outcome, Some(order.id)))
 }
 
-enum SessionAction {
+pub enum SessionAction {
     /// `completed`: paid now, or still waiting for a delayed payment method.
     Complete,
     Fulfil,
@@ -137,6 +170,9 @@ struct LockedOrder {
 
 /// Finds the order by its stored session id, or else by the order id we sent to Stripe (for an event
 /// that outran the write of the session id), and locks it for the rest of the transaction.
+/// `no key update` serialises everything that changes the order yet lets other transactions insert
+/// rows that reference it (their foreign-key check takes `key share`, which `for update` would
+/// block, deadlocking with a subscription event that holds the subscription's lock).
 async fn lock_order_for_session(
     conn: &mut PgConnection,
     session: &CheckoutSessionObject,
@@ -145,7 +181,7 @@ async fn lock_order_for_session(
     const COLUMNS: &str = "id, user_id, plan_id, status, amount, currency, stripe_checkout_session_id";
 
     let by_session: Option<Row> = sqlx::query_as(&format!(
-        "select {COLUMNS} from orders where stripe_checkout_session_id = $1 for update"
+        "select {COLUMNS} from orders where stripe_checkout_session_id = $1 for no key update"
     ))
     .bind(&session.id)
     .fetch_optional(&mut *conn)
@@ -161,7 +197,7 @@ async fn lock_order_for_session(
             match order_id {
                 None => None,
                 Some(order_id) => {
-                    sqlx::query_as(&format!("select {COLUMNS} from orders where id = $1 for update"))
+                    sqlx::query_as(&format!("select {COLUMNS} from orders where id = $1 for no key update"))
                         .bind(order_id)
                         .fetch_optional(&mut *conn)
                         .await?
@@ -215,7 +251,10 @@ async fn fulfil_order(
     session: &CheckoutSessionObject,
     event_id: &str,
 ) -> Result<Outcome, sqlx::Error> {
-    if order.status == OrderStatus::Paid {
+    if matches!(
+        order.status,
+        OrderStatus::Paid | OrderStatus::Refunded | OrderStatus::Disputed
+    ) {
         return Ok(Outcome::AlreadyFulfilled);
     }
     let currency_matches = session
@@ -248,14 +287,16 @@ async fn fulfil_order(
         grant_credits_once(conn, order, credits, event_id).await?;
     }
     if let Some(key) = entitlement {
-        grant_entitlement_once(
-            conn,
-            order,
-            &key,
-            session.subscription.as_ref().map(|s| s.id()),
-            event_id,
-        )
-        .await?;
+        let subscription_id = session.subscription.as_ref().map(|s| s.id());
+        if let Some(subscription_id) = subscription_id {
+            // Taken before the entitlement row, in the order subscription events take them.
+            lifecycle::subscriptions::lock_subscription(conn, subscription_id).await?;
+        }
+        grant_entitlement_once(conn, order, &key, subscription_id, event_id).await?;
+        if let Some(subscription_id) = subscription_id {
+            // Subscription events may have come first; what they stored now applies.
+            lifecycle::subscriptions::apply_stored_state(conn, subscription_id, order.id, event_id).await?;
+        }
     }
     tracing::info!(order_id = %order.id, user_id = %order.user_id, credits, "order fulfilled");
     Ok(Outcome::Fulfilled)
@@ -270,7 +311,7 @@ async fn grant_credits_once(
     sqlx::query(
         "insert into credit_ledger (user_id, order_id, kind, delta, stripe_event_id)
          values ($1, $2, 'purchase', $3, $4)
-         on conflict (order_id, kind) do nothing",
+         on conflict do nothing",
     )
     .bind(&order.user_id)
     .bind(order.id)
@@ -291,7 +332,7 @@ async fn grant_entitlement_once(
     let first_grant = sqlx::query(
         "insert into entitlement_history (user_id, key, order_id, change, stripe_event_id)
          values ($1, $2, $3, 'grant', $4)
-         on conflict (order_id, change) do nothing",
+         on conflict do nothing",
     )
     .bind(&order.user_id)
     .bind(key)
@@ -307,7 +348,9 @@ async fn grant_entitlement_once(
              values ($1, $2, 'active', $3, $4)
              on conflict (user_id, key) do update set
                  status = 'active', stripe_subscription_id = excluded.stripe_subscription_id,
-                 order_id = excluded.order_id, updated_at = now()",
+                 order_id = excluded.order_id, updated_at = now(),
+                 -- A new purchase starts clean: no earlier refund's hold, period or cancellation.
+                 hold = null, current_period_end = null, cancel_at_period_end = false",
         )
         .bind(&order.user_id)
         .bind(key)

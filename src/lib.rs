@@ -4,11 +4,14 @@
 pub mod app;
 pub mod auth;
 pub mod catalog;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extract;
 pub mod fulfillment;
+pub mod lifecycle;
 pub mod orders;
+pub mod reconcile;
 pub mod routes;
 pub mod startup;
 pub mod stripe;

@@ -1,6 +1,10 @@
 use std::process::ExitCode;
 
-use entitle::{config::Config, startup::Application};
+use entitle::{
+    cli::{Command, USAGE, parse_command, run_operator_command},
+    config::Config,
+    startup::Application,
+};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -9,8 +13,17 @@ async fn main() -> ExitCode {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("entitle=info,tower_http=info")),
         )
+        .with_writer(std::io::stderr)
         .init();
 
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match parse_command(&args) {
+        Ok(command) => command,
+        Err(problem) => {
+            eprintln!("entitle: {problem}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(err) => {
@@ -18,6 +31,18 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Operator(command) = command {
+        return match run_operator_command(config, command).await {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("entitle: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let app = match Application::build(config).await {
         Ok(app) => app,
         Err(err) => {

@@ -4,8 +4,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-/// Where an order is in its life. Statuses only move forward: `paid` is final, and `failed` or
-/// `canceled` can only become `paid` (money that arrived always wins).
+/// Where an order is in its life. `failed` or `canceled` can only become `paid` (money that arrived
+/// always wins); after `paid` the money can only go back: `refunded` in full, or `disputed` while
+/// a chargeback is open, which ends `paid` again (won) or `refunded` (lost). See docs/lifecycle.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
@@ -14,6 +15,8 @@ pub enum OrderStatus {
     Paid,
     Failed,
     Canceled,
+    Refunded,
+    Disputed,
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -27,4 +30,6 @@ pub struct OrderView {
     pub currency: String,
     pub created_at: DateTime<Utc>,
     pub paid_at: Option<DateTime<Utc>>,
+    /// Minor units Stripe has refunded so far; a partial refund leaves the order `paid`.
+    pub amount_refunded: i64,
 }

@@ -14,12 +14,15 @@ use crate::{
     app::{AppState, router},
     catalog::{load_plans_file, sync_catalog},
     config::{Config, StripeBackend},
+    reconcile::missed_events::run_periodically,
     stripe::build_client,
     stripe_emulator::{DeliveryConfig, StripeEmulator},
 };
 
 /// Where the emulator is mounted in emulator mode.
 pub const EMULATOR_PATH: &str = "/stripe-emulator";
+/// How often Stripe's event list is checked for events the webhook missed.
+const RECONCILE_EVERY: Duration = Duration::from_secs(5 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -59,14 +62,8 @@ impl Application {
         sync_catalog(&db, &plans).await?;
 
         let own_addr = listener.local_addr().map_err(StartupError::Bind)?;
-        let (stripe, emulator) = match &config.stripe {
-            StripeBackend::Api { secret_key, api_base } => (build_client(secret_key.expose(), api_base)?, None),
-            StripeBackend::Emulator => {
-                let emulator = start_emulator(&config, own_addr);
-                let api_base = format!("http://{}{EMULATOR_PATH}", loopback_address(own_addr));
-                (build_client("sk_test_emulator", &api_base)?, Some(emulator))
-            }
-        };
+        let stripe = stripe_client(&config, own_addr)?;
+        let emulator = config.stripe.is_emulator().then(|| start_emulator(&config, own_addr));
         Ok(Self {
             listener,
             state: AppState::new(db, config, stripe),
@@ -90,6 +87,11 @@ impl Application {
     /// Serves until SIGTERM or ctrl-c, then lets requests in flight finish.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let addr = self.listener.local_addr()?;
+        tokio::spawn(run_periodically(
+            self.state.db.clone(),
+            self.state.stripe.clone(),
+            RECONCILE_EVERY,
+        ));
         let mut app = router(self.state);
         if let Some(emulator) = &self.emulator {
             app = app.nest(EMULATOR_PATH, emulator.router());
@@ -99,6 +101,18 @@ impl Application {
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
+    }
+}
+
+/// The Stripe client for the configured backend. In emulator mode that is the emulator served by
+/// the process listening at `own_addr`: this one, or, for an operator command, the running server.
+pub fn stripe_client(config: &Config, own_addr: SocketAddr) -> Result<stripe::Client, stripe::StripeError> {
+    match &config.stripe {
+        StripeBackend::Api { secret_key, api_base } => build_client(secret_key.expose(), api_base),
+        StripeBackend::Emulator => build_client(
+            "sk_test_emulator",
+            &format!("http://{}{EMULATOR_PATH}", loopback_address(own_addr)),
+        ),
     }
 }
 
@@ -143,7 +157,7 @@ fn print_emulator_banner(addr: SocketAddr) {
 
 /// Connects, creating the database first when the server is there but the database is not, so a
 /// fresh machine needs no setup step.
-async fn connect(config: &Config) -> Result<PgPool, StartupError> {
+pub async fn connect(config: &Config) -> Result<PgPool, StartupError> {
     let options: PgConnectOptions = config.database_url.expose().parse().map_err(StartupError::Database)?;
     let pool_options = PgPoolOptions::new()
         .max_connections(config.database_max_connections)

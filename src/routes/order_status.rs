@@ -1,11 +1,19 @@
 //! `POST /order-status`: what the return page polls. It reads the order only as its owner sees it:
-//! someone else's order and a missing one are the same 404, so ids cannot be probed.
+//! someone else's order and a missing one are the same 404, so ids cannot be probed. A pending
+//! order whose webhook is late is checked at Stripe (rate-limited; see `reconcile::return_page`).
 
 use axum::{Json, extract::State};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::{app::AppState, auth::AuthUser, error::AppError, extract::AppJson, orders::OrderView};
+use crate::{
+    app::AppState,
+    auth::AuthUser,
+    error::AppError,
+    extract::AppJson,
+    orders::{OrderStatus, OrderView},
+    reconcile::return_page::sync_pending_order,
+};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -19,14 +27,28 @@ enum OrderKey {
     Session(String),
 }
 
-const COLUMNS: &str = "id, status, plan_id, amount, currency, created_at, paid_at";
+const COLUMNS: &str = "id, status, plan_id, amount, currency, created_at, paid_at, amount_refunded";
 
 pub async fn order_status(
     State(state): State<AppState>,
     user: AuthUser,
     AppJson(request): AppJson<OrderStatusRequest>,
 ) -> Result<Json<OrderView>, AppError> {
-    let order = match order_key(request)? {
+    let key = order_key(request)?;
+    let mut order = find_order(&state, &user, &key).await?;
+    if let Some(pending) = order.as_ref().filter(|o| o.status == OrderStatus::Pending)
+        && sync_pending_order(&state, pending.order_id).await?
+    {
+        order = find_order(&state, &user, &key).await?;
+    }
+    order.map(Json).ok_or(AppError::NotFound {
+        code: "order_not_found",
+        message: "No order with that id belongs to you.",
+    })
+}
+
+async fn find_order(state: &AppState, user: &AuthUser, key: &OrderKey) -> Result<Option<OrderView>, AppError> {
+    let order = match key {
         OrderKey::Order(id) => {
             sqlx::query_as(&format!("select {COLUMNS} from orders where id = $1 and user_id = $2"))
                 .bind(id)
@@ -44,10 +66,7 @@ pub async fn order_status(
             .await?
         }
     };
-    order.map(Json).ok_or(AppError::NotFound {
-        code: "order_not_found",
-        message: "No order with that id belongs to you.",
-    })
+    Ok(order)
 }
 
 fn order_key(request: OrderStatusRequest) -> Result<OrderKey, AppError> {

@@ -58,7 +58,7 @@ pub async fn payment_webhook(
     span.record("event_id", event.id.as_str());
     span.record("event_type", event.event_type.as_str());
 
-    let outcome = process_event(&state.db, &event).await?;
+    let outcome = process_event(&state.db, &state.stripe, &event).await?;
     tracing::info!(outcome = outcome.as_str(), "webhook processed");
     Ok(Json(json!({ "received": true, "outcome": outcome.as_str() })))
 }

@@ -3,6 +3,8 @@
 
 mod checkout;
 pub mod event;
+pub mod lifecycle_objects;
+pub mod retrieve;
 pub mod signature;
 
 pub use checkout::{

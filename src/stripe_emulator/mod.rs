@@ -6,8 +6,10 @@
 //! It keeps sessions and events in memory and can play the customer (pay, expire) and turn each
 //! state change into an event. Tests drive it directly; faults can be injected.
 
+mod billing;
 mod checkout_page;
 mod delivery;
+mod lifecycle_routes;
 mod objects;
 mod routes;
 
@@ -47,6 +49,7 @@ struct EmulatorState {
     /// While set, session creation answers with this HTTP status and a Stripe `api_error`.
     fail_session_creation: Option<u16>,
     next_id: u64,
+    billing: billing::BillingState,
 }
 
 #[derive(Clone)]
@@ -122,12 +125,14 @@ impl StripeEmulator {
         let session = state.sessions.get(session_id)?.clone();
         let (session, event_types) = objects::pay(session, result, &mut state.next_id)?;
         state.sessions.insert(session_id.to_owned(), session.clone());
-        Some(
-            event_types
-                .into_iter()
-                .map(|(event_type, object)| record_event(&mut state, event_type, object))
-                .collect(),
-        )
+        let mut events: Vec<Value> = event_types
+            .into_iter()
+            .map(|(event_type, object)| record_event(&mut state, event_type, object))
+            .collect();
+        if session["payment_status"] == "paid" {
+            events.extend(billing::after_paid_session(&mut state, &session));
+        }
+        Some(events)
     }
 
     /// As `pay_session`, but a delayed method's outcome is only decided (and its event sent) after
@@ -142,7 +147,10 @@ impl StripeEmulator {
         };
         let (first_type, first_object) = events.remove(0);
         state.sessions.insert(session_id.to_owned(), first_object.clone());
-        record_event(&mut state, first_type, first_object);
+        record_event(&mut state, first_type, first_object.clone());
+        if first_object["payment_status"] == "paid" {
+            billing::after_paid_session(&mut state, &first_object);
+        }
         drop(state);
         if let Some((later_type, later_object)) = events.pop() {
             let emulator = self.clone();
@@ -150,8 +158,11 @@ impl StripeEmulator {
             tokio::spawn(async move {
                 tokio::time::sleep(clearing_time).await;
                 let mut state = emulator.lock();
-                state.sessions.insert(session_id, session);
+                state.sessions.insert(session_id, session.clone());
                 record_event(&mut state, later_type, later_object);
+                if session["payment_status"] == "paid" {
+                    billing::after_paid_session(&mut state, &session);
+                }
             });
         }
         true

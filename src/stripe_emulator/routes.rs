@@ -12,13 +12,17 @@ use axum::{
 };
 use serde_json::Value;
 
-use super::{RecordedRequest, StripeEmulator, objects};
+use super::{RecordedRequest, StripeEmulator, lifecycle_routes, objects};
 
 pub fn router(emulator: StripeEmulator) -> Router {
     Router::new()
         .route("/v1/checkout/sessions", post(create_session))
         .route("/v1/checkout/sessions/{id}", get(retrieve_session))
         .route("/v1/checkout/sessions/{id}/expire", post(expire_session))
+        .route("/v1/subscriptions/{id}", get(lifecycle_routes::retrieve_subscription))
+        .route("/v1/invoices/{id}", get(lifecycle_routes::retrieve_invoice))
+        .route("/v1/events", get(lifecycle_routes::list_events))
+        .route("/v1/events/{id}", get(lifecycle_routes::retrieve_event))
         .route_layer(middleware::from_fn(require_secret_key))
         .fallback(unrecognized_url)
         .with_state(emulator)
@@ -106,6 +110,12 @@ async fn create_session(
 }
 
 async fn retrieve_session(State(emulator): State<StripeEmulator>, Path(id): Path<String>) -> Response {
+    emulator.lock().requests.push(RecordedRequest {
+        method: "GET".into(),
+        path: format!("/v1/checkout/sessions/{id}"),
+        params: BTreeMap::new(),
+        idempotency_key: None,
+    });
     match emulator.session(&id) {
         Some(session) => Json::<Value>(session).into_response(),
         None => no_such_session(&id),

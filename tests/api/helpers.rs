@@ -30,6 +30,10 @@ pub struct TestApp {
     pub db_name: String,
     pub emulator: StripeEmulator,
     pub http: reqwest::Client,
+    /// The configuration the app runs with, for operator commands run beside it.
+    pub config: Config,
+    /// A client for the emulator, as the app builds it.
+    pub stripe: stripe::Client,
 }
 
 #[derive(Default)]
@@ -68,8 +72,12 @@ impl TestApp {
             jwt_secret: Secret::new(JWT_SECRET),
             plans_file: concat!(env!("CARGO_MANIFEST_DIR"), "/plans.toml").into(),
             emulator_chaos: Default::default(),
+            entitlement_grace: std::time::Duration::from_secs(86_400),
         };
-        let app = Application::build(config).await.expect("the application starts");
+        let stripe = entitle::startup::stripe_client(&config, config.bind_addr).unwrap();
+        let app = Application::build(config.clone())
+            .await
+            .expect("the application starts");
         let address = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped());
 
@@ -80,6 +88,8 @@ impl TestApp {
             db_name,
             emulator,
             http: reqwest::Client::new(),
+            config,
+            stripe,
         }
     }
 
@@ -106,7 +116,9 @@ impl TestApp {
         vars.extend(extra.iter().map(|(name, value)| (*name, value.to_string())));
         let config = Config::from_lookup(|name| vars.get(name).cloned()).unwrap();
         assert!(config.stripe.is_emulator());
-        let app = Application::build_on(listener, config)
+        let own_addr = listener.local_addr().unwrap();
+        let stripe = entitle::startup::stripe_client(&config, own_addr).unwrap();
+        let app = Application::build_on(listener, config.clone())
             .await
             .expect("the application starts");
         let emulator = app.emulator().expect("emulator mode has an emulator").clone();
@@ -118,6 +130,8 @@ impl TestApp {
             db,
             db_name,
             emulator,
+            config,
+            stripe,
             http: reqwest::Client::new(),
         }
     }

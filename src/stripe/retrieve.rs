@@ -1,0 +1,64 @@
+//! Reading what Stripe holds now (a subscription, a session, its event list) through the async-stripe
+//! client, so requests get its authentication, API version and error handling. The answer is read
+//! into our own lenient structs rather than async-stripe's generated ones, which refuse an object
+//! missing any field they require and would add a large crate per resource to the build.
+
+use serde::de::DeserializeOwned;
+use stripe::{Client, StripeError};
+use stripe_client_core::{RequestBuilder, StripeMethod};
+
+use super::{
+    event::{CheckoutSessionObject, WebhookEvent},
+    lifecycle_objects::{InvoiceObject, ObjectList, SubscriptionObject},
+};
+
+async fn get_json<T: DeserializeOwned>(client: &Client, path: String, query: Option<String>) -> Result<T, StripeError> {
+    let mut request = RequestBuilder::new(StripeMethod::Get, path);
+    request.query = query;
+    let value: miniserde::json::Value = request.customize().send(client).await?;
+    serde_json::from_str(&miniserde::json::to_string(&value))
+        .map_err(|err| StripeError::JSONDeserialize(err.to_string()))
+}
+
+/// `GET /v1/subscriptions/{id}`.
+pub async fn retrieve_subscription(client: &Client, id: &str) -> Result<SubscriptionObject, StripeError> {
+    get_json(client, format!("/subscriptions/{id}"), None).await
+}
+
+/// `GET /v1/invoices/{id}?expand[]=payments`: events never carry `payments`, an includable field.
+pub async fn retrieve_invoice_with_payments(client: &Client, id: &str) -> Result<InvoiceObject, StripeError> {
+    get_json(
+        client,
+        format!("/invoices/{id}"),
+        Some("expand%5B%5D=payments".to_owned()),
+    )
+    .await
+}
+
+/// `GET /v1/checkout/sessions/{id}`.
+pub async fn retrieve_checkout_session(client: &Client, id: &str) -> Result<CheckoutSessionObject, StripeError> {
+    get_json(client, format!("/checkout/sessions/{id}"), None).await
+}
+
+/// `GET /v1/events/{id}`.
+pub async fn retrieve_event(client: &Client, id: &str) -> Result<WebhookEvent, StripeError> {
+    get_json(client, format!("/events/{id}"), None).await
+}
+
+/// One page of `GET /v1/events`, newest first as Stripe lists them.
+pub async fn list_events_page(
+    client: &Client,
+    types: &[&str],
+    created_gte: i64,
+    starting_after: Option<&str>,
+) -> Result<ObjectList<WebhookEvent>, StripeError> {
+    // Brackets percent-encoded, as async-stripe's own query encoder sends them.
+    let mut query = format!("limit=100&created%5Bgte%5D={created_gte}");
+    for event_type in types {
+        query.push_str(&format!("&types%5B%5D={event_type}"));
+    }
+    if let Some(id) = starting_after {
+        query.push_str(&format!("&starting_after={id}"));
+    }
+    get_json(client, "/events".to_owned(), Some(query)).await
+}

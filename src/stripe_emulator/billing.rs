@@ -1,0 +1,319 @@
+//! The emulator's money after checkout: the subscription a subscription-mode checkout starts, the
+//! invoices and charges that pay for things, refunds and disputes. Tests drive these through the
+//! methods below, each of which changes state like Stripe would and records the events Stripe
+//! would send (returned too, so a test can deliver them in whatever order it wants to prove).
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use super::{EmulatorState, StripeEmulator, objects, record_event};
+
+const SUBSCRIPTION_FIXTURE: &str = include_str!("fixtures/subscription.json");
+const INVOICE_FIXTURE: &str = include_str!("fixtures/invoice.json");
+const CHARGE_FIXTURE: &str = include_str!("fixtures/charge.json");
+const DISPUTE_FIXTURE: &str = include_str!("fixtures/dispute.json");
+/// Every emulated subscription bills monthly; thirty days stand in for a month.
+const PERIOD_SECS: i64 = 30 * 24 * 60 * 60;
+
+#[derive(Default)]
+pub struct BillingState {
+    pub subscriptions: HashMap<String, Value>,
+    pub invoices: HashMap<String, Value>,
+    pub charges: HashMap<String, Value>,
+    pub disputes: HashMap<String, Value>,
+}
+
+/// A paid session's aftermath: its charge (one-time) or its subscription with a first paid invoice.
+/// Returns the extra events, newest last.
+pub fn after_paid_session(state: &mut EmulatorState, session: &Value) -> Vec<Value> {
+    let amount = session["amount_total"].as_i64().unwrap_or_default();
+    let customer = session["customer"].clone();
+    if let Some(payment_intent) = session["payment_intent"].as_str() {
+        new_charge(state, amount, payment_intent, &customer);
+        return Vec::new();
+    }
+    let Some(subscription_id) = session["subscription"].as_str() else {
+        return Vec::new();
+    };
+    let start = objects::now();
+    let mut subscription: Value = serde_json::from_str(SUBSCRIPTION_FIXTURE).expect("the fixture is JSON");
+    subscription["id"] = json!(subscription_id);
+    subscription["customer"] = customer;
+    subscription["status"] = json!("active");
+    subscription["metadata"] = session["metadata"].clone();
+    subscription["cancel_at_period_end"] = json!(false);
+    subscription["currency"] = session["currency"].clone();
+    for field in ["cancel_at", "canceled_at", "ended_at", "trial_end", "trial_start"] {
+        subscription[field] = Value::Null;
+    }
+    for field in ["created", "start_date", "billing_cycle_anchor"] {
+        subscription[field] = json!(start);
+    }
+    let item = &mut subscription["items"]["data"][0];
+    item["id"] = json!(objects::new_id("si", &mut state.next_id));
+    item["subscription"] = json!(subscription_id);
+    item["price"]["unit_amount"] = json!(amount);
+    item["price"]["unit_amount_decimal"] = json!(amount.to_string());
+    item["price"]["currency"] = session["currency"].clone();
+    item["current_period_start"] = json!(start);
+    item["current_period_end"] = json!(start + PERIOD_SECS);
+    subscription["items"]["url"] = json!(format!("/v1/subscription_items?subscription={subscription_id}"));
+
+    let invoice = new_invoice(state, &subscription, "subscription_create", true);
+    subscription["latest_invoice"] = invoice["id"].clone();
+    state
+        .billing
+        .subscriptions
+        .insert(subscription_id.to_owned(), subscription.clone());
+    vec![
+        record_event(state, "customer.subscription.created", subscription),
+        record_event(state, "invoice.paid", invoice),
+    ]
+}
+
+fn new_charge(state: &mut EmulatorState, amount: i64, payment_intent: &str, customer: &Value) -> Value {
+    let mut charge: Value = serde_json::from_str(CHARGE_FIXTURE).expect("the fixture is JSON");
+    let id = objects::new_id("ch", &mut state.next_id);
+    charge["id"] = json!(id);
+    charge["amount"] = json!(amount);
+    charge["amount_captured"] = json!(amount);
+    charge["amount_refunded"] = json!(0);
+    charge["captured"] = json!(true);
+    charge["created"] = json!(objects::now());
+    charge["customer"] = customer.clone();
+    charge["payment_intent"] = json!(payment_intent);
+    charge["refunds"]["url"] = json!(format!("/v1/charges/{id}/refunds"));
+    state.billing.charges.insert(id, charge.clone());
+    charge
+}
+
+/// An invoice for the subscription's current period; a paid one comes with its payment and charge.
+fn new_invoice(state: &mut EmulatorState, subscription: &Value, reason: &str, paid: bool) -> Value {
+    let item = &subscription["items"]["data"][0];
+    let amount = item["price"]["unit_amount"].as_i64().unwrap_or_default();
+    let (start, end) = (&item["current_period_start"], &item["current_period_end"]);
+    let id = objects::new_id("in", &mut state.next_id);
+
+    let mut invoice: Value = serde_json::from_str(INVOICE_FIXTURE).expect("the fixture is JSON");
+    invoice["id"] = json!(id);
+    invoice["customer"] = subscription["customer"].clone();
+    invoice["currency"] = subscription["currency"].clone();
+    invoice["billing_reason"] = json!(reason);
+    invoice["created"] = json!(objects::now());
+    invoice["period_start"] = start.clone();
+    invoice["period_end"] = start.clone();
+    for field in [
+        "amount_due",
+        "subtotal",
+        "subtotal_excluding_tax",
+        "total",
+        "total_excluding_tax",
+    ] {
+        invoice[field] = json!(amount);
+    }
+    invoice["amount_overpaid"] = json!(0);
+    invoice["parent"] = json!({
+        "type": "subscription_details",
+        "quote_details": null,
+        "subscription_details": { "subscription": subscription["id"], "metadata": subscription["metadata"] }
+    });
+    let line = &mut invoice["lines"]["data"][0];
+    line["invoice"] = json!(id);
+    line["amount"] = json!(amount);
+    line["period"] = json!({ "start": start, "end": end });
+    invoice["lines"]["url"] = json!(format!("/v1/invoices/{id}/lines"));
+
+    if paid {
+        let payment_intent = objects::new_id("pi", &mut state.next_id);
+        new_charge(state, amount, &payment_intent, &subscription["customer"]);
+        invoice["status"] = json!("paid");
+        invoice["amount_paid"] = json!(amount);
+        invoice["amount_remaining"] = json!(0);
+        invoice["attempted"] = json!(true);
+        invoice["attempt_count"] = json!(1);
+        invoice["payments"] = json!({
+            "object": "list",
+            "has_more": false,
+            "url": "/v1/invoice_payments",
+            "data": [{
+                "object": "invoice_payment",
+                "id": objects::new_id("inpay", &mut state.next_id),
+                "invoice": id,
+                "amount_paid": amount,
+                "amount_requested": amount,
+                "currency": subscription["currency"],
+                "is_default": true,
+                "livemode": false,
+                "status": "paid",
+                "created": objects::now(),
+                "payment": { "type": "payment_intent", "payment_intent": payment_intent },
+                "status_transitions": { "canceled_at": null, "paid_at": objects::now() }
+            }]
+        });
+    } else {
+        invoice["status"] = json!("open");
+        invoice["amount_paid"] = json!(0);
+        invoice["amount_remaining"] = json!(amount);
+        invoice["attempted"] = json!(true);
+        invoice["attempt_count"] = json!(1);
+    }
+    state.billing.invoices.insert(id, invoice.clone());
+    without_includable_fields(invoice)
+}
+
+/// `payments` is an includable field: Stripe sends it only when asked with `expand[]=payments`,
+/// so neither events nor plain retrievals carry it.
+pub fn without_includable_fields(mut invoice: Value) -> Value {
+    if let Some(fields) = invoice.as_object_mut() {
+        fields.remove("payments");
+    }
+    invoice
+}
+
+impl StripeEmulator {
+    pub fn subscription(&self, id: &str) -> Option<Value> {
+        self.lock().billing.subscriptions.get(id).cloned()
+    }
+
+    /// The invoice with every field, includable ones too.
+    pub fn invoice(&self, id: &str) -> Option<Value> {
+        self.lock().billing.invoices.get(id).cloned()
+    }
+
+    /// The id of the charge that paid `payment_intent_id`.
+    pub fn charge_for_payment_intent(&self, payment_intent_id: &str) -> Option<String> {
+        let state = self.lock();
+        state
+            .billing
+            .charges
+            .values()
+            .find(|charge| charge["payment_intent"] == payment_intent_id)
+            .and_then(|charge| charge["id"].as_str().map(str::to_owned))
+    }
+
+    /// The id of the charge that paid the subscription's latest paid invoice.
+    pub fn latest_charge_of_subscription(&self, subscription_id: &str) -> Option<String> {
+        let payment_intent = {
+            let state = self.lock();
+            let subscription = state.billing.subscriptions.get(subscription_id)?;
+            let invoice = state.billing.invoices.get(subscription["latest_invoice"].as_str()?)?;
+            invoice["payments"]["data"][0]["payment"]["payment_intent"]
+                .as_str()?
+                .to_owned()
+        };
+        self.charge_for_payment_intent(&payment_intent)
+    }
+
+    /// The next period is billed and paid: `invoice.paid`, then `customer.subscription.updated`.
+    pub fn renew_subscription(&self, subscription_id: &str) -> Option<Vec<Value>> {
+        let mut state = self.lock();
+        let mut subscription = state.billing.subscriptions.get(subscription_id)?.clone();
+        let item = &mut subscription["items"]["data"][0];
+        let end = item["current_period_end"].as_i64()?;
+        item["current_period_start"] = json!(end);
+        item["current_period_end"] = json!(end + PERIOD_SECS);
+        subscription["status"] = json!("active");
+        let invoice = new_invoice(&mut state, &subscription, "subscription_cycle", true);
+        subscription["latest_invoice"] = invoice["id"].clone();
+        state
+            .billing
+            .subscriptions
+            .insert(subscription_id.to_owned(), subscription.clone());
+        Some(vec![
+            record_event(&mut state, "invoice.paid", invoice),
+            record_event(&mut state, "customer.subscription.updated", subscription),
+        ])
+    }
+
+    /// The renewal's payment fails: `invoice.payment_failed`, and the subscription goes `past_due`.
+    pub fn fail_invoice(&self, subscription_id: &str) -> Option<Vec<Value>> {
+        let mut state = self.lock();
+        let mut subscription = state.billing.subscriptions.get(subscription_id)?.clone();
+        let invoice = new_invoice(&mut state, &subscription, "subscription_cycle", false);
+        subscription["status"] = json!("past_due");
+        subscription["latest_invoice"] = invoice["id"].clone();
+        state
+            .billing
+            .subscriptions
+            .insert(subscription_id.to_owned(), subscription.clone());
+        Some(vec![
+            record_event(&mut state, "invoice.payment_failed", invoice),
+            record_event(&mut state, "customer.subscription.updated", subscription),
+        ])
+    }
+
+    /// Sets the status and `cancel_at_period_end`; a `canceled` subscription sends `deleted`.
+    pub fn update_subscription(
+        &self,
+        subscription_id: &str,
+        status: &str,
+        cancel_at_period_end: bool,
+    ) -> Option<Value> {
+        let mut state = self.lock();
+        let mut subscription = state.billing.subscriptions.get(subscription_id)?.clone();
+        subscription["status"] = json!(status);
+        subscription["cancel_at_period_end"] = json!(cancel_at_period_end);
+        subscription["cancel_at"] = if cancel_at_period_end {
+            subscription["items"]["data"][0]["current_period_end"].clone()
+        } else {
+            Value::Null
+        };
+        let event_type = if status == "canceled" {
+            subscription["canceled_at"] = json!(objects::now());
+            subscription["ended_at"] = json!(objects::now());
+            "customer.subscription.deleted"
+        } else {
+            "customer.subscription.updated"
+        };
+        state
+            .billing
+            .subscriptions
+            .insert(subscription_id.to_owned(), subscription.clone());
+        Some(record_event(&mut state, event_type, subscription))
+    }
+
+    /// Refunds `amount` (everything left when `None`): `charge.refunded` with the running total.
+    pub fn refund_charge(&self, charge_id: &str, amount: Option<i64>) -> Option<Value> {
+        let mut state = self.lock();
+        let mut charge = state.billing.charges.get(charge_id)?.clone();
+        let charged = charge["amount"].as_i64()?;
+        let refunded = charge["amount_refunded"].as_i64()?;
+        let amount = amount.unwrap_or(charged - refunded).min(charged - refunded);
+        if amount <= 0 {
+            return None;
+        }
+        charge["amount_refunded"] = json!(refunded + amount);
+        charge["refunded"] = json!(refunded + amount == charged);
+        state.billing.charges.insert(charge_id.to_owned(), charge.clone());
+        Some(record_event(&mut state, "charge.refunded", charge))
+    }
+
+    /// The cardholder disputes the charge: `charge.dispute.created`. Returns (dispute id, event).
+    pub fn open_dispute(&self, charge_id: &str) -> Option<(String, Value)> {
+        let mut state = self.lock();
+        let mut charge = state.billing.charges.get(charge_id)?.clone();
+        charge["disputed"] = json!(true);
+        let mut dispute: Value = serde_json::from_str(DISPUTE_FIXTURE).expect("the fixture is JSON");
+        let id = objects::new_id("dp", &mut state.next_id);
+        dispute["id"] = json!(id);
+        dispute["amount"] = charge["amount"].clone();
+        dispute["currency"] = charge["currency"].clone();
+        dispute["charge"] = json!(charge_id);
+        dispute["payment_intent"] = charge["payment_intent"].clone();
+        dispute["created"] = json!(objects::now());
+        dispute["status"] = json!("needs_response");
+        state.billing.charges.insert(charge_id.to_owned(), charge);
+        state.billing.disputes.insert(id.clone(), dispute.clone());
+        Some((id, record_event(&mut state, "charge.dispute.created", dispute)))
+    }
+
+    /// The bank decides: `charge.dispute.closed` with status `won` or `lost`.
+    pub fn close_dispute(&self, dispute_id: &str, won: bool) -> Option<Value> {
+        let mut state = self.lock();
+        let mut dispute = state.billing.disputes.get(dispute_id)?.clone();
+        dispute["status"] = json!(if won { "won" } else { "lost" });
+        state.billing.disputes.insert(dispute_id.to_owned(), dispute.clone());
+        Some(record_event(&mut state, "charge.dispute.closed", dispute))
+    }
+}

@@ -1,0 +1,89 @@
+//! The operator commands, run as the real binary against the test's database and Stripe stand-in.
+
+use entitle::{
+    config::{Config, StripeBackend},
+    stripe_emulator::PaymentResult,
+};
+
+use crate::helpers::{JWT_SECRET, TestApp, WEBHOOK_SECRET};
+
+fn stripe_variables(config: &Config) -> Vec<(&'static str, String)> {
+    match &config.stripe {
+        StripeBackend::Api { secret_key, api_base } => {
+            vec![
+                ("STRIPE_SECRET_KEY", secret_key.expose().to_owned()),
+                ("STRIPE_API_BASE", api_base.clone()),
+            ]
+        }
+        StripeBackend::Emulator => vec![("STRIPE_EMULATOR", "true".to_owned())],
+    }
+}
+
+impl TestApp {
+    /// Runs `entitle <args>` with this app's configuration; returns (success, stdout, stderr).
+    async fn run_entitle(&self, args: &[&str]) -> (bool, String, String) {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_entitle"));
+        command
+            .args(args)
+            .env("DATABASE_URL", self.config.database_url.expose())
+            .envs(stripe_variables(&self.config))
+            .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+            .env("AUTH_JWT_SECRET", JWT_SECRET)
+            .env("RUST_LOG", "off");
+        // The command calls back into this test's runtime (the emulator), so it must not block it.
+        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}
+
+#[tokio::test]
+async fn reconcile_since_applies_a_missed_payment() {
+    let app = TestApp::spawn().await;
+    let (_, session_id) = app.checkout("alice", "credits_100").await;
+    app.pay(&session_id, PaymentResult::Card);
+
+    let (ok, stdout, stderr) = app.run_entitle(&["reconcile", "--since", "72h"]).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("applied 1"), "{stdout}");
+    assert_eq!(app.credits("alice").await, 100);
+}
+
+#[tokio::test]
+async fn replay_applies_an_event_once_and_order_shows_what_each_event_changed() {
+    let app = TestApp::spawn().await;
+    let (order_id, session_id) = app.checkout("alice", "credits_100").await;
+    let completed = app.pay(&session_id, PaymentResult::Card).remove(0);
+    let completed_id = completed["id"].as_str().unwrap();
+
+    let (ok, stdout, stderr) = app.run_entitle(&["replay", completed_id]).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("applied: fulfilled"), "{stdout}");
+    let (_, again, _) = app.run_entitle(&["replay", completed_id]).await;
+    assert!(again.contains("already applied"), "{again}");
+    assert_eq!(app.credits("alice").await, 100);
+
+    let payment_intent = completed["data"]["object"]["payment_intent"].as_str().unwrap();
+    let charge = app.emulator.charge_for_payment_intent(payment_intent).unwrap();
+    let refund = app.emulator.refund_charge(&charge, Some(250)).unwrap();
+    app.deliver(&refund).await;
+
+    let (ok, stdout, stderr) = app.run_entitle(&["order", &order_id.to_string()]).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(&format!("order {order_id}: paid")), "{stdout}");
+    let purchase_line = stdout.find("credits +100 (purchase)").expect(&stdout);
+    let refund_line = stdout.find("credits -50 (refund)").expect(&stdout);
+    assert!(stdout.find(completed_id).unwrap() < purchase_line, "{stdout}");
+    assert!(
+        stdout.find(refund["id"].as_str().unwrap()).unwrap() < refund_line,
+        "{stdout}"
+    );
+
+    let (ok, _, stderr) = app.run_entitle(&["order", "not-a-uuid"]).await;
+    assert!(!ok && stderr.contains("usage"), "{stderr}");
+}

@@ -1,0 +1,209 @@
+//! When the webhook is late or never comes: the return page asks Stripe (rarely, however many
+//! browsers poll) and the reconciler reads Stripe's event list; both grant through the webhook's
+//! own path, so the late webhook finds the work done.
+
+use chrono::Utc;
+use entitle::{
+    reconcile::{
+        missed_events::reconcile_since,
+        return_page::{SYNC_BURST, SYNC_CALLS_PER_SECOND},
+    },
+    stripe_emulator::PaymentResult,
+};
+use futures::{StreamExt, stream};
+use uuid::Uuid;
+
+use crate::helpers::TestApp;
+
+impl TestApp {
+    /// Makes the order look as if its checkout started `seconds` ago.
+    async fn age_order(&self, order_id: Uuid, seconds: i32) {
+        sqlx::query("update orders set created_at = now() - make_interval(secs => $2) where id = $1")
+            .bind(order_id)
+            .bind(f64::from(seconds))
+            .execute(&self.db)
+            .await
+            .unwrap();
+    }
+
+    fn session_retrievals(&self) -> usize {
+        self.emulator
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.starts_with("/v1/checkout/sessions/"))
+            .count()
+    }
+}
+
+#[tokio::test]
+async fn given_a_completed_event_that_was_never_delivered_then_the_reconciler_applies_it_once() {
+    let app = TestApp::spawn().await;
+    let (order_id, session_id) = app.checkout("alice", "credits_100").await;
+    let completed = app.pay(&session_id, PaymentResult::Card).remove(0);
+
+    let since = Utc::now().timestamp() - 3600;
+    let report = reconcile_since(&app.db, &app.stripe, since).await.unwrap();
+    assert_eq!(report.applied, 1, "{report:?}");
+    assert_eq!(app.credits("alice").await, 100);
+    assert_eq!(app.order_status("alice", order_id).await["status"], "paid");
+
+    let again = reconcile_since(&app.db, &app.stripe, since).await.unwrap();
+    assert_eq!((again.listed, again.applied), (1, 0));
+    let (_, body) = app.deliver(&completed).await;
+    assert_eq!(body["outcome"], "duplicate");
+    assert_eq!(app.credits("alice").await, 100);
+
+    let listed = app
+        .emulator
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/v1/events")
+        .unwrap();
+    assert_eq!(listed.params.get("created[gte]"), Some(&since.to_string()));
+}
+
+#[tokio::test]
+async fn given_missed_subscription_events_then_the_reconciler_leaves_the_renewed_state() {
+    let app = TestApp::spawn().await;
+    let (_, session_id) = app.checkout("alice", "pro_monthly").await;
+    let events = app.pay(&session_id, PaymentResult::Card);
+    let subscription_id = events[0]["data"]["object"]["subscription"].as_str().unwrap();
+    app.emulator.renew_subscription(subscription_id).unwrap();
+
+    let report = reconcile_since(&app.db, &app.stripe, Utc::now().timestamp() - 60)
+        .await
+        .unwrap();
+    assert_eq!(report.applied, 5, "{report:?}");
+    let entitlement = app.entitlement("alice").await;
+    assert_eq!(entitlement["status"], "active");
+    let stripe_end = app.emulator.subscription(subscription_id).unwrap()["items"]["data"][0]["current_period_end"]
+        .as_i64()
+        .unwrap();
+    let shown: chrono::DateTime<Utc> = entitlement["currentPeriodEnd"].as_str().unwrap().parse().unwrap();
+    assert_eq!(shown.timestamp(), stripe_end);
+}
+
+#[tokio::test]
+async fn given_a_late_webhook_when_the_return_page_polls_then_stripe_is_asked_and_the_order_fulfilled_once() {
+    let app = TestApp::spawn().await;
+    let (order_id, session_id) = app.checkout("alice", "credits_100").await;
+    let completed = app.pay(&session_id, PaymentResult::Card).remove(0);
+
+    // Too young: the webhook normally lands in this time, so Stripe is not asked.
+    assert_eq!(app.order_status("alice", order_id).await["status"], "pending");
+    assert_eq!(app.session_retrievals(), 0);
+
+    app.age_order(order_id, 10).await;
+    assert_eq!(app.order_status("alice", order_id).await["status"], "paid");
+    assert_eq!(app.credits("alice").await, 100);
+    assert_eq!(app.session_retrievals(), 1);
+
+    let (_, body) = app.deliver(&completed).await;
+    assert_eq!(body["outcome"], "already_fulfilled");
+    assert_eq!(app.credits("alice").await, 100);
+    let ledger = app.ledger(order_id).await;
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].2, Some(format!("return_page_sync:{session_id}")));
+}
+
+#[tokio::test]
+async fn given_a_pending_order_when_polled_1000_times_then_stripe_is_asked_at_most_a_handful_of_times() {
+    let app = TestApp::spawn().await;
+    let (order_id, _) = app.checkout("alice", "credits_100").await;
+    app.age_order(order_id, 10).await;
+
+    let statuses: Vec<String> = stream::iter(0..1000)
+        .map(|_| async {
+            app.order_status("alice", order_id).await["status"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .buffer_unordered(50)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| s == "pending"));
+    let calls = app.session_retrievals();
+    assert!((1..=3).contains(&calls), "{calls} Stripe calls");
+}
+
+#[tokio::test]
+async fn given_many_pending_orders_polled_at_once_then_a_global_cap_bounds_the_stripe_calls() {
+    let app = TestApp::spawn().await;
+    let mut orders = Vec::new();
+    for _ in 0..20 {
+        let (order_id, _) = app.checkout("alice", "credits_100").await;
+        app.age_order(order_id, 10).await;
+        orders.push(order_id);
+    }
+    let started = std::time::Instant::now();
+    futures::future::join_all(orders.iter().map(|id| app.order_status("alice", *id))).await;
+    // The bucket refills while the polls run, so the bound depends on how long they took.
+    let allowed = f64::from(SYNC_BURST) + started.elapsed().as_secs_f64() * SYNC_CALLS_PER_SECOND + 1.0;
+    let calls = app.session_retrievals();
+    assert!(
+        calls >= 1 && calls as f64 <= allowed,
+        "{calls} Stripe calls for 20 orders, {allowed} allowed"
+    );
+}
+
+#[tokio::test]
+async fn given_more_missed_events_than_one_page_then_the_reconciler_pages_through_them_all() {
+    let app = TestApp::spawn().await;
+    // Three events each (completed, subscription created, invoice paid): 105, over Stripe's page of 100.
+    for user in (0..35).map(|i| format!("user{i}")) {
+        let (_, session_id) = app.checkout(&user, "pro_monthly").await;
+        app.pay(&session_id, PaymentResult::Card);
+    }
+    let report = reconcile_since(&app.db, &app.stripe, Utc::now().timestamp() - 60)
+        .await
+        .unwrap();
+    assert_eq!((report.listed, report.applied), (105, 105));
+    assert_eq!(app.entitlement("user0").await["status"], "active");
+    assert_eq!(app.entitlement("user34").await["status"], "active");
+    let pages = app
+        .emulator
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1/events")
+        .count();
+    assert_eq!(pages, 2);
+}
+
+#[tokio::test]
+async fn given_a_stored_cursor_then_each_run_starts_from_the_newest_event_seen_less_an_overlap() {
+    use entitle::reconcile::missed_events::reconcile_from_cursor;
+
+    let app = TestApp::spawn().await;
+    let (_, session_id) = app.checkout("alice", "credits_100").await;
+    let created = app.pay(&session_id, PaymentResult::Card)[0]["created"]
+        .as_i64()
+        .unwrap();
+
+    let first = reconcile_from_cursor(&app.db, &app.stripe).await.unwrap();
+    assert_eq!(first.applied, 1);
+    let cursor: i64 = sqlx::query_scalar("select created_up_to from reconciler_cursor")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(cursor, created);
+
+    let second = reconcile_from_cursor(&app.db, &app.stripe).await.unwrap();
+    assert_eq!(
+        (second.listed, second.applied),
+        (1, 0),
+        "the overlap re-reads, and changes nothing"
+    );
+    let gte: Vec<String> = app
+        .emulator
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/v1/events")
+        .filter_map(|r| r.params.get("created[gte]").cloned())
+        .collect();
+    assert_eq!(gte[1], (created - 300).to_string());
+    assert!(
+        gte[0].parse::<i64>().unwrap() <= created - 72 * 3600 + 5,
+        "first run looks back 72 h"
+    );
+}
