@@ -19,7 +19,7 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::{auth::token_validation, config::Config, error::AppError, routes};
+use crate::{auth::token_validation, config::Config, error::AppError, order_events::OrderEvents, routes};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -28,10 +28,11 @@ pub struct AppState {
     pub stripe: stripe::Client,
     pub jwt_key: Arc<DecodingKey>,
     pub jwt_validation: Arc<Validation>,
+    pub order_events: OrderEvents,
 }
 
 impl AppState {
-    pub fn new(db: PgPool, config: Config, stripe: stripe::Client) -> Self {
+    pub fn new(db: PgPool, config: Config, stripe: stripe::Client, order_events: OrderEvents) -> Self {
         let jwt_key = DecodingKey::from_secret(config.jwt_secret.expose().as_bytes());
         Self {
             db,
@@ -39,12 +40,15 @@ impl AppState {
             stripe,
             jwt_key: Arc::new(jwt_key),
             jwt_validation: Arc::new(token_validation()),
+            order_events,
         }
     }
 }
 
-/// No request may hold a connection or a client waiting longer than this.
+/// No request may hold a connection or a client waiting longer than this. It stays above the
+/// longest `/order-status` wait, so a long-poll always ends with its own answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const _: () = assert!(routes::order_status::MAX_WAIT_SECONDS < REQUEST_TIMEOUT.as_secs() as i64);
 /// API requests are tiny JSON documents.
 const MAX_API_BODY: usize = 64 * 1024;
 

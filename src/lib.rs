@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod fulfillment;
+pub mod order_events;
 pub mod orders;
 pub mod routes;
 pub mod startup;

@@ -3,13 +3,17 @@
 
 use std::time::Duration;
 
-use sqlx::{PgPool, postgres::PgPoolOptions};
+use sqlx::{
+    PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
 use tokio::net::TcpListener;
 
 use crate::{
     app::{AppState, router},
     catalog::{load_plans_file, sync_catalog},
     config::Config,
+    order_events::OrderEvents,
     stripe::build_client,
 };
 
@@ -17,6 +21,8 @@ use crate::{
 pub enum StartupError {
     #[error("cannot connect to the database at DATABASE_URL: {0}")]
     Database(#[source] sqlx::Error),
+    #[error("cannot listen for order status changes: {0}")]
+    Listen(#[source] sqlx::Error),
     #[error("cannot apply database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]
@@ -39,10 +45,13 @@ impl Application {
         let plans = load_plans_file(&config.plans_file)?;
         sync_catalog(&db, &plans).await?;
         let stripe = build_client(&config)?;
+        let order_events = OrderEvents::listen(connect_options(&config)?)
+            .await
+            .map_err(StartupError::Listen)?;
         let listener = TcpListener::bind(config.bind_addr).await.map_err(StartupError::Bind)?;
         Ok(Self {
             listener,
-            state: AppState::new(db, config, stripe),
+            state: AppState::new(db, config, stripe, order_events),
         })
     }
 
@@ -63,12 +72,16 @@ impl Application {
     }
 }
 
+fn connect_options(config: &Config) -> Result<PgConnectOptions, StartupError> {
+    config.database_url.expose().parse().map_err(StartupError::Database)
+}
+
 async fn connect(config: &Config) -> Result<PgPool, StartupError> {
     PgPoolOptions::new()
         .max_connections(config.database_max_connections)
         // A request waiting longer than this for a connection gets a 503 rather than hanging.
         .acquire_timeout(Duration::from_secs(5))
-        .connect(config.database_url.expose())
+        .connect_with(connect_options(config)?)
         .await
         .map_err(StartupError::Database)
 }

@@ -4,6 +4,7 @@
 mod auth_and_ownership;
 mod checkout;
 mod helpers;
+mod long_polling;
 mod resilience;
 mod signatures;
 mod webhook_fulfillment;
