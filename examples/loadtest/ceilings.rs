@@ -3,7 +3,7 @@
 //! from `src/fulfillment.rs`; keep them in step) and the status lookup by primary key.
 //!
 //! Each ceiling gets one connection per worker, so the service's pool size is something the ratio
-//! can reveal rather than something the ceiling shares.
+//! can reveal rather than something the ceiling shares. Its connections are closed when it ends.
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,7 +22,7 @@ async fn pool(service: &Service, connections: usize) -> PgPool {
         .min_connections(connections as u32)
         .connect(&service.database_url)
         .await
-        .expect("a ceiling pool");
+        .expect("a ceiling pool: the service's pool plus C (or P) connections must fit Postgres's max_connections");
     // Open every connection before the clock starts, as the service's warm pool is.
     let warm: Vec<_> = futures::future::join_all((0..connections).map(|_| pool.acquire())).await;
     drop(warm);
@@ -46,8 +46,9 @@ pub async fn webhook_sql(service: &Service, count: usize, workers: usize) -> Run
     .expect("ceiling orders");
     let pool = pool(service, workers).await;
     let run_id = Arc::new(run_id);
-    drive(workers, Until::Count(count * 2), move |i| {
-        let (pool, run_id) = (pool.clone(), run_id.clone());
+    let connections = pool.clone();
+    let run = drive(workers, Until::Count(count * 2), move |i| {
+        let (pool, run_id) = (connections.clone(), run_id.clone());
         async move {
             let n = i / 2;
             let event_id = format!("evt_ceiling_{run_id}_{n}");
@@ -55,7 +56,9 @@ pub async fn webhook_sql(service: &Service, count: usize, workers: usize) -> Run
             apply_completed_event(&pool, &event_id, &session_id).await.is_ok()
         }
     })
-    .await
+    .await;
+    pool.close().await;
+    run
 }
 
 /// The fulfilment transaction of a paid one-time order, statement for statement.
@@ -134,8 +137,9 @@ async fn apply_completed_event(pool: &PgPool, event_id: &str, session_id: &str) 
 /// The owner-scoped primary-key lookup `/order-status` runs, on the same orders.
 pub async fn status_lookup(service: &Service, orders: Arc<Vec<Order>>, workers: usize, duration: Duration) -> Run {
     let pool = pool(service, workers).await;
-    drive(workers, Until::Elapsed(duration), move |i| {
-        let (pool, orders) = (pool.clone(), orders.clone());
+    let connections = pool.clone();
+    let run = drive(workers, Until::Elapsed(duration), move |i| {
+        let (pool, orders) = (connections.clone(), orders.clone());
         async move {
             let order = &orders[i % orders.len()];
             type Row = (Uuid, String, String, i64, String, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>);
@@ -149,5 +153,7 @@ pub async fn status_lookup(service: &Service, orders: Arc<Vec<Order>>, workers: 
             .is_ok_and(|row| row.is_some())
         }
     })
-    .await
+    .await;
+    pool.close().await;
+    run
 }

@@ -90,14 +90,29 @@ where
     }
 }
 
-/// The most memory this process has held (VmHWM), in MiB.
+/// The most memory this process has held (VmHWM) since it started or since `reset_peak_rss`, in MiB.
 pub fn peak_rss_mib() -> f64 {
+    proc_status_mib("VmHWM:")
+}
+
+/// The memory this process holds now (VmRSS), in MiB.
+pub fn rss_mib() -> f64 {
+    proc_status_mib("VmRSS:")
+}
+
+/// Restarts VmHWM from the current RSS (Linux `clear_refs` 5), so the peak of one phase can be
+/// read. Returns false where the kernel does not allow it; the peak then covers the whole run.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn proc_status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .find_map(|line| line.strip_prefix(field))
                 .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         })
         .map_or(f64::NAN, |kib| kib / 1024.0)

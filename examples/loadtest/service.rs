@@ -4,7 +4,7 @@
 use std::{fs::File, sync::Mutex};
 
 use entitle::{config::Config, startup::Application, stripe_emulator::StripeEmulator};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool, postgres::PgPoolOptions};
 use tracing_subscriber::EnvFilter;
 use uuid::Uuid;
 
@@ -65,7 +65,12 @@ pub async fn start() -> Service {
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
 
-    let db = PgPool::connect(&database_url).await.unwrap();
+    // Two connections leave Postgres's max_connections to the service and the ceilings.
+    let db = PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&database_url)
+        .await
+        .unwrap();
     Service {
         address,
         emulator,
