@@ -23,6 +23,7 @@ use crate::{
     auth::token_validation,
     config::Config,
     error::AppError,
+    order_events::OrderEvents,
     reconcile::{
         rate_limit::RateLimit,
         return_page::{SYNC_BURST, SYNC_CALLS_PER_SECOND},
@@ -39,10 +40,11 @@ pub struct AppState {
     pub jwt_validation: Arc<Validation>,
     /// Caps the Stripe calls that polling return pages may cause.
     pub stripe_sync_limit: Arc<RateLimit>,
+    pub order_events: OrderEvents,
 }
 
 impl AppState {
-    pub fn new(db: PgPool, config: Config, stripe: stripe::Client) -> Self {
+    pub fn new(db: PgPool, config: Config, stripe: stripe::Client, order_events: OrderEvents) -> Self {
         let jwt_key = DecodingKey::from_secret(config.jwt_secret.expose().as_bytes());
         Self {
             db,
@@ -51,12 +53,15 @@ impl AppState {
             jwt_key: Arc::new(jwt_key),
             jwt_validation: Arc::new(token_validation()),
             stripe_sync_limit: Arc::new(RateLimit::new(SYNC_CALLS_PER_SECOND, SYNC_BURST)),
+            order_events,
         }
     }
 }
 
-/// No request may hold a connection or a client waiting longer than this.
+/// No request may hold a connection or a client waiting longer than this. It stays above the
+/// longest `/order-status` wait, so a long-poll always ends with its own answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const _: () = assert!(routes::order_status::MAX_WAIT_SECONDS < REQUEST_TIMEOUT.as_secs() as i64);
 /// API requests are tiny JSON documents.
 const MAX_API_BODY: usize = 64 * 1024;
 

@@ -5,6 +5,10 @@
 //! waits on that row and then finds it taken. Different events about one order (`completed` and
 //! `async_payment_succeeded`, say) are serialised by locking the order row, and the grant tables'
 //! unique keys make a second grant impossible even if a future path forgets the lock.
+//!
+//! Every status change also sends `pg_notify('order_status', <order id>)` from its `update …
+//! returning` (no extra round trip). Postgres delivers it at commit and drops it on rollback, so a
+//! waiting `/order-status` request (see `order_events`) never hears of a change that did not happen.
 
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -273,10 +277,13 @@ async fn fulfil_order(
         return Ok(Outcome::AmountMismatch);
     }
 
-    sqlx::query("update orders set status = 'paid', paid_at = now(), updated_at = now() where id = $1")
-        .bind(order.id)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "update orders set status = 'paid', paid_at = now(), updated_at = now() where id = $1
+         returning pg_notify('order_status', id::text)",
+    )
+    .bind(order.id)
+    .execute(&mut *conn)
+    .await?;
 
     let (credits, entitlement): (i64, Option<String>) =
         sqlx::query_as("select credits, entitlement from plans where id = $1")
@@ -364,12 +371,16 @@ async fn grant_entitlement_once(
 
 /// `failed` and `canceled` only replace `pending`: a late `expired` never takes `paid` back.
 async fn move_pending_order(conn: &mut PgConnection, order_id: Uuid, to: OrderStatus) -> Result<Outcome, sqlx::Error> {
-    let moved = sqlx::query("update orders set status = $2, updated_at = now() where id = $1 and status = 'pending'")
-        .bind(order_id)
-        .bind(to)
-        .execute(conn)
-        .await?
-        .rows_affected()
+    // Notifies only when a row moved, like the update to `paid` above.
+    let moved = sqlx::query(
+        "update orders set status = $2, updated_at = now() where id = $1 and status = 'pending'
+         returning pg_notify('order_status', id::text)",
+    )
+    .bind(order_id)
+    .bind(to)
+    .execute(conn)
+    .await?
+    .rows_affected()
         == 1;
     Ok(match (moved, to) {
         (true, OrderStatus::Failed) => Outcome::MarkedFailed,

@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod fulfillment;
 pub mod lifecycle;
+pub mod order_events;
 pub mod orders;
 pub mod reconcile;
 pub mod routes;

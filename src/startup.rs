@@ -14,6 +14,7 @@ use crate::{
     app::{AppState, router},
     catalog::{load_plans_file, sync_catalog},
     config::{Config, StripeBackend},
+    order_events::OrderEvents,
     reconcile::missed_events::run_periodically,
     stripe::build_client,
     stripe_emulator::{DeliveryConfig, StripeEmulator},
@@ -32,6 +33,8 @@ pub enum StartupError {
     NoDatabase(String),
     #[error("cannot use the database at DATABASE_URL: {0}")]
     Database(#[source] sqlx::Error),
+    #[error("cannot listen for order status changes: {0}")]
+    Listen(#[source] sqlx::Error),
     #[error("cannot apply database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]
@@ -64,9 +67,12 @@ impl Application {
         let own_addr = listener.local_addr().map_err(StartupError::Bind)?;
         let stripe = stripe_client(&config, own_addr)?;
         let emulator = config.stripe.is_emulator().then(|| start_emulator(&config, own_addr));
+        let order_events = OrderEvents::listen(connect_options(&config)?)
+            .await
+            .map_err(StartupError::Listen)?;
         Ok(Self {
             listener,
-            state: AppState::new(db, config, stripe),
+            state: AppState::new(db, config, stripe, order_events),
             emulator,
         })
     }
@@ -157,8 +163,12 @@ fn print_emulator_banner(addr: SocketAddr) {
 
 /// Connects, creating the database first when the server is there but the database is not, so a
 /// fresh machine needs no setup step.
+fn connect_options(config: &Config) -> Result<PgConnectOptions, StartupError> {
+    config.database_url.expose().parse().map_err(StartupError::Database)
+}
+
 pub async fn connect(config: &Config) -> Result<PgPool, StartupError> {
-    let options: PgConnectOptions = config.database_url.expose().parse().map_err(StartupError::Database)?;
+    let options = connect_options(config)?;
     let pool_options = PgPoolOptions::new()
         .max_connections(config.database_max_connections)
         // A request waiting longer than this for a connection gets a 503 rather than hanging.

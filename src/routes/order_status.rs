@@ -1,9 +1,16 @@
 //! `POST /order-status`: what the return page polls. It reads the order only as its owner sees it:
 //! someone else's order and a missing one are the same 404, so ids cannot be probed. A pending
 //! order whose webhook is late is checked at Stripe (rate-limited; see `reconcile::return_page`).
+//!
+//! With `waitSeconds`, a `pending` order is a long-poll: the request is held until the order's
+//! status changes (woken by `order_events`) or the wait ends, then answers as usual. The page learns
+//! "paid" right after the commit without asking every second.
+
+use std::time::Duration;
 
 use axum::{Json, extract::State};
 use serde::Deserialize;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::{
@@ -20,12 +27,20 @@ use crate::{
 pub struct OrderStatusRequest {
     order_id: Option<String>,
     session_id: Option<String>,
+    /// Signed so that a negative number is our 400, not serde's "invalid value".
+    wait_seconds: Option<i64>,
 }
 
 enum OrderKey {
     Order(Uuid),
     Session(String),
 }
+
+/// The longest a request may be held; below the app's request timeout.
+pub const MAX_WAIT_SECONDS: i64 = 25;
+/// While waiting, the row is also re-read this often, so a notification lost to a listener
+/// reconnect delays the answer by at most this much instead of until the wait ends.
+const REREAD_EVERY: Duration = Duration::from_secs(2);
 
 const COLUMNS: &str = "id, status, plan_id, amount, currency, created_at, paid_at, amount_refunded";
 
@@ -34,20 +49,38 @@ pub async fn order_status(
     user: AuthUser,
     AppJson(request): AppJson<OrderStatusRequest>,
 ) -> Result<Json<OrderView>, AppError> {
-    let key = order_key(request)?;
-    let mut order = find_order(&state, &user, &key).await?;
-    if let Some(pending) = order.as_ref().filter(|o| o.status == OrderStatus::Pending)
-        && sync_pending_order(&state, pending.order_id).await?
-    {
-        order = find_order(&state, &user, &key).await?;
+    let wait = wait_duration(request.wait_seconds)?;
+    let key = order_key(request.order_id, request.session_id)?;
+    let mut order = read_settled_order(&state, &user, &key).await?;
+    if order.status != OrderStatus::Pending || wait.is_zero() {
+        return Ok(Json(order));
     }
-    order.map(Json).ok_or(AppError::NotFound {
-        code: "order_not_found",
-        message: "No order with that id belongs to you.",
-    })
+
+    let deadline = Instant::now() + wait;
+    let mut watch = state.order_events.watch(order.order_id);
+    loop {
+        // Read after subscribing: a commit between the first read and `watch` still counts.
+        order = read_settled_order(&state, &user, &OrderKey::Order(order.order_id)).await?;
+        let now = Instant::now();
+        if order.status != OrderStatus::Pending || now >= deadline {
+            return Ok(Json(order));
+        }
+        let nap = (deadline - now).min(REREAD_EVERY);
+        let _ = tokio::time::timeout(nap, watch.changed()).await;
+    }
 }
 
-async fn find_order(state: &AppState, user: &AuthUser, key: &OrderKey) -> Result<Option<OrderView>, AppError> {
+/// Reads the order; a pending one whose webhook is late is first checked at Stripe, which at most
+/// once per interval fulfils it through the webhook's own path.
+async fn read_settled_order(state: &AppState, user: &AuthUser, key: &OrderKey) -> Result<OrderView, AppError> {
+    let order = read_order(state, user, key).await?;
+    if order.status == OrderStatus::Pending && sync_pending_order(state, order.order_id).await? {
+        return read_order(state, user, key).await;
+    }
+    Ok(order)
+}
+
+async fn read_order(state: &AppState, user: &AuthUser, key: &OrderKey) -> Result<OrderView, AppError> {
     let order = match key {
         OrderKey::Order(id) => {
             sqlx::query_as(&format!("select {COLUMNS} from orders where id = $1 and user_id = $2"))
@@ -66,11 +99,25 @@ async fn find_order(state: &AppState, user: &AuthUser, key: &OrderKey) -> Result
             .await?
         }
     };
-    Ok(order)
+    order.ok_or(AppError::NotFound {
+        code: "order_not_found",
+        message: "No order with that id belongs to you.",
+    })
 }
 
-fn order_key(request: OrderStatusRequest) -> Result<OrderKey, AppError> {
-    match (request.order_id, request.session_id) {
+fn wait_duration(wait_seconds: Option<i64>) -> Result<Duration, AppError> {
+    match wait_seconds {
+        None => Ok(Duration::ZERO),
+        Some(seconds @ 0..=MAX_WAIT_SECONDS) => Ok(Duration::from_secs(seconds.unsigned_abs())),
+        Some(_) => Err(AppError::bad_request(
+            "invalid_wait_seconds",
+            format!("waitSeconds must be a whole number from 0 to {MAX_WAIT_SECONDS}."),
+        )),
+    }
+}
+
+fn order_key(order_id: Option<String>, session_id: Option<String>) -> Result<OrderKey, AppError> {
+    match (order_id, session_id) {
         (Some(order_id), None) => Uuid::parse_str(order_id.trim())
             .map(OrderKey::Order)
             .map_err(|_| AppError::bad_request("invalid_order_id", "orderId must be a UUID.")),

@@ -6,6 +6,7 @@ mod checkout;
 mod emulator_mode;
 mod helpers;
 mod lifecycle_helpers;
+mod long_polling;
 mod operator_commands;
 mod reconciliation;
 mod refunds_and_disputes;

@@ -1,0 +1,184 @@
+//! Tells waiting requests that an order's status changed. The fulfilment transaction sends
+//! `pg_notify('order_status', <order id>)`, which Postgres delivers only at commit; one listening
+//! connection per process receives it and wakes the requests waiting on that order, in memory.
+//!
+//! Notifications are a wake-up call, never the answer: a woken request re-reads the row. Anything
+//! sent while the listener is reconnecting is lost, so a reconnect wakes every waiter, and waiters
+//! also re-read on a timer of their own (see `routes::order_status`).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// The channel `fulfillment` notifies on; the payload is the order id.
+pub const ORDER_STATUS_CHANNEL: &str = "order_status";
+/// Shown in `pg_stat_activity`, so an operator (or a test) can find the listening connection.
+pub const LISTENER_APPLICATION_NAME: &str = "entitle-order-events";
+/// How long to wait before trying again when the listening connection cannot be re-established.
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+/// Order id → a channel every request waiting on that order subscribes to. An entry lives only
+/// while someone waits, so the map is as large as the number of waiting requests.
+#[derive(Clone, Default)]
+pub struct OrderEvents {
+    waiters: Arc<Mutex<HashMap<Uuid, watch::Sender<()>>>>,
+}
+
+impl OrderEvents {
+    /// Connects the listening connection (its own, outside the request pool) and keeps it
+    /// listening for as long as the process runs.
+    pub async fn listen(options: PgConnectOptions) -> Result<Self, sqlx::Error> {
+        let listener_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(options.application_name(LISTENER_APPLICATION_NAME));
+        let listener = start_listening(&listener_pool).await?;
+        let events = Self::default();
+        tokio::spawn(events.clone().forward_notifications(listener, listener_pool));
+        Ok(events)
+    }
+
+    /// Subscribe before reading the row: a change committed after the read then still wakes us.
+    pub fn watch(&self, order_id: Uuid) -> OrderWatch {
+        let changed = self
+            .lock()
+            .entry(order_id)
+            .or_insert_with(|| watch::channel(()).0)
+            .subscribe();
+        OrderWatch {
+            order_id,
+            changed,
+            events: self.clone(),
+        }
+    }
+
+    fn wake(&self, order_id: Uuid) {
+        if let Some(sender) = self.lock().get(&order_id) {
+            sender.send_replace(());
+        }
+    }
+
+    fn wake_everyone(&self) {
+        for sender in self.lock().values() {
+            sender.send_replace(());
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, watch::Sender<()>>> {
+        self.waiters.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn forward_notifications(self, mut listener: PgListener, listener_pool: sqlx::PgPool) {
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(notification)) => match Uuid::parse_str(notification.payload()) {
+                    Ok(order_id) => self.wake(order_id),
+                    Err(_) => tracing::warn!(
+                        payload = notification.payload(),
+                        "order_status payload is not an order id"
+                    ),
+                },
+                Ok(None) => {
+                    tracing::warn!("order events: listening connection lost and re-established");
+                    self.wake_everyone();
+                }
+                Err(err) => {
+                    tracing::error!(error = ?err, "order events: listening connection failed; reconnecting");
+                    drop(listener);
+                    listener = reconnect(&listener_pool).await;
+                    tracing::info!("order events: listening again");
+                    self.wake_everyone();
+                }
+            }
+        }
+    }
+}
+
+async fn start_listening(listener_pool: &sqlx::PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(listener_pool).await?;
+    listener.listen(ORDER_STATUS_CHANNEL).await?;
+    Ok(listener)
+}
+
+async fn reconnect(listener_pool: &sqlx::PgPool) -> PgListener {
+    loop {
+        tokio::time::sleep(RECONNECT_DELAY).await;
+        match start_listening(listener_pool).await {
+            Ok(listener) => return listener,
+            Err(err) => tracing::error!(error = ?err, "order events: cannot listen yet; retrying"),
+        }
+    }
+}
+
+/// One request's interest in one order; dropping it unsubscribes.
+pub struct OrderWatch {
+    order_id: Uuid,
+    changed: watch::Receiver<()>,
+    events: OrderEvents,
+}
+
+impl OrderWatch {
+    /// Resolves after the next notification for this order (or a listener reconnect). Wakes may
+    /// be spurious; callers re-read the row and decide.
+    pub async fn changed(&mut self) {
+        if self.changed.changed().await.is_err() {
+            // Cannot happen while we are subscribed (the map keeps the sender); wait for the
+            // caller's timer rather than spin.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for OrderWatch {
+    fn drop(&mut self) {
+        let mut waiters = self.events.lock();
+        // Our own receiver is still alive here, so 1 means nobody else is waiting on this order.
+        if waiters
+            .get(&self.order_id)
+            .is_some_and(|sender| sender.receiver_count() <= 1)
+        {
+            waiters.remove(&self.order_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wake_reaches_every_watcher_of_that_order_and_no_other() {
+        let events = OrderEvents::default();
+        let order = Uuid::new_v4();
+        let mut first = events.watch(order);
+        let mut second = events.watch(order);
+        let mut other = events.watch(Uuid::new_v4());
+
+        events.wake(order);
+
+        let quick = Duration::from_millis(100);
+        assert!(tokio::time::timeout(quick, first.changed()).await.is_ok());
+        assert!(tokio::time::timeout(quick, second.changed()).await.is_ok());
+        assert!(tokio::time::timeout(quick, other.changed()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_entry_is_removed_when_the_last_watcher_leaves() {
+        let events = OrderEvents::default();
+        let order = Uuid::new_v4();
+        let first = events.watch(order);
+        let second = events.watch(order);
+        drop(first);
+        assert!(events.lock().contains_key(&order));
+        drop(second);
+        assert!(events.lock().is_empty());
+    }
+}
