@@ -20,6 +20,9 @@ async fn pool(service: &Service, connections: usize) -> PgPool {
     let pool = PgPoolOptions::new()
         .max_connections(connections as u32)
         .min_connections(connections as u32)
+        // No ping per acquire: the ceiling is the SQL alone. The service keeps sqlx's ping, which
+        // costs it a round trip per request (docs/performance.md says why it stays).
+        .test_before_acquire(false)
         .connect(&service.database_url)
         .await
         .expect("a ceiling pool: the service's pool plus C (or P) connections must fit Postgres's max_connections");
