@@ -74,7 +74,7 @@ impl Config {
         }
 
         // Few connections serve best while Postgres has few cores: on 2 cores, 8 answered order
-        // status ~15 % faster than 16 with webhooks unchanged (docs/performance.md). Requests
+        // status ~20 % faster than 16 with webhooks unchanged (docs/performance.md). Requests
         // beyond the pool wait in memory instead of as Postgres backends competing for the CPU.
         let database_max_connections = match get("DATABASE_MAX_CONNECTIONS") {
             None => 8,
