@@ -20,6 +20,9 @@ async fn pool(service: &Service, connections: usize) -> PgPool {
     let pool = PgPoolOptions::new()
         .max_connections(connections as u32)
         .min_connections(connections as u32)
+        // No ping per acquire: the ceiling is the SQL alone. The service keeps sqlx's ping, which
+        // costs it a round trip per request (docs/performance.md says why it stays).
+        .test_before_acquire(false)
         .connect(&service.database_url)
         .await
         .expect("a ceiling pool: the service's pool plus C (or P) connections must fit Postgres's max_connections");
@@ -81,7 +84,7 @@ async fn apply_completed_event(pool: &PgPool, event_id: &str, session_id: &str) 
     type Row = (Uuid, String, String, String, i64, String, Option<String>);
     let (order_id, user_id, plan_id, ..): Row = sqlx::query_as(
         "select id, user_id, plan_id, status, amount, currency, stripe_checkout_session_id
-         from orders where stripe_checkout_session_id = $1 for update",
+         from orders where stripe_checkout_session_id = $1 for no key update",
     )
     .bind(session_id)
     .fetch_one(&mut *tx)
@@ -144,7 +147,7 @@ pub async fn status_lookup(service: &Service, orders: Arc<Vec<Order>>, workers: 
             let order = &orders[i % orders.len()];
             type Row = (Uuid, String, String, i64, String, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>);
             sqlx::query_as::<_, Row>(
-                "select id, status, plan_id, amount, currency, created_at, paid_at from orders where id = $1 and user_id = $2",
+                "select id, status, plan_id, amount, currency, created_at, paid_at, amount_refunded from orders where id = $1 and user_id = $2",
             )
             .bind(order.id)
             .bind(&order.user_id)

@@ -42,6 +42,9 @@ fn setting(name: &str, default: u64) -> u64 {
 
 #[tokio::main]
 async fn main() {
+    if std::env::var_os(service::CHILD_ROLE).is_some() {
+        return service::serve_as_child().await;
+    }
     let settings = Settings {
         orders: setting("N", 2000) as usize,
         senders: setting("C", 32) as usize,
@@ -49,14 +52,15 @@ async fn main() {
         poll_for: Duration::from_secs(setting("T", 10)),
     };
     let started = Instant::now();
+    let service = service::start().await;
+    let proc_dir = service.process.proc_dir();
     let progress = |step: &str| {
         eprintln!(
-            "[{:>5.1}s, RSS {:.0} MiB] {step}",
+            "[{:>5.1}s, service RSS {:.0} MiB] {step}",
             started.elapsed().as_secs_f64(),
-            rss_mib()
+            rss_mib(&proc_dir)
         );
     };
-    let service = service::start().await;
     let http = traffic::http_client(settings.senders.max(settings.pollers));
     progress(&format!(
         "service up (pool {}, logs in {}); opening {} checkouts",
@@ -69,7 +73,7 @@ async fn main() {
 
     // Each hot path is measured right next to its ceiling, so both see the same machine.
     progress("ceiling: the webhook's SQL, direct");
-    let memory = Memory::start();
+    let memory = Memory::start(&proc_dir);
     let webhook_ceiling = ceilings::webhook_sql(&service, settings.orders, settings.senders).await;
     progress("delivering every signed event twice");
     let (webhooks, outcomes) = traffic::deliver_each_twice(&service, &http, events, settings.senders).await;
@@ -78,7 +82,7 @@ async fn main() {
     let orders = Arc::new(orders);
     let (statuses, wrong_answers) =
         traffic::poll_status(&service, &http, orders.clone(), settings.pollers, settings.poll_for).await;
-    let memory = memory.finish();
+    let memory = memory.finish(&proc_dir);
     progress("ceiling: the primary-key status select, direct");
     let status_ceiling = ceilings::status_lookup(&service, orders, settings.pollers, settings.poll_for).await;
     progress("done");
@@ -101,8 +105,8 @@ async fn main() {
     service.drop_database().await;
 }
 
-/// Peak RSS over the load phases, after setup (2,000 sessions in the emulator, the signed
-/// events) is already resident.
+/// Peak RSS of the service's process over the load phases, after setup (the emulator's sessions,
+/// the signed events) is already resident.
 struct Memory {
     before_load: f64,
     peak_is_of_load_only: bool,
@@ -110,17 +114,17 @@ struct Memory {
 }
 
 impl Memory {
-    fn start() -> Self {
+    fn start(proc_dir: &str) -> Self {
         Self {
-            peak_is_of_load_only: reset_peak_rss(),
-            before_load: rss_mib(),
+            peak_is_of_load_only: reset_peak_rss(proc_dir),
+            before_load: rss_mib(proc_dir),
             peak: f64::NAN,
         }
     }
 
-    fn finish(self) -> Self {
+    fn finish(self, proc_dir: &str) -> Self {
         Self {
-            peak: peak_rss_mib(),
+            peak: peak_rss_mib(proc_dir),
             ..self
         }
     }
@@ -213,9 +217,15 @@ fn print_report(settings: &Settings, service: &service::Service, runs: [&Run; 4]
     } else {
         "over the whole run (this kernel cannot reset VmHWM)"
     };
+    let whose = match service.process {
+        service::ServiceProcess::ThisOne => {
+            "One process holds the service, the load generator and the Stripe emulator with every \
+             session, so this bounds the service from above (SERVICE_PROCESS=separate measures it alone)."
+        }
+        service::ServiceProcess::Child(_) => "The service ran in its own process: this is the service alone.",
+    };
     println!(
-        "peak RSS (VmHWM) {window}: {:.1} MiB, from {:.1} MiB before it. One process holds the service, \
-         the load generator and the Stripe emulator with every session, so this bounds the service from above.",
+        "peak RSS (VmHWM) {window}: {:.1} MiB, from {:.1} MiB before it. {whose}",
         memory.peak, memory.before_load,
     );
 }

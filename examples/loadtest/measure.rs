@@ -90,24 +90,25 @@ where
     }
 }
 
-/// The most memory this process has held (VmHWM) since it started or since `reset_peak_rss`, in MiB.
-pub fn peak_rss_mib() -> f64 {
-    proc_status_mib("VmHWM:")
+/// The most memory the process has held (VmHWM) since it started or since `reset_peak_rss`, in
+/// MiB. `proc_dir` is `/proc/self` or `/proc/<pid>`.
+pub fn peak_rss_mib(proc_dir: &str) -> f64 {
+    proc_status_mib(proc_dir, "VmHWM:")
 }
 
-/// The memory this process holds now (VmRSS), in MiB.
-pub fn rss_mib() -> f64 {
-    proc_status_mib("VmRSS:")
+/// The memory the process holds now (VmRSS), in MiB.
+pub fn rss_mib(proc_dir: &str) -> f64 {
+    proc_status_mib(proc_dir, "VmRSS:")
 }
 
 /// Restarts VmHWM from the current RSS (Linux `clear_refs` 5), so the peak of one phase can be
 /// read. Returns false where the kernel does not allow it; the peak then covers the whole run.
-pub fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+pub fn reset_peak_rss(proc_dir: &str) -> bool {
+    std::fs::write(format!("{proc_dir}/clear_refs"), "5").is_ok()
 }
 
-fn proc_status_mib(field: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+fn proc_status_mib(proc_dir: &str, field: &str) -> f64 {
+    std::fs::read_to_string(format!("{proc_dir}/status"))
         .ok()
         .and_then(|status| {
             status

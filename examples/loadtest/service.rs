@@ -1,7 +1,12 @@
 //! Starts Entitle in this process exactly as `tests/api/helpers.rs` does: a fresh database, the
 //! Stripe emulator on its own port, the real startup path on port 0, production's log level.
 
-use std::{fs::File, sync::Mutex};
+use std::{
+    fs::File,
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::Mutex,
+};
 
 use entitle::{config::Config, startup::Application, stripe_emulator::StripeEmulator};
 use sqlx::{Connection, PgConnection, PgPool, postgres::PgPoolOptions};
@@ -12,6 +17,7 @@ pub const WEBHOOK_SECRET: &str = "whsec_loadtest_secret";
 pub const JWT_SECRET: &str = "loadtest-jwt-secret-that-is-long-enough-for-hs256";
 /// The service logs at production's level to this file, so its cost is part of the measurement.
 pub const LOG_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/loadtest.log");
+const CHILD_LOG_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/loadtest-service.log");
 
 pub struct Service {
     pub address: String,
@@ -21,14 +27,35 @@ pub struct Service {
     pub pool_size: u32,
     /// For the load generator's own checks; not used by the service.
     pub db: PgPool,
+    pub process: ServiceProcess,
 }
+
+/// Where the service runs: in this process (the default), or, with `SERVICE_PROCESS=separate`, in
+/// a child process (this same executable), so its memory can be read on its own.
+pub enum ServiceProcess {
+    ThisOne,
+    Child(Child),
+}
+
+impl ServiceProcess {
+    /// The `/proc` directory to read the service's memory from.
+    pub fn proc_dir(&self) -> String {
+        match self {
+            Self::ThisOne => "/proc/self".to_owned(),
+            Self::Child(child) => format!("/proc/{}", child.id()),
+        }
+    }
+}
+
+/// Set in the child's environment; the child then only serves (see `serve_as_child`).
+pub const CHILD_ROLE: &str = "LOADTEST_SERVICE_CHILD";
 
 fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 pub async fn start() -> Service {
-    log_like_production();
+    log_like_production(LOG_FILE);
     let database_name = format!("entitle_loadtest_{}", Uuid::new_v4().simple());
     let mut admin = PgConnection::connect(&format!("{}/postgres", admin_url()))
         .await
@@ -44,26 +71,16 @@ pub async fn start() -> Service {
     let emulator = StripeEmulator::new(&emulator_base);
     tokio::spawn(axum::serve(emulator_listener, emulator.router()).into_future());
 
-    // The real configuration rules (and defaults, such as the pool size) apply; only
-    // DATABASE_MAX_CONNECTIONS may come from the environment, to compare pool sizes.
-    let pool_size = std::env::var("DATABASE_MAX_CONNECTIONS").ok();
-    let plans_file = concat!(env!("CARGO_MANIFEST_DIR"), "/plans.toml");
-    let config = Config::from_lookup(|name| match name {
-        "DATABASE_URL" => Some(database_url.clone()),
-        "DATABASE_MAX_CONNECTIONS" => pool_size.clone(),
-        "BIND_ADDR" => Some("127.0.0.1:0".into()),
-        "STRIPE_SECRET_KEY" => Some("sk_test_loadtest".into()),
-        "STRIPE_API_BASE" => Some(emulator_base.clone()),
-        "STRIPE_WEBHOOK_SECRET" => Some(WEBHOOK_SECRET.into()),
-        "AUTH_JWT_SECRET" => Some(JWT_SECRET.into()),
-        "PLANS_FILE" => Some(plans_file.into()),
-        _ => None,
-    })
-    .expect("a valid configuration");
+    let config = config(&database_url, &emulator_base);
     let pool_size = config.database_max_connections;
-    let app = Application::build(config).await.expect("the application starts");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
+    let (port, process) = if std::env::var("SERVICE_PROCESS").is_ok_and(|v| v == "separate") {
+        spawn_child(&database_url, &emulator_base)
+    } else {
+        let app = Application::build(config).await.expect("the application starts");
+        let port = app.port();
+        tokio::spawn(app.run_until_stopped());
+        (port, ServiceProcess::ThisOne)
+    };
 
     // Two connections leave Postgres's max_connections to the service and the ceilings.
     let db = PgPoolOptions::new()
@@ -72,17 +89,74 @@ pub async fn start() -> Service {
         .await
         .unwrap();
     Service {
-        address,
+        address: format!("http://127.0.0.1:{port}"),
         emulator,
         database_url,
         database_name,
         pool_size,
         db,
+        process,
     }
+}
+
+/// The real configuration rules (and defaults, such as the pool size) apply; only
+/// DATABASE_MAX_CONNECTIONS may come from the environment, to compare pool sizes.
+fn config(database_url: &str, emulator_base: &str) -> Config {
+    let pool_size = std::env::var("DATABASE_MAX_CONNECTIONS").ok();
+    let plans_file = concat!(env!("CARGO_MANIFEST_DIR"), "/plans.toml");
+    Config::from_lookup(|name| match name {
+        "DATABASE_URL" => Some(database_url.to_owned()),
+        "DATABASE_MAX_CONNECTIONS" => pool_size.clone(),
+        "BIND_ADDR" => Some("127.0.0.1:0".into()),
+        "STRIPE_SECRET_KEY" => Some("sk_test_loadtest".into()),
+        "STRIPE_API_BASE" => Some(emulator_base.to_owned()),
+        "STRIPE_WEBHOOK_SECRET" => Some(WEBHOOK_SECRET.into()),
+        "AUTH_JWT_SECRET" => Some(JWT_SECRET.into()),
+        "PLANS_FILE" => Some(plans_file.into()),
+        _ => None,
+    })
+    .expect("a valid configuration")
+}
+
+/// Starts this executable again as the service alone and reads the port it prints.
+fn spawn_child(database_url: &str, emulator_base: &str) -> (u16, ServiceProcess) {
+    let mut child = Command::new(std::env::current_exe().expect("the load test's own path"))
+        .env(CHILD_ROLE, "1")
+        .env("LOADTEST_DATABASE_URL", database_url)
+        .env("LOADTEST_STRIPE_API_BASE", emulator_base)
+        // The child exits when this pipe closes, i.e. when this process ends for any reason.
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("can start the service process");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("the service process prints its port");
+    let port = line.trim().parse().expect("the service process printed its port");
+    (port, ServiceProcess::Child(child))
+}
+
+/// The child's whole life: serve until the parent goes away.
+pub async fn serve_as_child() {
+    log_like_production(CHILD_LOG_FILE);
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is set by the parent"));
+    let config = config(&var("LOADTEST_DATABASE_URL"), &var("LOADTEST_STRIPE_API_BASE"));
+    let app = Application::build(config).await.expect("the application starts");
+    println!("{}", app.port());
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+    app.run_until_stopped().await.expect("the service runs");
 }
 
 impl Service {
     pub async fn drop_database(self) {
+        if let ServiceProcess::Child(mut child) = self.process {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         self.db.close().await;
         let mut admin = PgConnection::connect(&format!("{}/postgres", admin_url()))
             .await
@@ -97,8 +171,8 @@ impl Service {
 }
 
 /// `entitle=info,tower_http=info` (or RUST_LOG), as `main.rs` sets it, written to a file.
-fn log_like_production() {
-    let file = File::create(LOG_FILE).expect("can write target/loadtest.log");
+fn log_like_production(path: &str) {
+    let file = File::create(path).unwrap_or_else(|err| panic!("cannot write {path}: {err}"));
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("entitle=info,tower_http=info")),
