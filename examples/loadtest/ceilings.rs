@@ -120,7 +120,7 @@ async fn apply_completed_event(pool: &PgPool, event_id: &str, session_id: &str) 
     sqlx::query(
         "insert into credit_ledger (user_id, order_id, kind, delta, stripe_event_id)
          values ($1, $2, 'purchase', $3, $4)
-         on conflict (order_id, kind) do nothing",
+         on conflict do nothing",
     )
     .bind(&user_id)
     .bind(order_id)

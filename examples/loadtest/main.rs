@@ -103,6 +103,12 @@ async fn main() {
         status_ceiling.failed,
     );
     service.drop_database().await;
+    // A ceiling that failed measures nothing, and wrong credits are a correctness bug: neither may
+    // pass as a result.
+    if credits.starts_with("WRONG") || wrong_answers > 0 || webhook_ceiling.failed > 0 || status_ceiling.failed > 0 {
+        eprintln!("loadtest: checks failed (see the line above)");
+        std::process::exit(1);
+    }
 }
 
 /// Peak RSS of the service's process over the load phases, after setup (the emulator's sessions,
