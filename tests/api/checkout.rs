@@ -212,3 +212,22 @@ async fn plans_and_health_are_public() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(error_code(&body), "not_found");
 }
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_for_tracing_and_a_callers_own_id_is_kept() {
+    let app = TestApp::spawn().await;
+    let generated = app.http.get(app.url("/healthz")).send().await.unwrap();
+    let id = generated.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+    let again = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_ne!(again.headers()["x-request-id"].to_str().unwrap(), id);
+
+    let kept = app
+        .http
+        .get(app.url("/plans"))
+        .header("x-request-id", "trace-me-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kept.headers()["x-request-id"], "trace-me-123");
+}
