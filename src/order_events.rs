@@ -8,7 +8,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -28,6 +31,9 @@ const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 #[derive(Clone, Default)]
 pub struct OrderEvents {
     waiters: Arc<Mutex<HashMap<Uuid, watch::Sender<()>>>>,
+    /// Set when the process begins to shut down: waiters answer with what the row says now, so a
+    /// graceful shutdown is not held up for the rest of every long-poll.
+    stopping: Arc<AtomicBool>,
 }
 
 impl OrderEvents {
@@ -58,6 +64,16 @@ impl OrderEvents {
             changed,
             events: self.clone(),
         }
+    }
+
+    /// Ends every wait, now and from now on; called when shutdown begins.
+    pub fn release_all(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wake_everyone();
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     fn wake(&self, order_id: Uuid) {
@@ -168,6 +184,22 @@ mod tests {
         assert!(tokio::time::timeout(quick, first.changed()).await.is_ok());
         assert!(tokio::time::timeout(quick, second.changed()).await.is_ok());
         assert!(tokio::time::timeout(quick, other.changed()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn at_shutdown_every_watcher_is_released_and_says_so() {
+        let events = OrderEvents::default();
+        let mut waiting = events.watch(Uuid::new_v4());
+        assert!(!events.is_stopping());
+
+        events.release_all();
+
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), waiting.changed())
+                .await
+                .is_ok()
+        );
+        assert!(events.is_stopping());
     }
 
     #[tokio::test]

@@ -98,6 +98,7 @@ impl Application {
             self.state.stripe.clone(),
             RECONCILE_EVERY,
         ));
+        let order_events = self.state.order_events.clone();
         let mut app = router(self.state);
         if let Some(emulator) = &self.emulator {
             app = app.nest(EMULATOR_PATH, emulator.router());
@@ -105,7 +106,11 @@ impl Application {
         }
         tracing::info!(%addr, "entitle listening");
         axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                // Long-polls answer now instead of holding the shutdown for up to 25 s.
+                order_events.release_all();
+            })
             .await
     }
 }

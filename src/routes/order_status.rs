@@ -62,7 +62,7 @@ pub async fn order_status(
         // Read after subscribing: a commit between the first read and `watch` still counts.
         order = read_settled_order(&state, &user, &OrderKey::Order(order.order_id)).await?;
         let now = Instant::now();
-        if order.status != OrderStatus::Pending || now >= deadline {
+        if order.status != OrderStatus::Pending || now >= deadline || state.order_events.is_stopping() {
             return Ok(Json(order));
         }
         let nap = (deadline - now).min(REREAD_EVERY);
