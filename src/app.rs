@@ -70,7 +70,8 @@ pub fn router(state: AppState) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(HeaderValue::from_str(&state.config.app_base_url).expect("APP_BASE_URL was validated at startup"))
         .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, request_id.clone()])
+        .expose_headers([request_id.clone()]);
 
     let mut app = Router::new()
         .route("/", get(routes::demo::demo_page))
@@ -96,9 +97,7 @@ pub fn router(state: AppState) -> Router {
             message: "No such route.",
         }
     })
-    .method_not_allowed_fallback(|| async {
-        AppError::bad_request("method_not_allowed", "This route does not accept that method.")
-    })
+    .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
     .layer(DefaultBodyLimit::max(MAX_API_BODY))
     .layer(
         ServiceBuilder::new()

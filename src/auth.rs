@@ -26,6 +26,8 @@ pub fn token_validation() -> Validation {
     validation.set_required_spec_claims(&["exp", "sub"]);
     // Tokens come from our own auth, on synchronised clocks: an expired token is expired.
     validation.leeway = 0;
+    // A token that is not valid yet is not valid.
+    validation.validate_nbf = true;
     validation
 }
 

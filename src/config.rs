@@ -121,7 +121,9 @@ impl Config {
             .parse()
             .map_err(|_| invalid("BIND_ADDR", "must be an address like 127.0.0.1:3000"))?;
 
-        let app_base_url = get("APP_BASE_URL").unwrap_or_else(|| "http://localhost:3000".into());
+        // By default the frontend is the demo shop this service serves, so it follows the port.
+        let bind_port = bind_addr_port(&get);
+        let app_base_url = get("APP_BASE_URL").unwrap_or_else(|| format!("http://localhost:{bind_port}"));
         let app_base_url = http_url("APP_BASE_URL", &app_base_url)?;
 
         let stripe = stripe_backend(&get)?;
@@ -258,6 +260,12 @@ fn stripe_backend(get: &impl Fn(&str) -> Option<String>) -> Result<StripeBackend
     }
 }
 
+fn bind_addr_port(get: &impl Fn(&str) -> Option<String>) -> u16 {
+    get("BIND_ADDR")
+        .and_then(|addr| addr.parse::<SocketAddr>().ok())
+        .map_or(3000, |addr| addr.port())
+}
+
 fn parse_bool(value: &str) -> Option<bool> {
     match value.to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Some(true),
@@ -308,6 +316,17 @@ mod tests {
         // Made up per process, never a constant someone could know.
         assert_ne!(load(&HashMap::new()).unwrap().jwt_secret, config.jwt_secret);
         assert_eq!(config.database_max_connections, 8);
+    }
+
+    #[test]
+    fn the_default_frontend_origin_follows_the_port_the_service_listens_on() {
+        let vars = HashMap::from([("BIND_ADDR", "127.0.0.1:3900")]);
+        assert_eq!(load(&vars).unwrap().app_base_url, "http://localhost:3900");
+        let vars = HashMap::from([
+            ("BIND_ADDR", "127.0.0.1:3900"),
+            ("APP_BASE_URL", "https://shop.example.com/"),
+        ]);
+        assert_eq!(load(&vars).unwrap().app_base_url, "https://shop.example.com");
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub enum AppError {
     NotFound { code: &'static str, message: &'static str },
     #[error("{message}")]
     Conflict { code: &'static str, message: &'static str },
+    #[error("This route does not accept that method.")]
+    MethodNotAllowed,
     #[error("The request body is larger than allowed.")]
     PayloadTooLarge,
     #[error("Expected a JSON body with Content-Type: application/json.")]
@@ -46,6 +48,8 @@ impl AppError {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, code),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::Database(err) if is_unstorable_input(err) => (StatusCode::BAD_REQUEST, "invalid_body"),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             Self::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
@@ -54,6 +58,13 @@ impl AppError {
             Self::Database(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
+}
+
+/// Input Postgres refuses to store or index: a NUL character (22021), or a value too long for its
+/// column or index (22001, 54000). The client sent something unusable; nothing was written.
+fn is_unstorable_input(err: &sqlx::Error) -> bool {
+    let code = err.as_database_error().and_then(|e| e.code()).unwrap_or_default();
+    matches!(code.as_ref(), "22021" | "22001" | "54000")
 }
 
 /// Errors that mean "try again later" rather than "this is a bug": the pool could not hand out a
@@ -85,6 +96,9 @@ impl IntoResponse for AppError {
                 }
                 _ => "An internal error occurred.".to_owned(),
             }
+        } else if let Self::Database(_) = self {
+            "The request contains a value that cannot be stored (such as a NUL character or an over-long string)."
+                .to_owned()
         } else {
             self.to_string()
         };

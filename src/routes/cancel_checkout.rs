@@ -46,8 +46,9 @@ pub async fn cancel_checkout(
             StatusCode::ACCEPTED,
             Json(json!({ "orderId": request.order_id, "status": "pending" })),
         )),
-        // Stripe refuses to expire a session that completed meanwhile: the payment wins.
-        Err(ProviderError::Stripe(StripeError::Stripe(_, 400))) => Err(not_cancelable()),
+        // Stripe refuses to expire a session that completed meanwhile (the payment wins), and does
+        // not know one it never kept (e.g. the emulator after a restart): neither can be canceled.
+        Err(ProviderError::Stripe(StripeError::Stripe(_, 400 | 404))) => Err(not_cancelable()),
         Err(err) => Err(AppError::PaymentProvider(err)),
     }
 }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::{
     app::AppState,
     auth::AuthUser,
-    catalog::{Plan, find_active_plan},
+    catalog::{Plan, PlanKind, find_active_plan},
     error::AppError,
     extract::AppJson,
     stripe::{CheckoutRequest, create_checkout_session},
@@ -40,6 +40,13 @@ pub async fn create_checkout(
             code: "plan_not_found",
             message: "No active plan has that id.",
         })?;
+    if plan.kind == PlanKind::Subscription && holds_live_subscription(&mut conn, &user, &plan).await? {
+        // A second subscription would bill twice for one entitlement.
+        return Err(AppError::Conflict {
+            code: "already_subscribed",
+            message: "You already hold this plan's entitlement through an active subscription.",
+        });
+    }
     let order_id = insert_pending_order(&mut conn, &user, &plan).await?;
     // Not held across the call to Stripe, which may take seconds.
     drop(conn);
@@ -68,6 +75,24 @@ pub async fn create_checkout(
         order_id,
         checkout_url: session.url,
     }))
+}
+
+async fn holds_live_subscription(
+    conn: &mut sqlx::PgConnection,
+    user: &AuthUser,
+    plan: &Plan,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "select exists (
+             select 1 from entitlements
+             where user_id = $1 and key = $2 and stripe_subscription_id is not null
+               and status in ('active', 'past_due')
+               and (current_period_end is null or current_period_end > now()))",
+    )
+    .bind(&user.user_id)
+    .bind(&plan.entitlement)
+    .fetch_one(conn)
+    .await
 }
 
 async fn insert_pending_order(

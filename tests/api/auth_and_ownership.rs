@@ -36,6 +36,13 @@ async fn missing_malformed_expired_wrong_key_and_unsigned_tokens_are_401() {
         ),
         ("alg none", Some(unsigned)),
         (
+            "not valid yet",
+            Some(token_with(
+                json!({ "sub": "alice", "exp": unix_now() + 7200, "nbf": unix_now() + 3600 }),
+                JWT_SECRET,
+            )),
+        ),
+        (
             "empty sub",
             Some(token_with(json!({ "sub": "", "exp": unix_now() + 3600 }), JWT_SECRET)),
         ),

@@ -231,3 +231,122 @@ async fn every_response_carries_a_request_id_for_tracing_and_a_callers_own_id_is
         .unwrap();
     assert_eq!(kept.headers()["x-request-id"], "trace-me-123");
 }
+
+#[tokio::test]
+async fn a_second_subscription_to_an_entitlement_already_held_is_refused() {
+    let app = TestApp::spawn().await;
+    let purchase = app.fulfilled_purchase("alice", "pro_monthly").await;
+    assert_eq!(app.order_status("alice", purchase.order_id).await["status"], "paid");
+
+    let (status, body) = app
+        .post_json(
+            "/checkout-session",
+            Some(&token_for("alice")),
+            &json!({ "planId": "pro_monthly" }),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::CONFLICT, "already_subscribed")
+    );
+    // Others may still subscribe, and one-time plans are not affected.
+    app.checkout("bob", "pro_monthly").await;
+    app.checkout("alice", "credits_100").await;
+}
+
+#[tokio::test]
+async fn input_postgres_cannot_store_is_a_400_not_a_500() {
+    let app = TestApp::spawn().await;
+    let token = token_for("alice");
+    for (path, body) in [
+        ("/checkout-session", json!({ "planId": "a\u{0}b" })),
+        ("/order-status", json!({ "sessionId": "cs_\u{0}" })),
+    ] {
+        let (status, reply) = app.post_json(path, Some(&token), &body).await;
+        assert_eq!(
+            (status, error_code(&reply)),
+            (StatusCode::BAD_REQUEST, "invalid_body"),
+            "{path}"
+        );
+    }
+    let orders: i64 = sqlx::query_scalar("select count(*) from orders")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(orders, 0);
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_405_in_the_error_shape() {
+    let app = TestApp::spawn().await;
+    let (status, body) = app.get("/checkout-session", None).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
+}
+
+#[tokio::test]
+async fn a_browser_on_the_frontend_origin_may_send_and_read_the_request_id() {
+    let app = TestApp::spawn().await;
+    let preflight = app
+        .http
+        .request(reqwest::Method::OPTIONS, app.url("/order-status"))
+        .header("origin", "http://localhost:5173")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type,x-request-id",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "http://localhost:5173"
+    );
+    let allowed = preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        allowed.contains("x-request-id") && allowed.contains("authorization"),
+        "{allowed}"
+    );
+
+    let response = app
+        .http
+        .get(app.url("/plans"))
+        .header("origin", "http://localhost:5173")
+        .send()
+        .await
+        .unwrap();
+    let exposed = response.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(exposed.contains("x-request-id"), "{exposed}");
+}
+
+#[tokio::test]
+async fn canceling_a_checkout_stripe_does_not_know_is_a_409_not_a_502() {
+    let app = TestApp::spawn().await;
+    let (order_id, _) = app.checkout("alice", "credits_100").await;
+    // As after a key mix-up, or the emulator restarting: Stripe answers 404 for the session.
+    sqlx::query("update orders set stripe_checkout_session_id = 'cs_test_forgotten' where id = $1")
+        .bind(order_id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let (status, body) = app
+        .post_json(
+            "/cancel-checkout",
+            Some(&token_for("alice")),
+            &json!({ "orderId": order_id }),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::CONFLICT, "order_not_cancelable")
+    );
+}
