@@ -50,7 +50,16 @@ pub async fn apply_subscription_event(
     let current = match retrieve_subscription(stripe, &subscription_id).await {
         Ok(current) => current,
         // Not ours (another account's, or a test object): retrying would never change the answer.
-        Err(StripeError::Stripe(_, 404)) => {
+        // But one we have on file means our key points at the wrong account: keep the event for
+        // Stripe's retry (and the reconciler) rather than consume it.
+        Err(err @ StripeError::Stripe(_, 404)) => {
+            if subscription_on_file(conn, &subscription_id).await? {
+                tracing::error!(
+                    subscription_id,
+                    "Stripe does not know a subscription we have on file; check STRIPE_SECRET_KEY"
+                );
+                return Err(AppError::PaymentProvider(ProviderError::Stripe(err)));
+            }
             tracing::warn!(subscription_id, "Stripe does not know the subscription an event names");
             return Ok((Outcome::NoMatchingOrder, None));
         }
@@ -93,6 +102,13 @@ pub async fn apply_subscription_event(
 
 /// Serialises everything done to one subscription, whichever event or path does it, until commit.
 /// Taken before the entitlement row is touched, everywhere, so two paths cannot deadlock.
+async fn subscription_on_file(conn: &mut PgConnection, subscription_id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("select exists (select 1 from subscriptions where stripe_subscription_id = $1)")
+        .bind(subscription_id)
+        .fetch_one(conn)
+        .await
+}
+
 pub async fn lock_subscription(conn: &mut PgConnection, subscription_id: &str) -> Result<(), sqlx::Error> {
     sqlx::query("select pg_advisory_xact_lock(hashtext('subscription:' || $1))")
         .bind(subscription_id)

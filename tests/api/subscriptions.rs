@@ -199,6 +199,32 @@ async fn given_an_event_for_a_subscription_stripe_does_not_know_then_it_is_recor
 }
 
 #[tokio::test]
+async fn given_a_subscription_on_file_that_stripe_does_not_know_then_the_event_is_kept_for_a_retry() {
+    let app = TestApp::spawn().await;
+    // As when the service's key points at another Stripe account than the one that sold it.
+    sqlx::query(
+        "insert into subscriptions (stripe_subscription_id, user_id, status) values ('sub_on_file', 'alice', 'active')",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let event = serde_json::json!({
+        "id": "evt_test_known_subscription",
+        "object": "event",
+        "type": "customer.subscription.updated",
+        "created": crate::helpers::unix_now(),
+        "data": { "object": { "id": "sub_on_file", "object": "subscription", "status": "canceled" } }
+    });
+    let (status, body) = app.deliver(&event).await;
+    assert!(status.is_server_error(), "{status}: {body}");
+    assert_eq!(
+        app.processed_event_count().await,
+        0,
+        "the event must stay unprocessed so Stripe retries it"
+    );
+}
+
+#[tokio::test]
 async fn given_a_subscriptions_events_delivered_all_at_once_repeatedly_then_no_delivery_fails_and_stripes_state_wins() {
     let app = TestApp::spawn().await;
     let purchase = app.paid_purchase("alice", "pro_monthly").await;
