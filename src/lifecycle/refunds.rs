@@ -75,12 +75,14 @@ async fn claw_back_credits(
 ) -> Result<(), sqlx::Error> {
     let (purchased, already_clawed): (i64, i64) = sqlx::query_as(
         "select coalesce(sum(delta) filter (where kind = 'purchase'), 0)::bigint,
-                coalesce(-sum(delta) filter (where kind = 'refund'), 0)::bigint
+                coalesce(-sum(delta) filter (where kind <> 'purchase'), 0)::bigint
          from credit_ledger where order_id = $1",
     )
     .bind(order.id)
     .fetch_one(&mut *conn)
     .await?;
+    // What refunds owe back is a share of the purchase; what a lost dispute already took counts
+    // towards it, so refunds and disputes together never take back more than was bought.
     let owed = credits_owed_back(purchased, charge.amount_refunded, charge.amount);
     if owed <= already_clawed {
         return Ok(());

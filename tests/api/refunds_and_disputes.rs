@@ -251,3 +251,30 @@ async fn given_a_lost_dispute_whose_created_never_arrived_then_the_credits_are_s
     assert_eq!(app.credits("alice").await, 0);
     assert_eq!(app.order_status("alice", purchase.order_id).await["status"], "refunded");
 }
+
+#[tokio::test]
+async fn given_a_lost_dispute_after_a_partial_refund_when_the_rest_is_refunded_then_no_more_than_the_purchase_is_taken()
+{
+    let app = TestApp::spawn().await;
+    let purchase = app.fulfilled_purchase("alice", "credits_100").await;
+    let charge = app
+        .emulator
+        .charge_for_payment_intent(&purchase.payment_intent_id())
+        .unwrap();
+
+    let half = app.emulator.refund_charge(&charge, Some(250)).unwrap();
+    app.deliver_all(&[half]).await;
+    assert_eq!(app.credits("alice").await, 50);
+    let (dispute_id, opened) = app.emulator.open_dispute(&charge).unwrap();
+    let lost = app.emulator.close_dispute(&dispute_id, false).unwrap();
+    app.deliver_all(&[opened, lost]).await;
+    assert_eq!(app.credits("alice").await, 0);
+
+    let rest = app.emulator.refund_charge(&charge, None).unwrap();
+    app.deliver_all(&[rest]).await;
+    assert_eq!(
+        app.credits("alice").await,
+        0,
+        "refund and dispute together take back the purchase once"
+    );
+}
