@@ -24,6 +24,7 @@ pub const USAGE: &str = "usage: entitle [serve]
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
     Serve,
+    Help,
     Operator(OperatorCommand),
 }
 
@@ -38,6 +39,7 @@ pub fn parse_command(args: &[String]) -> Result<Command, String> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let operator = match args.as_slice() {
         [] | ["serve"] => return Ok(Command::Serve),
+        ["help" | "--help" | "-h"] => return Ok(Command::Help),
         ["reconcile", "--since", age] => parse_age(age).map(|since| OperatorCommand::Reconcile { since }),
         ["replay", event_id] if event_id.starts_with("evt_") => Ok(OperatorCommand::Replay {
             event_id: (*event_id).to_owned(),
@@ -206,6 +208,8 @@ mod tests {
     fn the_three_operator_commands_and_serve_parse() {
         assert_eq!(parse(""), Ok(Command::Serve));
         assert_eq!(parse("serve"), Ok(Command::Serve));
+        assert_eq!(parse("--help"), Ok(Command::Help));
+        assert_eq!(parse("help"), Ok(Command::Help));
         assert_eq!(
             parse("reconcile --since 72h"),
             Ok(Command::Operator(OperatorCommand::Reconcile {

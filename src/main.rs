@@ -24,6 +24,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if command == Command::Help {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(err) => {
@@ -32,13 +36,19 @@ async fn main() -> ExitCode {
         }
     };
     if let Command::Operator(command) = command {
+        let emulated = config.stripe.is_emulator();
         return match run_operator_command(config, command).await {
             Ok(report) => {
                 print!("{report}");
                 ExitCode::SUCCESS
             }
             Err(err) => {
-                eprintln!("entitle: {err}");
+                eprintln!("entitle: {}", error_chain(&err));
+                if emulated {
+                    eprintln!(
+                        "entitle: (no STRIPE_SECRET_KEY is set: these commands talk to the emulator of the server running at BIND_ADDR; is it running?)"
+                    );
+                }
                 ExitCode::FAILURE
             }
         };
@@ -57,4 +67,19 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// An operator wants the whole story: each cause once, outermost first.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        if !text.ends_with(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    text
 }
