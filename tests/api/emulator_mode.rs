@@ -34,6 +34,16 @@ async fn start_checkout(app: &TestApp, token: &str, plan: &str) -> (String, Stri
     )
 }
 
+/// Pays on the hosted page with the test card that succeeds.
+async fn pay_with_card(checkout_url: &str) -> reqwest::Response {
+    submit_payment(checkout_url, &[("method", "card"), ("card_number", "4242424242424242")]).await
+}
+
+async fn cancel(app: &TestApp, token: &str, order_id: &str) -> (StatusCode, Value) {
+    app.post_json("/cancel-checkout", Some(token), &json!({ "orderId": order_id }))
+        .await
+}
+
 /// Submits the hosted checkout page's form, as the browser would, without following the redirect.
 async fn submit_payment(checkout_url: &str, form: &[(&str, &str)]) -> reqwest::Response {
     let browser = reqwest::Client::builder().redirect(Policy::none()).build().unwrap();
@@ -137,22 +147,14 @@ async fn canceling_expires_the_stripe_session_and_the_webhook_cancels_the_order(
         .await;
     assert_eq!((status, error_code(&body)), (StatusCode::NOT_FOUND, "order_not_found"));
 
-    let (status, _) = app
-        .post_json("/cancel-checkout", Some(&token), &json!({ "orderId": order_id }))
-        .await;
+    let (status, _) = cancel(&app, &token, &order_id).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(settled_status(&app, &token, &order_id).await["status"], "canceled");
 
     // The abandoned session can no longer be paid, and a canceled order cannot be canceled again.
-    let late = submit_payment(
-        &checkout_url,
-        &[("method", "card"), ("card_number", "4242424242424242")],
-    )
-    .await;
+    let late = pay_with_card(&checkout_url).await;
     assert!(late.text().await.unwrap().contains("expired"));
-    let (status, body) = app
-        .post_json("/cancel-checkout", Some(&token), &json!({ "orderId": order_id }))
-        .await;
+    let (status, body) = cancel(&app, &token, &order_id).await;
     assert_eq!(
         (status, error_code(&body)),
         (StatusCode::CONFLICT, "order_not_cancelable")
@@ -164,11 +166,9 @@ async fn a_paid_order_cannot_be_canceled() {
     let app = TestApp::spawn_in_emulator_mode().await;
     let token = app.dev_token("alice").await;
     let (order_id, url) = start_checkout(&app, &token, "credits_100").await;
-    submit_payment(&url, &[("method", "card"), ("card_number", "4242424242424242")]).await;
+    pay_with_card(&url).await;
     assert_eq!(settled_status(&app, &token, &order_id).await["status"], "paid");
-    let (status, body) = app
-        .post_json("/cancel-checkout", Some(&token), &json!({ "orderId": order_id }))
-        .await;
+    let (status, body) = cancel(&app, &token, &order_id).await;
     assert_eq!(
         (status, error_code(&body)),
         (StatusCode::CONFLICT, "order_not_cancelable")
@@ -186,7 +186,7 @@ async fn the_emulator_retries_a_refused_delivery_until_the_service_accepts_it() 
         .execute(&app.db)
         .await
         .unwrap();
-    submit_payment(&url, &[("method", "card"), ("card_number", "4242424242424242")]).await;
+    pay_with_card(&url).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let processed: i64 = sqlx::query_scalar("select count(*) from processed_webhook_events")
         .fetch_one(&app.db)

@@ -79,18 +79,7 @@ impl TestApp {
             .await
             .expect("the application starts");
         let address = format!("http://127.0.0.1:{}", app.port());
-        tokio::spawn(app.run_until_stopped());
-
-        let db = PgPool::connect(&database_url).await.unwrap();
-        Self {
-            address,
-            db,
-            db_name,
-            emulator,
-            http: reqwest::Client::new(),
-            config,
-            stripe,
-        }
+        Self::serve(app, address, (db_name, database_url), emulator, config, stripe).await
     }
 
     /// The app as `cargo run` starts it with nothing configured: the built-in emulator serves Stripe's
@@ -122,17 +111,28 @@ impl TestApp {
             .await
             .expect("the application starts");
         let emulator = app.emulator().expect("emulator mode has an emulator").clone();
-        tokio::spawn(app.run_until_stopped());
+        Self::serve(app, address, (db_name, database_url), emulator, config, stripe).await
+    }
 
+    /// Runs the built app in the background and connects the test's own pool to its database.
+    async fn serve(
+        app: Application,
+        address: String,
+        (db_name, database_url): (String, String),
+        emulator: StripeEmulator,
+        config: Config,
+        stripe: stripe::Client,
+    ) -> Self {
+        tokio::spawn(app.run_until_stopped());
         let db = PgPool::connect(&database_url).await.unwrap();
         Self {
             address,
             db,
             db_name,
             emulator,
+            http: reqwest::Client::new(),
             config,
             stripe,
-            http: reqwest::Client::new(),
         }
     }
 
