@@ -24,6 +24,7 @@ use crate::{
     config::Config,
     error::AppError,
     order_events::OrderEvents,
+    order_lookup::OrderLookup,
     reconcile::{
         rate_limit::RateLimit,
         return_page::{SYNC_BURST, SYNC_CALLS_PER_SECOND},
@@ -41,12 +42,15 @@ pub struct AppState {
     /// Caps the Stripe calls that polling return pages may cause.
     pub stripe_sync_limit: Arc<RateLimit>,
     pub order_events: OrderEvents,
+    /// Batches the owner-scoped lookups that polling return pages make.
+    pub order_lookup: OrderLookup,
 }
 
 impl AppState {
     pub fn new(db: PgPool, config: Config, stripe: stripe::Client, order_events: OrderEvents) -> Self {
         let jwt_key = DecodingKey::from_secret(config.jwt_secret.expose().as_bytes());
         Self {
+            order_lookup: OrderLookup::start(db.clone()),
             db,
             config: Arc::new(config),
             stripe,

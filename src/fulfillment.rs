@@ -143,14 +143,16 @@ pub async fn apply_session(
         tracing::warn!(order_id = %order.id, session_id = %session.id, "event names a session the order does not have");
         return Ok((Outcome::SessionMismatch, Some(order.id)));
     }
-    record_stripe_ids(conn, order.id, session).await?;
-
     let outcome = match action {
         SessionAction::Complete if !session.is_paid() => Outcome::AwaitingPayment,
         SessionAction::Complete | SessionAction::Fulfil => fulfil_order(conn, &order, session, event_id).await?,
         SessionAction::Fail => move_pending_order(conn, order.id, OrderStatus::Failed).await?,
         SessionAction::Cancel => move_pending_order(conn, order.id, OrderStatus::Canceled).await?,
     };
+    if outcome != Outcome::Fulfilled {
+        // Fulfilment stores them in its update to `paid`, one round trip fewer on the hot path.
+        record_stripe_ids(conn, order.id, session).await?;
+    }
     Ok((outcome, Some(order.id)))
 }
 
@@ -165,11 +167,13 @@ pub enum SessionAction {
 struct LockedOrder {
     id: Uuid,
     user_id: String,
-    plan_id: String,
     status: OrderStatus,
     amount: i64,
     currency: String,
     session_id: Option<String>,
+    /// What the order's plan grants, read with the lock (one round trip fewer).
+    credits: i64,
+    entitlement: Option<String>,
 }
 
 /// Finds the order by its stored session id, or else by the order id we sent to Stripe (for an event
@@ -181,11 +185,23 @@ async fn lock_order_for_session(
     conn: &mut PgConnection,
     session: &CheckoutSessionObject,
 ) -> Result<Option<LockedOrder>, sqlx::Error> {
-    type Row = (Uuid, String, String, OrderStatus, i64, String, Option<String>);
-    const COLUMNS: &str = "id, user_id, plan_id, status, amount, currency, stripe_checkout_session_id";
+    type Row = (
+        Uuid,
+        String,
+        OrderStatus,
+        i64,
+        String,
+        Option<String>,
+        i64,
+        Option<String>,
+    );
+    // `of o`: the plan's row is read, not locked, or every purchase of a plan would queue on it.
+    const SELECT: &str = "select o.id, o.user_id, o.status, o.amount, o.currency, o.stripe_checkout_session_id,
+                                 p.credits, p.entitlement
+                          from orders o join plans p on p.id = o.plan_id";
 
     let by_session: Option<Row> = sqlx::query_as(&format!(
-        "select {COLUMNS} from orders where stripe_checkout_session_id = $1 for no key update"
+        "{SELECT} where o.stripe_checkout_session_id = $1 for no key update of o"
     ))
     .bind(&session.id)
     .fetch_optional(&mut *conn)
@@ -201,7 +217,7 @@ async fn lock_order_for_session(
             match order_id {
                 None => None,
                 Some(order_id) => {
-                    sqlx::query_as(&format!("select {COLUMNS} from orders where id = $1 for no key update"))
+                    sqlx::query_as(&format!("{SELECT} where o.id = $1 for no key update of o"))
                         .bind(order_id)
                         .fetch_optional(&mut *conn)
                         .await?
@@ -210,40 +226,48 @@ async fn lock_order_for_session(
         }
     };
     Ok(row.map(
-        |(id, user_id, plan_id, status, amount, currency, session_id)| LockedOrder {
+        |(id, user_id, status, amount, currency, session_id, credits, entitlement)| LockedOrder {
             id,
             user_id,
-            plan_id,
             status,
             amount,
             currency,
             session_id,
+            credits,
+            entitlement,
         },
     ))
 }
 
-/// Keeps the Stripe ids Stripe told us about, without overwriting ones we already have.
+/// Keeps the Stripe ids Stripe told us about, without overwriting ones we already have: the `set`
+/// list of an `update orders … where id = $1` whose $2..$5 are bound by `bind_stripe_ids`.
+const STRIPE_IDS: &str = "stripe_checkout_session_id = coalesce(stripe_checkout_session_id, $2),
+                          stripe_payment_intent_id = coalesce(stripe_payment_intent_id, $3),
+                          stripe_subscription_id = coalesce(stripe_subscription_id, $4),
+                          stripe_customer_id = coalesce(stripe_customer_id, $5)";
+
+fn bind_stripe_ids<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    order_id: Uuid,
+    session: &'q CheckoutSessionObject,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(order_id)
+        .bind(&session.id)
+        .bind(session.payment_intent.as_ref().map(|p| p.id()))
+        .bind(session.subscription.as_ref().map(|s| s.id()))
+        .bind(session.customer.as_ref().map(|c| c.id()))
+}
+
 async fn record_stripe_ids(
     conn: &mut PgConnection,
     order_id: Uuid,
     session: &CheckoutSessionObject,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "update orders set
-             stripe_checkout_session_id = coalesce(stripe_checkout_session_id, $2),
-             stripe_payment_intent_id = coalesce(stripe_payment_intent_id, $3),
-             stripe_subscription_id = coalesce(stripe_subscription_id, $4),
-             stripe_customer_id = coalesce(stripe_customer_id, $5),
-             updated_at = now()
-         where id = $1",
-    )
-    .bind(order_id)
-    .bind(&session.id)
-    .bind(session.payment_intent.as_ref().map(|p| p.id()))
-    .bind(session.subscription.as_ref().map(|s| s.id()))
-    .bind(session.customer.as_ref().map(|c| c.id()))
-    .execute(conn)
-    .await?;
+    let sql = format!("update orders set {STRIPE_IDS}, updated_at = now() where id = $1");
+    bind_stripe_ids(sqlx::query(&sql), order_id, session)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -277,29 +301,25 @@ async fn fulfil_order(
         return Ok(Outcome::AmountMismatch);
     }
 
-    sqlx::query(
-        "update orders set status = 'paid', paid_at = now(), updated_at = now() where id = $1
-         returning pg_notify('order_status', id::text)",
-    )
-    .bind(order.id)
-    .execute(&mut *conn)
-    .await?;
+    let sql = format!(
+        "update orders set status = 'paid', paid_at = now(), updated_at = now(), {STRIPE_IDS} where id = $1
+         returning pg_notify('order_status', id::text)"
+    );
+    bind_stripe_ids(sqlx::query(&sql), order.id, session)
+        .execute(&mut *conn)
+        .await?;
 
-    let (credits, entitlement): (i64, Option<String>) =
-        sqlx::query_as("select credits, entitlement from plans where id = $1")
-            .bind(&order.plan_id)
-            .fetch_one(&mut *conn)
-            .await?;
+    let credits = order.credits;
     if credits > 0 {
         grant_credits_once(conn, order, credits, event_id).await?;
     }
-    if let Some(key) = entitlement {
+    if let Some(key) = &order.entitlement {
         let subscription_id = session.subscription.as_ref().map(|s| s.id());
         if let Some(subscription_id) = subscription_id {
             // Taken before the entitlement row, in the order subscription events take them.
             lifecycle::subscriptions::lock_subscription(conn, subscription_id).await?;
         }
-        grant_entitlement_once(conn, order, &key, subscription_id, event_id).await?;
+        grant_entitlement_once(conn, order, key, subscription_id, event_id).await?;
         if let Some(subscription_id) = subscription_id {
             // Subscription events may have come first; what they stored now applies.
             lifecycle::subscriptions::apply_stored_state(conn, subscription_id, order.id, event_id).await?;

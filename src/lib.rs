@@ -11,6 +11,7 @@ pub mod extract;
 pub mod fulfillment;
 pub mod lifecycle;
 pub mod order_events;
+pub mod order_lookup;
 pub mod orders;
 pub mod reconcile;
 pub mod routes;

@@ -81,22 +81,24 @@ async fn apply_completed_event(pool: &PgPool, event_id: &str, session_id: &str) 
     if !claimed {
         return tx.commit().await;
     }
-    type Row = (Uuid, String, String, String, i64, String, Option<String>);
-    let (order_id, user_id, plan_id, ..): Row = sqlx::query_as(
-        "select id, user_id, plan_id, status, amount, currency, stripe_checkout_session_id
-         from orders where stripe_checkout_session_id = $1 for no key update",
+    type Row = (Uuid, String, String, i64, String, Option<String>, i64, Option<String>);
+    let (order_id, user_id, _status, _amount, _currency, _session, credits, _entitlement): Row = sqlx::query_as(
+        "select o.id, o.user_id, o.status, o.amount, o.currency, o.stripe_checkout_session_id,
+                p.credits, p.entitlement
+         from orders o join plans p on p.id = o.plan_id
+         where o.stripe_checkout_session_id = $1 for no key update of o",
     )
     .bind(session_id)
     .fetch_one(&mut *tx)
     .await?;
     sqlx::query(
-        "update orders set
+        "update orders set status = 'paid', paid_at = now(), updated_at = now(),
              stripe_checkout_session_id = coalesce(stripe_checkout_session_id, $2),
              stripe_payment_intent_id = coalesce(stripe_payment_intent_id, $3),
              stripe_subscription_id = coalesce(stripe_subscription_id, $4),
-             stripe_customer_id = coalesce(stripe_customer_id, $5),
-             updated_at = now()
-         where id = $1",
+             stripe_customer_id = coalesce(stripe_customer_id, $5)
+         where id = $1
+         returning pg_notify('order_status', id::text)",
     )
     .bind(order_id)
     .bind(session_id)
@@ -105,18 +107,6 @@ async fn apply_completed_event(pool: &PgPool, event_id: &str, session_id: &str) 
     .bind(None::<&str>)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
-        "update orders set status = 'paid', paid_at = now(), updated_at = now() where id = $1
-         returning pg_notify('order_status', id::text)",
-    )
-    .bind(order_id)
-    .execute(&mut *tx)
-    .await?;
-    let (credits, _entitlement): (i64, Option<String>) =
-        sqlx::query_as("select credits, entitlement from plans where id = $1")
-            .bind(&plan_id)
-            .fetch_one(&mut *tx)
-            .await?;
     sqlx::query(
         "insert into credit_ledger (user_id, order_id, kind, delta, stripe_event_id)
          values ($1, $2, 'purchase', $3, $4)

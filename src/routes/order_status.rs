@@ -82,13 +82,7 @@ async fn read_settled_order(state: &AppState, user: &AuthUser, key: &OrderKey) -
 
 async fn read_order(state: &AppState, user: &AuthUser, key: &OrderKey) -> Result<OrderView, AppError> {
     let order = match key {
-        OrderKey::Order(id) => {
-            sqlx::query_as(&format!("select {COLUMNS} from orders where id = $1 and user_id = $2"))
-                .bind(id)
-                .bind(&user.user_id)
-                .fetch_optional(&state.db)
-                .await?
-        }
+        OrderKey::Order(id) => state.order_lookup.find(*id, &user.user_id).await?,
         OrderKey::Session(id) => {
             sqlx::query_as(&format!(
                 "select {COLUMNS} from orders where stripe_checkout_session_id = $1 and user_id = $2"

@@ -1,12 +1,14 @@
 //! User routes need a valid token, and an order is visible only to its owner.
 
+use entitle::stripe_emulator::PaymentResult;
+use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::json;
 use uuid::Uuid;
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
-use crate::helpers::{JWT_SECRET, TestApp, error_code, token_for, token_with, unix_now};
+use crate::helpers::{JWT_SECRET, TestApp, error_code, event_for, token_for, token_with, unix_now};
 
 #[tokio::test]
 async fn missing_malformed_expired_wrong_key_and_unsigned_tokens_are_401() {
@@ -138,4 +140,53 @@ async fn order_status_needs_exactly_one_well_formed_key() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(error_code(&reply), "invalid_order_id");
+}
+
+/// Status lookups that arrive together share one query (src/order_lookup.rs). Each answer must
+/// still be the asker's own order, and someone else's order a 404, even when the owner's lookup
+/// and a stranger's lookup of the same order are in the same batch.
+#[tokio::test]
+async fn simultaneous_status_polls_each_get_their_own_order_and_never_someone_elses() {
+    let app = TestApp::spawn().await;
+    let users: Vec<String> = (0..12).map(|i| format!("poller-{i}")).collect();
+    let mut orders = Vec::new();
+    for (i, user) in users.iter().enumerate() {
+        let (order_id, session_id) = app.checkout(user, "credits_100").await;
+        if i % 2 == 0 {
+            app.pay(&session_id, PaymentResult::Card);
+            let (status, _) = app
+                .deliver(&event_for(&app, "checkout.session.completed", &session_id))
+                .await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        orders.push(order_id);
+    }
+
+    // Every user asks, ten times over and all at once, for their own order and their neighbour's.
+    let asks: Vec<(usize, usize)> = (0..10)
+        .flat_map(|_| (0..users.len()).flat_map(|i| [(i, i), (i, (i + 1) % users.len())]))
+        .collect();
+    let answers = join_all(asks.iter().map(|&(asker, owner)| {
+        let (app, token, body) = (&app, token_for(&users[asker]), json!({ "orderId": orders[owner] }));
+        async move { app.post_json("/order-status", Some(&token), &body).await }
+    }))
+    .await;
+
+    for (&(asker, owner), (status, body)) in asks.iter().zip(&answers) {
+        if asker == owner {
+            assert_eq!(*status, StatusCode::OK, "{body}");
+            assert_eq!(body["orderId"], orders[owner].to_string());
+            let expected = if owner % 2 == 0 { "paid" } else { "pending" };
+            assert_eq!(body["status"], expected, "{} asked for their own order", users[asker]);
+        } else {
+            assert_eq!(
+                *status,
+                StatusCode::NOT_FOUND,
+                "{} saw {}'s order: {body}",
+                users[asker],
+                users[owner]
+            );
+            assert_eq!(error_code(body), "order_not_found");
+        }
+    }
 }
