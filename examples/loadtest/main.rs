@@ -7,6 +7,7 @@
 //! ceilings) and prints one table. Settings come from the environment: N, C, P, T (seconds).
 
 mod ceilings;
+mod connections;
 mod measure;
 mod service;
 mod traffic;
@@ -75,18 +76,24 @@ async fn main() {
     ));
     let orders = traffic::open_checkouts(&service, &http, settings.orders, settings.senders).await;
     let events = traffic::pay_all(&service, &orders);
+    let service_address = service
+        .address
+        .trim_start_matches("http://")
+        .parse()
+        .expect("the service's address");
+    let connections = Arc::new(connections::Connections::to(service_address));
 
     // Each hot path is measured right next to its ceiling, so both see the same machine.
     progress("ceiling: the webhook's SQL, direct");
     let memory = Memory::start(&proc_dir);
     let webhook_ceiling = ceilings::webhook_sql(&service, settings.orders, settings.senders).await;
     progress("delivering every signed event twice");
-    let (webhooks, outcomes) = traffic::deliver_each_twice(&service, &http, events, settings.senders).await;
+    let (webhooks, outcomes) = traffic::deliver_each_twice(connections.clone(), events, settings.senders).await;
     let credits = check_credits(&service, &orders).await;
     progress(&format!("polling order status for {:?}", settings.poll_for));
     let orders = Arc::new(orders);
     let (statuses, wrong_answers) =
-        traffic::poll_status(&service, &http, orders.clone(), settings.pollers, settings.poll_for).await;
+        traffic::poll_status(connections.clone(), orders.clone(), settings.pollers, settings.poll_for).await;
     let memory = memory.finish(&proc_dir);
     progress("ceiling: the primary-key status select, direct");
     let status_ceiling = ceilings::status_lookup(&service, orders, settings.pollers, settings.poll_for).await;

@@ -10,10 +10,16 @@ use std::{
 };
 
 use entitle::{stripe::signature::sign_stripe_payload, stripe_emulator::PaymentResult};
+use hyper::{
+    body::Bytes,
+    header::{AUTHORIZATION, HeaderName},
+};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::{
+    connections::Connections,
     measure::{Run, Until, drive},
     service::{JWT_SECRET, Service, WEBHOOK_SECRET},
 };
@@ -104,38 +110,35 @@ pub struct DeliveryOutcomes {
 
 /// Delivers every event twice (the copies back to back, so they often race), signed at send time.
 pub async fn deliver_each_twice(
-    service: &Service,
-    http: &reqwest::Client,
+    http: Arc<Connections>,
     events: Vec<Vec<u8>>,
     senders: usize,
 ) -> (Run, Arc<DeliveryOutcomes>) {
+    #[derive(Deserialize)]
+    struct Answer<'a> {
+        outcome: Option<&'a str>,
+    }
     let outcomes = Arc::new(DeliveryOutcomes::default());
-    let events = Arc::new(events);
-    let url = format!("{}/payment-webhook", service.address);
-    let (http, counted) = (http.clone(), outcomes.clone());
+    let events: Arc<Vec<Bytes>> = Arc::new(events.into_iter().map(Bytes::from).collect());
+    let counted = outcomes.clone();
     let run = drive(senders, Until::Count(events.len() * 2), move |i| {
-        let (http, url, events, outcomes) = (http.clone(), url.clone(), events.clone(), counted.clone());
+        let (http, events, outcomes) = (http.clone(), events.clone(), counted.clone());
         async move {
             let body = events[i / 2].clone();
             let signature = sign_stripe_payload(&body, WEBHOOK_SECRET, unix_now());
-            let Ok(response) = http
-                .post(&url)
-                .header("content-type", "application/json")
-                .header("stripe-signature", signature)
-                .body(body)
-                .send()
+            let stripe_signature = HeaderName::from_static("stripe-signature");
+            let Some((status, answer)) = http
+                .post_json("/payment-webhook", &[(stripe_signature, &signature)], body)
                 .await
             else {
                 return false;
             };
-            let ok = response.status().is_success();
-            let body: Value = response.json().await.unwrap_or_default();
-            match body["outcome"].as_str() {
+            match serde_json::from_slice::<Answer>(&answer).ok().and_then(|a| a.outcome) {
                 Some("fulfilled") => outcomes.fulfilled.fetch_add(1, Ordering::Relaxed),
                 Some("duplicate") => outcomes.duplicate.fetch_add(1, Ordering::Relaxed),
                 _ => 0,
             };
-            ok
+            status.is_success()
         }
     })
     .await;
@@ -145,34 +148,42 @@ pub async fn deliver_each_twice(
 /// `pollers` buyers ask for their (paid) orders' status for `duration`. A 200 that does not say
 /// `paid` counts in `wrong_answers`.
 pub async fn poll_status(
-    service: &Service,
-    http: &reqwest::Client,
+    http: Arc<Connections>,
     orders: Arc<Vec<Order>>,
     pollers: usize,
     duration: Duration,
 ) -> (Run, usize) {
+    #[derive(Deserialize)]
+    struct Answer<'a> {
+        status: &'a str,
+    }
     let wrong_answers = Arc::new(AtomicUsize::new(0));
-    let url = format!("{}/order-status", service.address);
-    let (http, wrong) = (http.clone(), wrong_answers.clone());
+    // Each order's request, ready to send: the poll loop only clones them.
+    let requests: Arc<Vec<(String, Bytes)>> = Arc::new(
+        orders
+            .iter()
+            .map(|order| {
+                let body = serde_json::to_vec(&json!({ "orderId": order.id })).unwrap();
+                (format!("Bearer {}", order.token), Bytes::from(body))
+            })
+            .collect(),
+    );
+    let wrong = wrong_answers.clone();
     let run = drive(pollers, Until::Elapsed(duration), move |i| {
-        let (http, url, orders, wrong) = (http.clone(), url.clone(), orders.clone(), wrong.clone());
+        let (http, requests, wrong) = (http.clone(), requests.clone(), wrong.clone());
         async move {
-            let order = &orders[i % orders.len()];
-            let Ok(response) = http
-                .post(&url)
-                .bearer_auth(&order.token)
-                .json(&json!({ "orderId": order.id }))
-                .send()
+            let (authorization, body) = &requests[i % requests.len()];
+            let Some((status, answer)) = http
+                .post_json("/order-status", &[(AUTHORIZATION, authorization)], body.clone())
                 .await
             else {
                 return false;
             };
-            let ok = response.status().is_success();
-            let body: Value = response.json().await.unwrap_or_default();
-            if ok && body["status"] != "paid" {
+            let paid = serde_json::from_slice::<Answer>(&answer).is_ok_and(|a| a.status == "paid");
+            if status.is_success() && !paid {
                 wrong.fetch_add(1, Ordering::Relaxed);
             }
-            ok
+            status.is_success()
         }
     })
     .await;

@@ -1,0 +1,73 @@
+//! The load generator's HTTP client for the measured phases: plain HTTP/1.1 keep-alive connections
+//! to the service, each carrying one request at a time and reused.
+//!
+//! The generator shares the machine's cores with the service and Postgres, so every cycle it spends
+//! is taken from what it measures. reqwest, made for general use, cost it about as much CPU per
+//! status poll as the service spent answering it (URL parsing, proxy and pool bookkeeping, header
+//! maps, a JSON tree per answer). A `hyper` connection per in-flight request is closer to what `wrk`
+//! or `autocannon` do.
+
+use std::{net::SocketAddr, sync::Mutex};
+
+use http_body_util::{BodyExt, Full};
+use hyper::{
+    Request, StatusCode,
+    body::Bytes,
+    client::conn::http1::{SendRequest, handshake},
+    header::{CONTENT_TYPE, HOST, HeaderName},
+};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+type Sender = SendRequest<Full<Bytes>>;
+
+pub struct Connections {
+    address: SocketAddr,
+    host: String,
+    idle: Mutex<Vec<Sender>>,
+}
+
+impl Connections {
+    pub fn to(address: SocketAddr) -> Self {
+        Self {
+            address,
+            host: address.to_string(),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// POSTs a JSON body; `None` when no answer came (a refused or broken connection).
+    pub async fn post_json(
+        &self,
+        path: &str,
+        headers: &[(HeaderName, &str)],
+        body: Bytes,
+    ) -> Option<(StatusCode, Bytes)> {
+        let idle = self.idle.lock().unwrap().pop();
+        let mut sender = match idle {
+            Some(sender) => sender,
+            None => self.connect().await?,
+        };
+        let mut request = Request::post(path)
+            .header(HOST, &self.host)
+            .header(CONTENT_TYPE, "application/json");
+        for (name, value) in headers {
+            request = request.header(name, *value);
+        }
+        let request = request.body(Full::new(body)).expect("a well-formed request");
+        let response = sender.send_request(request).await.ok()?;
+        let status = response.status();
+        let body = response.into_body().collect().await.ok()?.to_bytes();
+        // Back to the pool only when whole: a connection that failed above is simply dropped.
+        self.idle.lock().unwrap().push(sender);
+        Some((status, body))
+    }
+
+    async fn connect(&self) -> Option<Sender> {
+        let stream = TcpStream::connect(self.address).await.ok()?;
+        stream.set_nodelay(true).ok()?;
+        let (sender, connection) = handshake(TokioIo::new(stream)).await.ok()?;
+        tokio::spawn(connection);
+        Some(sender)
+    }
+}
