@@ -10,6 +10,7 @@
 //! returning` (no extra round trip). Postgres delivers it at commit and drops it on rollback, so a
 //! waiting `/order-status` request (see `order_events`) never hears of a change that did not happen.
 
+use serde::Deserialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -121,7 +122,7 @@ async fn apply_event(
         "checkout.session.expired" => SessionAction::Cancel,
         _ => return lifecycle::apply_lifecycle_event(conn, stripe, event).await,
     };
-    let Ok(session) = serde_json::from_value::<CheckoutSessionObject>(event.data.object.clone()) else {
+    let Ok(session) = CheckoutSessionObject::deserialize(&event.data.object) else {
         return Ok((Outcome::MalformedObject, None));
     };
     Ok(apply_session(conn, action, &session, &event.id).await?)

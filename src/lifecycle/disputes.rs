@@ -2,6 +2,7 @@
 //! granted until the bank decides. Won (or closed without loss) restores it; lost keeps it taken.
 //! Credits move as ledger rows keyed by the dispute, so each happens once.
 
+use serde::Deserialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -19,7 +20,7 @@ pub async fn apply_dispute_event(
     conn: &mut PgConnection,
     event: &WebhookEvent,
 ) -> Result<(Outcome, Option<Uuid>), sqlx::Error> {
-    let Ok(dispute) = serde_json::from_value::<DisputeObject>(event.data.object.clone()) else {
+    let Ok(dispute) = DisputeObject::deserialize(&event.data.object) else {
         return Ok((Outcome::MalformedObject, None));
     };
     let Some(payment_intent) = dispute.payment_intent.as_ref() else {
