@@ -7,6 +7,7 @@ mod emulator_mode;
 mod helpers;
 mod lifecycle_helpers;
 mod long_polling;
+mod lookup_indexes;
 mod operator_commands;
 mod reconciliation;
 mod refunds_and_disputes;
