@@ -8,7 +8,6 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde_json::json;
-use sqlx::postgres::PgSeverity;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -71,17 +70,15 @@ fn is_unstorable_input(err: &sqlx::Error) -> bool {
 /// connection, the connection broke, or the server refused the session (a FATAL error, such as a
 /// database that is shutting down, over its connection limit or closed to connections).
 fn is_unavailable(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(db_err) => {
-            let fatal = db_err
-                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-                .is_some_and(|pg| matches!(pg.severity(), PgSeverity::Fatal | PgSeverity::Panic));
-            let code = db_err.code().unwrap_or_default();
-            fatal || code.starts_with("08") || code.starts_with("57P") || code.starts_with("53")
-        }
-        _ => false,
-    }
+    let out_of_resources = err
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code.starts_with("53"));
+    matches!(
+        err,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_)
+    ) || out_of_resources
+        || crate::db::connection_lost(err)
 }
 
 impl IntoResponse for AppError {

@@ -15,6 +15,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::{
+    db,
     error::AppError,
     lifecycle,
     orders::OrderStatus,
@@ -76,7 +77,7 @@ impl Outcome {
 /// Stripe's retry applies the event later. The webhook, the reconciler and `entitle replay` all
 /// come through here.
 pub async fn process_event(pool: &PgPool, stripe: &stripe::Client, event: &WebhookEvent) -> Result<Outcome, AppError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = db::begin(pool).await?;
 
     let claimed = sqlx::query(
         "insert into processed_webhook_events (event_id, event_type, outcome)

@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::orders::OrderView;
+use crate::{db, orders::OrderView};
 
 /// The most lookups one query answers.
 const MAX_BATCH: usize = 64;
@@ -75,12 +75,13 @@ impl OrderLookup {
             return Ok(found);
         }
         // The batch failed or the readers are gone: ask alone, so any error is this request's own.
-        sqlx::query_as(&format!(
-            "select {COLUMNS} from orders o where o.id = $1 and o.user_id = $2"
-        ))
-        .bind(order_id)
-        .bind(user_id)
-        .fetch_optional(&self.db)
+        let sql = format!("select {COLUMNS} from orders o where o.id = $1 and o.user_id = $2");
+        db::retry_read(&self.db, || {
+            sqlx::query_as(&sql)
+                .bind(order_id)
+                .bind(user_id)
+                .fetch_optional(&self.db)
+        })
         .await
     }
 }
@@ -99,11 +100,10 @@ async fn answer_lookups(db: PgPool, waiting: Arc<Mutex<mpsc::Receiver<Lookup>>>)
         }
         let order_ids: Vec<Uuid> = batch.iter().map(|lookup| lookup.order_id).collect();
         let user_ids: Vec<&str> = batch.iter().map(|lookup| lookup.user_id.as_str()).collect();
-        let rows: Result<Vec<OwnedOrder>, _> = sqlx::query_as(&query)
-            .bind(&order_ids)
-            .bind(&user_ids)
-            .fetch_all(&db)
-            .await;
+        let rows: Result<Vec<OwnedOrder>, _> = db::retry_read(&db, || {
+            sqlx::query_as(&query).bind(&order_ids).bind(&user_ids).fetch_all(&db)
+        })
+        .await;
         drop(user_ids);
         match rows {
             Ok(rows) => {

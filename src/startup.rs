@@ -4,10 +4,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use sqlx::{
-    Connection, PgConnection, PgPool,
-    postgres::{PgConnectOptions, PgPoolOptions},
-};
+use sqlx::{Connection, PgConnection, PgPool, postgres::PgConnectOptions};
 use tokio::net::TcpListener;
 
 use crate::{
@@ -174,10 +171,7 @@ fn connect_options(config: &Config) -> Result<PgConnectOptions, StartupError> {
 
 pub async fn connect(config: &Config) -> Result<PgPool, StartupError> {
     let options = connect_options(config)?;
-    let pool_options = PgPoolOptions::new()
-        .max_connections(config.database_max_connections)
-        // A request waiting longer than this for a connection gets a 503 rather than hanging.
-        .acquire_timeout(Duration::from_secs(5));
+    let pool_options = crate::db::pool_options(config.database_max_connections);
     match pool_options.clone().connect_with(options.clone()).await {
         Ok(pool) => Ok(pool),
         Err(err) if is_missing_database(&err) => {

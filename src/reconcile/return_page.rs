@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::{
     app::AppState,
+    db,
     error::AppError,
     fulfillment::{SessionAction, apply_session},
     stripe::retrieve::retrieve_checkout_session,
@@ -25,17 +26,20 @@ pub const SYNC_BURST: u32 = 5;
 
 /// Returns whether the order may have changed, so the caller reads it again.
 pub async fn sync_pending_order(state: &AppState, order_id: Uuid) -> Result<bool, AppError> {
-    let session_id: Option<String> = sqlx::query_scalar(
-        "update orders set stripe_synced_at = now()
+    // Only stamps the time of this check: running it again is harmless.
+    let session_id: Option<String> = db::retry_read(&state.db, || {
+        sqlx::query_scalar(
+            "update orders set stripe_synced_at = now()
          where id = $1 and status = 'pending' and stripe_checkout_session_id is not null
            and created_at < now() - make_interval(secs => $2)
            and (stripe_synced_at is null or stripe_synced_at < now() - make_interval(secs => $3))
          returning stripe_checkout_session_id",
-    )
-    .bind(order_id)
-    .bind(SESSION_MIN_AGE.as_secs_f64())
-    .bind(PER_ORDER_INTERVAL.as_secs_f64())
-    .fetch_optional(&state.db)
+        )
+        .bind(order_id)
+        .bind(SESSION_MIN_AGE.as_secs_f64())
+        .bind(PER_ORDER_INTERVAL.as_secs_f64())
+        .fetch_optional(&state.db)
+    })
     .await?;
     let Some(session_id) = session_id else {
         return Ok(false);
@@ -55,7 +59,7 @@ pub async fn sync_pending_order(state: &AppState, order_id: Uuid) -> Result<bool
     if !session.is_paid() {
         return Ok(false);
     }
-    let mut tx = state.db.begin().await?;
+    let mut tx = db::begin(&state.db).await?;
     let cause = format!("return_page_sync:{session_id}");
     let (outcome, _) = apply_session(&mut tx, SessionAction::Complete, &session, &cause).await?;
     tx.commit().await?;

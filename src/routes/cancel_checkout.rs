@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::{
     app::AppState,
     auth::AuthUser,
+    db,
     error::AppError,
     extract::AppJson,
     orders::OrderStatus,
@@ -28,12 +29,13 @@ pub async fn cancel_checkout(
     user: AuthUser,
     AppJson(request): AppJson<CancelRequest>,
 ) -> Result<(StatusCode, Json<Value>), AppError> {
-    let order: Option<(OrderStatus, Option<String>)> =
+    let order: Option<(OrderStatus, Option<String>)> = db::retry_read(&state.db, || {
         sqlx::query_as("select status, stripe_checkout_session_id from orders where id = $1 and user_id = $2")
             .bind(request.order_id)
             .bind(&user.user_id)
             .fetch_optional(&state.db)
-            .await?;
+    })
+    .await?;
     let (status, session_id) = order.ok_or(AppError::NotFound {
         code: "order_not_found",
         message: "No order with that id belongs to you.",

@@ -9,6 +9,7 @@ use crate::{
     app::AppState,
     auth::AuthUser,
     catalog::{Plan, PlanKind, find_active_plan},
+    db,
     error::AppError,
     extract::AppJson,
     stripe::{CheckoutRequest, create_checkout_session},
@@ -33,13 +34,18 @@ pub async fn create_checkout(
     user: AuthUser,
     AppJson(request): AppJson<CheckoutSessionRequest>,
 ) -> Result<Json<CheckoutSessionResponse>, AppError> {
-    let mut conn = state.db.acquire().await?;
-    let plan = find_active_plan(&mut conn, &request.plan_id)
-        .await?
-        .ok_or(AppError::NotFound {
-            code: "plan_not_found",
-            message: "No active plan has that id.",
-        })?;
+    // The plan is read first on the connection the order is then written on: once that read
+    // answered, the connection is alive.
+    let (mut conn, plan) = db::retry_read(&state.db, || async {
+        let mut conn = state.db.acquire().await?;
+        let plan = find_active_plan(&mut conn, &request.plan_id).await?;
+        Ok((conn, plan))
+    })
+    .await?;
+    let plan = plan.ok_or(AppError::NotFound {
+        code: "plan_not_found",
+        message: "No active plan has that id.",
+    })?;
     if plan.kind == PlanKind::Subscription && holds_live_subscription(&mut conn, &user, &plan).await? {
         // A second subscription would bill twice for one entitlement.
         return Err(AppError::Conflict {

@@ -7,7 +7,7 @@ use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::{app::AppState, auth::AuthUser, error::AppError};
+use crate::{app::AppState, auth::AuthUser, db, error::AppError};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -34,13 +34,15 @@ pub async fn entitlements(
     State(state): State<AppState>,
     user: AuthUser,
 ) -> Result<Json<EntitlementsResponse>, AppError> {
-    let (credits,): (i64,) =
+    let (credits,): (i64,) = db::retry_read(&state.db, || {
         sqlx::query_as("select coalesce(sum(delta), 0)::bigint from credit_ledger where user_id = $1")
             .bind(&user.user_id)
             .fetch_one(&state.db)
-            .await?;
-    let entitlements = sqlx::query_as(
-        "select key, case when lapsed then 'expired' else status end as status,
+    })
+    .await?;
+    let entitlements = db::retry_read(&state.db, || {
+        sqlx::query_as(
+            "select key, case when lapsed then 'expired' else status end as status,
                 status in ('active', 'past_due') and not lapsed as active,
                 current_period_end, cancel_at_period_end
          from (
@@ -51,10 +53,11 @@ pub async fn entitlements(
              from entitlements where user_id = $1
          ) e
          order by key",
-    )
-    .bind(&user.user_id)
-    .bind(state.config.entitlement_grace.as_secs_f64())
-    .fetch_all(&state.db)
+        )
+        .bind(&user.user_id)
+        .bind(state.config.entitlement_grace.as_secs_f64())
+        .fetch_all(&state.db)
+    })
     .await?;
     Ok(Json(EntitlementsResponse {
         user_id: user.user_id,

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::{
     app::AppState,
     auth::AuthUser,
+    db,
     error::AppError,
     extract::AppJson,
     orders::{OrderStatus, OrderView},
@@ -84,12 +85,13 @@ async fn read_order(state: &AppState, user: &AuthUser, key: &OrderKey) -> Result
     let order = match key {
         OrderKey::Order(id) => state.order_lookup.find(*id, &user.user_id).await?,
         OrderKey::Session(id) => {
-            sqlx::query_as(&format!(
-                "select {COLUMNS} from orders where stripe_checkout_session_id = $1 and user_id = $2"
-            ))
-            .bind(id)
-            .bind(&user.user_id)
-            .fetch_optional(&state.db)
+            let sql = format!("select {COLUMNS} from orders where stripe_checkout_session_id = $1 and user_id = $2");
+            db::retry_read(&state.db, || {
+                sqlx::query_as(&sql)
+                    .bind(id)
+                    .bind(&user.user_id)
+                    .fetch_optional(&state.db)
+            })
             .await?
         }
     };

@@ -1,7 +1,9 @@
 //! When the database goes away mid-flight, Stripe is told to retry and nothing is half-done.
 
 use entitle::stripe_emulator::PaymentResult;
+use futures::future::join_all;
 use reqwest::StatusCode;
+use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 
 use crate::helpers::{TestApp, admin_database_url, error_code};
@@ -47,4 +49,63 @@ async fn given_the_database_is_down_when_a_webhook_arrives_then_5xx_and_the_rede
     assert_eq!((status, body["outcome"].as_str()), (StatusCode::OK, Some("duplicate")));
     assert_eq!(app.credits("alice").await, 100);
     assert_eq!(app.ledger_rows(order_id).await, 1);
+}
+
+/// Ends every session the app has open, as a database restart or a failover does, while the
+/// database itself stays up.
+async fn kill_app_connections(app: &TestApp) {
+    let mut admin = PgConnection::connect(&format!("{}/postgres", admin_database_url()))
+        .await
+        .unwrap();
+    let killed: i64 = sqlx::query_scalar(
+        "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity where datname = $1) k",
+    )
+    .bind(&app.db_name)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(killed > 0, "the app had no connection open");
+}
+
+/// The pool does not ping a connection before every use (docs/performance.md); a dead one must
+/// still cost no request its answer.
+#[tokio::test]
+async fn given_the_pooled_connections_died_when_requests_arrive_then_each_is_answered_normally() {
+    let app = TestApp::spawn().await;
+    let (order_id, session_id) = app.checkout("alice", "credits_100").await;
+    let event = app.pay(&session_id, PaymentResult::Card).remove(0);
+    let token = crate::helpers::token_for("alice");
+    let open_several_connections = || join_all((0..8).map(|_| app.get("/plans", None)));
+
+    open_several_connections().await;
+    kill_app_connections(&app).await;
+    let (status, body) = app.deliver(&event).await;
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (StatusCode::OK, Some("fulfilled")),
+        "{body}"
+    );
+
+    let requests: [(&str, Option<&str>, Option<Value>); 6] = [
+        ("/order-status", Some(&token), Some(json!({ "orderId": order_id }))),
+        ("/order-status", Some(&token), Some(json!({ "sessionId": session_id }))),
+        (
+            "/checkout-session",
+            Some(&token),
+            Some(json!({ "planId": "credits_100" })),
+        ),
+        ("/entitlements", Some(&token), None),
+        ("/plans", None, None),
+        ("/healthz", None, None),
+    ];
+    for (path, token, body) in requests {
+        open_several_connections().await;
+        kill_app_connections(&app).await;
+        let (status, answer) = match &body {
+            Some(body) => app.post_json(path, token, body).await,
+            None => app.get(path, token).await,
+        };
+        assert_eq!(status, StatusCode::OK, "{path} {body:?}: {answer}");
+    }
+    assert_eq!(app.credits("alice").await, 100);
 }
