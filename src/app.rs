@@ -32,8 +32,21 @@ use crate::{
     routes,
 };
 
+/// What every handler shares. Axum clones the state for each request (and each extractor that
+/// reads it), so it is one `Arc`: a clone is one atomic increment, not one per field on cache lines
+/// both runtime threads write to.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub db: PgPool,
     pub config: Arc<Config>,
     pub stripe: stripe::Client,
@@ -49,7 +62,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(db: PgPool, config: Config, stripe: stripe::Client, order_events: OrderEvents) -> Self {
         let jwt_key = DecodingKey::from_secret(config.jwt_secret.expose().as_bytes());
-        Self {
+        Self(Arc::new(Shared {
             order_lookup: OrderLookup::start(db.clone()),
             db,
             config: Arc::new(config),
@@ -58,7 +71,7 @@ impl AppState {
             jwt_validation: Arc::new(token_validation()),
             stripe_sync_limit: Arc::new(RateLimit::new(SYNC_CALLS_PER_SECOND, SYNC_BURST)),
             order_events,
-        }
+        }))
     }
 }
 
