@@ -10,7 +10,6 @@
 //! returning` (no extra round trip). Postgres delivers it at commit and drops it on rollback, so a
 //! waiting `/order-status` request (see `order_events`) never hears of a change that did not happen.
 
-use serde::Deserialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -123,7 +122,7 @@ async fn apply_event(
         "checkout.session.expired" => SessionAction::Cancel,
         _ => return lifecycle::apply_lifecycle_event(conn, stripe, event).await,
     };
-    let Ok(session) = CheckoutSessionObject::deserialize(&event.data.object) else {
+    let Some(session) = event.object_as::<CheckoutSessionObject>() else {
         return Ok((Outcome::MalformedObject, None));
     };
     Ok(apply_session(conn, action, &session, &event.id).await?)
@@ -311,9 +310,8 @@ async fn fulfil_order(
         .execute(&mut *conn)
         .await?;
 
-    let credits = order.credits;
-    if credits > 0 {
-        grant_credits_once(conn, order, credits, event_id).await?;
+    if order.credits > 0 {
+        grant_credits_once(conn, order, event_id).await?;
     }
     if let Some(key) = &order.entitlement {
         let subscription_id = session.subscription.as_ref().map(|s| s.id());
@@ -327,16 +325,11 @@ async fn fulfil_order(
             lifecycle::subscriptions::apply_stored_state(conn, subscription_id, order.id, event_id).await?;
         }
     }
-    tracing::info!(order_id = %order.id, user_id = %order.user_id, credits, "order fulfilled");
+    tracing::info!(order_id = %order.id, user_id = %order.user_id, credits = order.credits, "order fulfilled");
     Ok(Outcome::Fulfilled)
 }
 
-async fn grant_credits_once(
-    conn: &mut PgConnection,
-    order: &LockedOrder,
-    credits: i64,
-    event_id: &str,
-) -> Result<(), sqlx::Error> {
+async fn grant_credits_once(conn: &mut PgConnection, order: &LockedOrder, event_id: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "insert into credit_ledger (user_id, order_id, kind, delta, stripe_event_id)
          values ($1, $2, 'purchase', $3, $4)
@@ -344,7 +337,7 @@ async fn grant_credits_once(
     )
     .bind(&order.user_id)
     .bind(order.id)
-    .bind(credits)
+    .bind(order.credits)
     .bind(event_id)
     .execute(conn)
     .await?;

@@ -1,5 +1,6 @@
-//! Owner-scoped order lookups by id, the read behind every `/order-status` poll, answered in
-//! batches.
+//! Owner-scoped order lookups, the read behind every `/order-status` poll. Those by order id are
+//! answered in batches; those by Checkout Session id (a return page that only has the session id
+//! from the redirect) one at a time.
 //!
 //! At a launch thousands of return pages poll at once, and each lookup costs Postgres far more in
 //! round trips and process wake-ups than in the index lookup itself. So lookups that arrive while a
@@ -75,12 +76,22 @@ impl OrderLookup {
             return Ok(found);
         }
         // The batch failed or the readers are gone: ask alone, so any error is this request's own.
-        let sql = format!("select {COLUMNS} from orders o where o.id = $1 and o.user_id = $2");
+        self.find_one("o.id = $1", order_id, user_id).await
+    }
+
+    /// The order opened with this Checkout Session if it belongs to `user_id`.
+    pub async fn find_by_session(&self, session_id: &str, user_id: &str) -> Result<Option<OrderView>, sqlx::Error> {
+        self.find_one("o.stripe_checkout_session_id = $1", session_id, user_id)
+            .await
+    }
+
+    async fn find_one<K>(&self, key_matches: &str, key: K, user_id: &str) -> Result<Option<OrderView>, sqlx::Error>
+    where
+        K: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Copy + Send,
+    {
+        let sql = format!("select {COLUMNS} from orders o where {key_matches} and o.user_id = $2");
         db::retry_read(&self.db, || {
-            sqlx::query_as(&sql)
-                .bind(order_id)
-                .bind(user_id)
-                .fetch_optional(&self.db)
+            sqlx::query_as(&sql).bind(key).bind(user_id).fetch_optional(&self.db)
         })
         .await
     }

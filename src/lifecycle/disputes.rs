@@ -2,7 +2,6 @@
 //! granted until the bank decides. Won (or closed without loss) restores it; lost keeps it taken.
 //! Credits move as ledger rows keyed by the dispute, so each happens once.
 
-use serde::Deserialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -20,7 +19,7 @@ pub async fn apply_dispute_event(
     conn: &mut PgConnection,
     event: &WebhookEvent,
 ) -> Result<(Outcome, Option<Uuid>), sqlx::Error> {
-    let Ok(dispute) = DisputeObject::deserialize(&event.data.object) else {
+    let Some(dispute) = event.object_as::<DisputeObject>() else {
         return Ok((Outcome::MalformedObject, None));
     };
     let Some(payment_intent) = dispute.payment_intent.as_ref() else {

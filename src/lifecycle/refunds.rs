@@ -3,7 +3,6 @@
 //! buyer never loses more than they got back), minus what earlier refunds already took, keyed by
 //! that total so a redelivery or an older event arriving late claws nothing more.
 
-use serde::Deserialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -21,7 +20,7 @@ pub async fn apply_charge_refunded(
     conn: &mut PgConnection,
     event: &WebhookEvent,
 ) -> Result<(Outcome, Option<Uuid>), sqlx::Error> {
-    let Ok(charge) = ChargeObject::deserialize(&event.data.object) else {
+    let Some(charge) = event.object_as::<ChargeObject>() else {
         return Ok((Outcome::MalformedObject, None));
     };
     let Some(payment_intent) = charge.payment_intent.as_ref() else {

@@ -28,9 +28,8 @@ pub async fn apply_subscription_event(
     stripe: &stripe::Client,
     event: &WebhookEvent,
 ) -> Result<(Outcome, Option<Uuid>), AppError> {
-    let object = event.data.object.clone();
     let (subscription_id, paid_invoice) = if event.event_type.starts_with("invoice.") {
-        let Ok(invoice) = serde_json::from_value::<InvoiceObject>(object) else {
+        let Some(invoice) = event.object_as::<InvoiceObject>() else {
             return Ok((Outcome::MalformedObject, None));
         };
         let Some(subscription_id) = invoice.subscription_id().map(str::to_owned) else {
@@ -40,7 +39,7 @@ pub async fn apply_subscription_event(
         let paid = (event.event_type == "invoice.paid").then_some(invoice);
         (subscription_id, paid)
     } else {
-        match object.get("id").and_then(|id| id.as_str()) {
+        match event.data.object.get("id").and_then(|id| id.as_str()) {
             Some(id) => (id.to_owned(), None),
             None => return Ok((Outcome::MalformedObject, None)),
         }

@@ -16,7 +16,6 @@ use uuid::Uuid;
 use crate::{
     app::AppState,
     auth::AuthUser,
-    db,
     error::AppError,
     extract::AppJson,
     orders::{OrderStatus, OrderView},
@@ -42,8 +41,6 @@ pub const MAX_WAIT_SECONDS: i64 = 25;
 /// While waiting, the row is also re-read this often, so a notification lost to a listener
 /// reconnect delays the answer by at most this much instead of until the wait ends.
 const REREAD_EVERY: Duration = Duration::from_secs(2);
-
-const COLUMNS: &str = "id, status, plan_id, amount, currency, created_at, paid_at, amount_refunded";
 
 pub async fn order_status(
     State(state): State<AppState>,
@@ -84,16 +81,7 @@ async fn read_settled_order(state: &AppState, user: &AuthUser, key: &OrderKey) -
 async fn read_order(state: &AppState, user: &AuthUser, key: &OrderKey) -> Result<OrderView, AppError> {
     let order = match key {
         OrderKey::Order(id) => state.order_lookup.find(*id, &user.user_id).await?,
-        OrderKey::Session(id) => {
-            let sql = format!("select {COLUMNS} from orders where stripe_checkout_session_id = $1 and user_id = $2");
-            db::retry_read(&state.db, || {
-                sqlx::query_as(&sql)
-                    .bind(id)
-                    .bind(&user.user_id)
-                    .fetch_optional(&state.db)
-            })
-            .await?
-        }
+        OrderKey::Session(id) => state.order_lookup.find_by_session(id, &user.user_id).await?,
     };
     order.ok_or(AppError::NotFound {
         code: "order_not_found",

@@ -21,6 +21,14 @@ pub struct EventData {
     pub object: serde_json::Value,
 }
 
+impl WebhookEvent {
+    /// The event's object read as `T`, straight from the parsed tree (no copy of it); `None` when it
+    /// is not shaped like one.
+    pub fn object_as<'a, T: Deserialize<'a>>(&'a self) -> Option<T> {
+        T::deserialize(&self.data.object).ok()
+    }
+}
+
 /// A `checkout.session` object as carried by `checkout.session.*` events.
 #[derive(Debug, Deserialize)]
 pub struct CheckoutSessionObject {
