@@ -45,6 +45,9 @@ pub struct Config {
     /// How long a subscription's entitlement outlives its paid period, so a late renewal does not
     /// lock anyone out.
     pub entitlement_grace: Duration,
+    /// How often a long-polling `/order-status` re-reads its order besides being woken by a
+    /// notification: the bound on how late a lost notification makes an answer.
+    pub order_status_reread: Duration,
     /// Emulator mode only: chaos for its webhook deliveries.
     pub emulator_chaos: EmulatorChaos,
 }
@@ -186,6 +189,17 @@ impl Config {
                     )
                 })?,
         };
+        // Notifications do the waking; this only covers one lost without the listener noticing,
+        // and lets a long wait reach the return-page sync with Stripe when the webhook is late.
+        let order_status_reread = match get("ORDER_STATUS_REREAD_SECS") {
+            None => Duration::from_secs(5),
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=3600).contains(n))
+                .map(Duration::from_secs)
+                .ok_or_else(|| invalid("ORDER_STATUS_REREAD_SECS", "must be a number of seconds from 1 to 3600"))?,
+        };
         let duplicate_rate = match get("EMULATOR_DUPLICATE_RATE") {
             None => 0.0,
             Some(v) => v
@@ -214,6 +228,7 @@ impl Config {
             jwt_secret: Secret::new(jwt_secret),
             plans_file,
             entitlement_grace,
+            order_status_reread,
             emulator_chaos,
         })
     }
@@ -343,6 +358,7 @@ mod tests {
         assert_eq!(config.webhook_secrets.len(), 2);
         assert_eq!(config.plans_file, PathBuf::from("plans.toml"));
         assert_eq!(config.entitlement_grace, Duration::from_secs(86_400));
+        assert_eq!(config.order_status_reread, Duration::from_secs(5));
     }
 
     #[test]
@@ -384,6 +400,7 @@ mod tests {
             ("EMULATOR_DUPLICATE_RATE", "2"),
             ("EMULATOR_REORDER", "sometimes"),
             ("ENTITLEMENT_GRACE_SECS", "a day"),
+            ("ORDER_STATUS_REREAD_SECS", "0"),
         ] {
             let mut vars = with_stripe_key();
             vars.insert(name, value);

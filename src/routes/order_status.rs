@@ -38,9 +38,6 @@ enum OrderKey {
 
 /// The longest a request may be held; below the app's request timeout.
 pub const MAX_WAIT_SECONDS: i64 = 25;
-/// While waiting, the row is also re-read this often, so a notification lost to a listener
-/// reconnect delays the answer by at most this much instead of until the wait ends.
-const REREAD_EVERY: Duration = Duration::from_secs(2);
 
 pub async fn order_status(
     State(state): State<AppState>,
@@ -63,7 +60,9 @@ pub async fn order_status(
         if order.status != OrderStatus::Pending || now >= deadline || state.order_events.is_stopping() {
             return Ok(Json(order));
         }
-        let nap = (deadline - now).min(REREAD_EVERY);
+        // Besides the notification, the row is re-read now and then: a notification lost without
+        // the listener noticing then delays the answer by that much, not until the wait ends.
+        let nap = (deadline - now).min(state.config.order_status_reread);
         let _ = tokio::time::timeout(nap, watch.changed()).await;
     }
 }

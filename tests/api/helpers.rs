@@ -36,10 +36,21 @@ pub struct TestApp {
     pub stripe: stripe::Client,
 }
 
-#[derive(Default)]
 pub struct Options {
     /// Extra webhook secrets configured after the primary one (secret rotation).
     pub extra_webhook_secrets: Vec<&'static str>,
+    /// Longer than any wait in the tests by default, so a long-poll answered early was woken by
+    /// its notification and not by the re-read timer.
+    pub order_status_reread: std::time::Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            extra_webhook_secrets: Vec::new(),
+            order_status_reread: std::time::Duration::from_secs(600),
+        }
+    }
 }
 
 impl TestApp {
@@ -73,6 +84,7 @@ impl TestApp {
             plans_file: concat!(env!("CARGO_MANIFEST_DIR"), "/plans.toml").into(),
             emulator_chaos: Default::default(),
             entitlement_grace: std::time::Duration::from_secs(86_400),
+            order_status_reread: options.order_status_reread,
         };
         let stripe = entitle::startup::stripe_client(&config, config.bind_addr).unwrap();
         let app = Application::build(config.clone())

@@ -14,9 +14,11 @@ use serde_json::{Value, json};
 use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, error_code, token_for};
+use crate::helpers::{Options, TestApp, error_code, token_for};
 
-/// Far below the 20 s waits used here, far above any honest wake-up on a slow machine.
+/// Far below the 20 s waits used here, far above any honest wake-up on a slow machine. The test
+/// app re-reads a waiting order only every 10 minutes (see `Options`), so an answer this quick was
+/// woken by the notification.
 const PROMPTLY: Duration = Duration::from_secs(10);
 
 async fn wait_for_status(
@@ -227,7 +229,7 @@ async fn given_the_listener_connection_dropped_then_a_webhook_still_wakes_a_wait
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (order_id, session_id) = app.checkout("alice", "credits_100").await;
-    let ((status, body, _), ()) = tokio::join!(
+    let ((status, body, took), ()) = tokio::join!(
         wait_for_status(&app, "alice", order_id, 20),
         pay_and_deliver_after(&app, &session_id, Duration::from_millis(300)),
     );
@@ -236,4 +238,36 @@ async fn given_the_listener_connection_dropped_then_a_webhook_still_wakes_a_wait
         (StatusCode::OK, Some("paid")),
         "{body}"
     );
+    assert!(
+        took < PROMPTLY,
+        "the new listener did not wake the waiter: answered after {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn given_a_change_that_sent_no_notification_then_the_periodic_re_read_still_finds_it_before_the_wait_ends() {
+    let app = TestApp::spawn_with(Options {
+        order_status_reread: Duration::from_secs(1),
+        ..Options::default()
+    })
+    .await;
+    let (order_id, _) = app.checkout("alice", "credits_100").await;
+
+    // As if the notification were lost on a listener connection that died without a sign.
+    let pay_silently = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sqlx::query("update orders set status = 'paid', paid_at = now() where id = $1")
+            .bind(order_id)
+            .execute(&app.db)
+            .await
+            .unwrap();
+    };
+    let ((status, body, took), ()) = tokio::join!(wait_for_status(&app, "alice", order_id, 20), pay_silently);
+
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("paid")),
+        "{body}"
+    );
+    assert!(took < PROMPTLY, "answered after {took:?}");
 }

@@ -79,6 +79,7 @@ async fn several_v1_signatures_are_accepted_when_one_matches() {
 async fn during_a_secret_rotation_either_configured_secret_is_accepted() {
     let app = TestApp::spawn_with(Options {
         extra_webhook_secrets: vec!["whsec_rotated_in"],
+        ..Options::default()
     })
     .await;
     let body = paid_event_body(&app).await;
