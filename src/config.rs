@@ -2,7 +2,7 @@
 //! validated here, so a bad deployment stops with one line naming the variable instead of failing
 //! on the first payment.
 
-use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{fmt, net::SocketAddr, ops::RangeInclusive, path::PathBuf, time::Duration};
 
 use uuid::Uuid;
 
@@ -151,15 +151,7 @@ impl Config {
             ));
         }
 
-        let webhook_tolerance = match get("WEBHOOK_TOLERANCE_SECS") {
-            None => Duration::from_secs(300),
-            Some(v) => v
-                .parse::<u64>()
-                .ok()
-                .filter(|n| (1..=86_400).contains(n))
-                .map(Duration::from_secs)
-                .ok_or_else(|| invalid("WEBHOOK_TOLERANCE_SECS", "must be a number of seconds from 1 to 86400"))?,
-        };
+        let webhook_tolerance = seconds(&get, "WEBHOOK_TOLERANCE_SECS", 300, 1..=86_400)?;
 
         let jwt_secret = match get("AUTH_JWT_SECRET") {
             None if emulated => format!("emulator-jwt-{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()),
@@ -175,31 +167,10 @@ impl Config {
 
         let plans_file = PathBuf::from(get("PLANS_FILE").unwrap_or_else(|| "plans.toml".into()));
 
-        let entitlement_grace = match get("ENTITLEMENT_GRACE_SECS") {
-            None => Duration::from_secs(86_400),
-            Some(v) => v
-                .parse::<u64>()
-                .ok()
-                .filter(|n| *n <= 30 * 86_400)
-                .map(Duration::from_secs)
-                .ok_or_else(|| {
-                    invalid(
-                        "ENTITLEMENT_GRACE_SECS",
-                        "must be a number of seconds from 0 to 2592000",
-                    )
-                })?,
-        };
+        let entitlement_grace = seconds(&get, "ENTITLEMENT_GRACE_SECS", 86_400, 0..=30 * 86_400)?;
         // Notifications do the waking; this only covers one lost without the listener noticing,
         // and lets a long wait reach the return-page sync with Stripe when the webhook is late.
-        let order_status_reread = match get("ORDER_STATUS_REREAD_SECS") {
-            None => Duration::from_secs(5),
-            Some(v) => v
-                .parse::<u64>()
-                .ok()
-                .filter(|n| (1..=3600).contains(n))
-                .map(Duration::from_secs)
-                .ok_or_else(|| invalid("ORDER_STATUS_REREAD_SECS", "must be a number of seconds from 1 to 3600"))?,
-        };
+        let order_status_reread = seconds(&get, "ORDER_STATUS_REREAD_SECS", 5, 1..=3600)?;
         let duplicate_rate = match get("EMULATOR_DUPLICATE_RATE") {
             None => 0.0,
             Some(v) => v
@@ -232,6 +203,29 @@ impl Config {
             emulator_chaos,
         })
     }
+}
+
+/// A duration given in whole seconds, `default` when unset.
+fn seconds(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: u64,
+    allowed: RangeInclusive<u64>,
+) -> Result<Duration, ConfigError> {
+    let seconds = match get(variable) {
+        None => default,
+        Some(v) => v.parse::<u64>().ok().filter(|n| allowed.contains(n)).ok_or_else(|| {
+            invalid(
+                variable,
+                format!(
+                    "must be a number of seconds from {} to {}",
+                    allowed.start(),
+                    allowed.end()
+                ),
+            )
+        })?,
+    };
+    Ok(Duration::from_secs(seconds))
 }
 
 /// `STRIPE_EMULATOR` may force the choice (`true`/`false`); unset, the emulator runs exactly when
