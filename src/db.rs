@@ -5,7 +5,8 @@
 //! connection that sat idle for a while is pinged; under load none does. A connection that died
 //! moments ago (the database restarted, or an operator ended its session) shows up instead as an
 //! error on the first statement sent on it, before anything was done, so that statement is simply
-//! sent again on another connection: `begin` for transactions, `retry_read` for single reads.
+//! sent again on another connection: `begin` for transactions, `retry_idempotent` for single
+//! statements that are safe to send twice.
 
 use std::{
     future::Future,
@@ -43,14 +44,15 @@ pub fn pool_options(max_connections: u32) -> PgPoolOptions {
 /// Begins a transaction, on another connection when the first one handed out turns out dead.
 /// `BEGIN` changes nothing, so sending it again is always safe.
 pub async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    retry_read(pool, || pool.begin()).await
+    retry_idempotent(pool, || pool.begin()).await
 }
 
-/// Runs a statement that only reads (or otherwise has no effect if it failed), again on another
-/// connection while the error says the connection was lost. A dead connection fails at once, so a
+/// Runs a statement that is safe to send twice (a read, `BEGIN`, or a write that sets a value and
+/// so does nothing more if it did land before the connection broke), again on another connection
+/// while the error says the connection was lost. A dead connection fails at once, so a
 /// pool full of them is worked through quickly; a database that is down still fails, after
 /// `RETRY_FOR` or the pool's size in attempts.
-pub async fn retry_read<T, F, Fut>(pool: &PgPool, mut attempt: F) -> Result<T, sqlx::Error>
+pub async fn retry_idempotent<T, F, Fut>(pool: &PgPool, mut attempt: F) -> Result<T, sqlx::Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, sqlx::Error>>,

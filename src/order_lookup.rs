@@ -90,7 +90,7 @@ impl OrderLookup {
         K: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Copy + Send,
     {
         let sql = format!("select {COLUMNS} from orders o where {key_matches} and o.user_id = $2");
-        db::retry_read(&self.db, || {
+        db::retry_idempotent(&self.db, || {
             sqlx::query_as(&sql).bind(key).bind(user_id).fetch_optional(&self.db)
         })
         .await
@@ -111,7 +111,7 @@ async fn answer_lookups(db: PgPool, waiting: Arc<Mutex<mpsc::Receiver<Lookup>>>)
         }
         let order_ids: Vec<Uuid> = batch.iter().map(|lookup| lookup.order_id).collect();
         let user_ids: Vec<&str> = batch.iter().map(|lookup| lookup.user_id.as_str()).collect();
-        let rows: Result<Vec<OwnedOrder>, _> = db::retry_read(&db, || {
+        let rows: Result<Vec<OwnedOrder>, _> = db::retry_idempotent(&db, || {
             sqlx::query_as(&query).bind(&order_ids).bind(&user_ids).fetch_all(&db)
         })
         .await;

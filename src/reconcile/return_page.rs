@@ -27,7 +27,7 @@ pub const SYNC_BURST: u32 = 5;
 /// Returns whether the order may have changed, so the caller reads it again.
 pub async fn sync_pending_order(state: &AppState, order_id: Uuid) -> Result<bool, AppError> {
     // Only stamps the time of this check: running it again is harmless.
-    let session_id: Option<String> = db::retry_read(&state.db, || {
+    let session_id: Option<String> = db::retry_idempotent(&state.db, || {
         sqlx::query_scalar(
             "update orders set stripe_synced_at = now()
          where id = $1 and status = 'pending' and stripe_checkout_session_id is not null

@@ -29,7 +29,7 @@ pub async fn cancel_checkout(
     user: AuthUser,
     AppJson(request): AppJson<CancelRequest>,
 ) -> Result<(StatusCode, Json<Value>), AppError> {
-    let order: Option<(OrderStatus, Option<String>)> = db::retry_read(&state.db, || {
+    let order: Option<(OrderStatus, Option<String>)> = db::retry_idempotent(&state.db, || {
         sqlx::query_as("select status, stripe_checkout_session_id from orders where id = $1 and user_id = $2")
             .bind(request.order_id)
             .bind(&user.user_id)

@@ -36,7 +36,7 @@ pub async fn create_checkout(
 ) -> Result<Json<CheckoutSessionResponse>, AppError> {
     // The plan is read first on the connection the order is then written on: once that read
     // answered, the connection is alive.
-    let (mut conn, plan) = db::retry_read(&state.db, || async {
+    let (mut conn, plan) = db::retry_idempotent(&state.db, || async {
         let mut conn = state.db.acquire().await?;
         let plan = find_active_plan(&mut conn, &request.plan_id).await?;
         Ok((conn, plan))
@@ -71,11 +71,15 @@ pub async fn create_checkout(
         }
     };
 
-    sqlx::query("update orders set stripe_checkout_session_id = $2, updated_at = now() where id = $1")
-        .bind(order_id)
-        .bind(&session.id)
-        .execute(&state.db)
-        .await?;
+    // Stripe has the session now: a connection that died in the pool meanwhile must not turn this
+    // into an error the buyer can only answer by starting over.
+    db::retry_idempotent(&state.db, || {
+        sqlx::query("update orders set stripe_checkout_session_id = $2, updated_at = now() where id = $1")
+            .bind(order_id)
+            .bind(&session.id)
+            .execute(&state.db)
+    })
+    .await?;
     tracing::info!(%order_id, plan_id = %plan.id, session_id = %session.id, "checkout session created");
     Ok(Json(CheckoutSessionResponse {
         order_id,
@@ -121,9 +125,11 @@ async fn insert_pending_order(
 }
 
 async fn mark_order_failed(state: &AppState, order_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("update orders set status = 'failed', updated_at = now() where id = $1 and status = 'pending'")
-        .bind(order_id)
-        .execute(&state.db)
-        .await?;
+    db::retry_idempotent(&state.db, || {
+        sqlx::query("update orders set status = 'failed', updated_at = now() where id = $1 and status = 'pending'")
+            .bind(order_id)
+            .execute(&state.db)
+    })
+    .await?;
     Ok(())
 }

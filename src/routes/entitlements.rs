@@ -34,13 +34,13 @@ pub async fn entitlements(
     State(state): State<AppState>,
     user: AuthUser,
 ) -> Result<Json<EntitlementsResponse>, AppError> {
-    let (credits,): (i64,) = db::retry_read(&state.db, || {
+    let (credits,): (i64,) = db::retry_idempotent(&state.db, || {
         sqlx::query_as("select coalesce(sum(delta), 0)::bigint from credit_ledger where user_id = $1")
             .bind(&user.user_id)
             .fetch_one(&state.db)
     })
     .await?;
-    let entitlements = db::retry_read(&state.db, || {
+    let entitlements = db::retry_idempotent(&state.db, || {
         sqlx::query_as(
             "select key, case when lapsed then 'expired' else status end as status,
                 status in ('active', 'past_due') and not lapsed as active,

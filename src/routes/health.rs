@@ -6,6 +6,6 @@ use serde_json::{Value, json};
 use crate::{app::AppState, db, error::AppError};
 
 pub async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
-    db::retry_read(&state.db, || sqlx::query("select 1").execute(&state.db)).await?;
+    db::retry_idempotent(&state.db, || sqlx::query("select 1").execute(&state.db)).await?;
     Ok(Json(json!({ "status": "ok" })))
 }

@@ -6,6 +6,6 @@ use serde_json::{Value, json};
 use crate::{app::AppState, catalog::list_active_plans, db, error::AppError};
 
 pub async fn plans(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
-    let plans = db::retry_read(&state.db, || list_active_plans(&state.db)).await?;
+    let plans = db::retry_idempotent(&state.db, || list_active_plans(&state.db)).await?;
     Ok(Json(json!({ "plans": plans })))
 }

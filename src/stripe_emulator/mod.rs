@@ -48,6 +48,8 @@ struct EmulatorState {
     idempotent_responses: HashMap<String, (u16, Value)>,
     /// While set, session creation answers with this HTTP status and a Stripe `api_error`.
     fail_session_creation: Option<u16>,
+    /// While set, session creation takes this long to answer (a slow Stripe).
+    session_creation_delay: Option<Duration>,
     next_id: u64,
     billing: billing::BillingState,
 }
@@ -104,6 +106,11 @@ impl StripeEmulator {
     /// Makes `POST /v1/checkout/sessions` fail with `status` (e.g. 500) until called with `None`.
     pub fn fail_session_creation(&self, status: Option<u16>) {
         self.lock().fail_session_creation = status;
+    }
+
+    /// Makes `POST /v1/checkout/sessions` answer only after `delay`, until called with `None`.
+    pub fn delay_session_creation(&self, delay: Option<Duration>) {
+        self.lock().session_creation_delay = delay;
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {

@@ -61,6 +61,10 @@ async fn create_session(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
 
+    let delay = emulator.lock().session_creation_delay;
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     let mut state = emulator.lock();
     state.requests.push(RecordedRequest {
         method: "POST".into(),

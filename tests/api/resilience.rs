@@ -109,3 +109,49 @@ async fn given_the_pooled_connections_died_when_requests_arrive_then_each_is_ans
     }
     assert_eq!(app.credits("alice").await, 100);
 }
+
+/// The checkout releases its connection while Stripe creates the session, which may take seconds;
+/// the pooled connections can die meanwhile. The session exists at Stripe by then, so the write
+/// that follows (the session id, or `failed` when Stripe refused) must still land.
+#[tokio::test]
+async fn given_the_pooled_connections_died_while_stripe_was_creating_the_session_then_the_checkout_still_completes() {
+    let app = TestApp::spawn().await;
+    let token = crate::helpers::token_for("alice");
+    let checkout_while_connections_die = || async {
+        join_all((0..8).map(|_| app.get("/plans", None))).await;
+        app.emulator
+            .delay_session_creation(Some(std::time::Duration::from_millis(800)));
+        let kill_meanwhile = async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            kill_app_connections(&app).await;
+        };
+        let request = json!({ "planId": "credits_100" });
+        let (answer, ()) = tokio::join!(
+            app.post_json("/checkout-session", Some(&token), &request),
+            kill_meanwhile
+        );
+        answer
+    };
+
+    let (status, body) = checkout_while_connections_die().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let order_id: uuid::Uuid = body["orderId"].as_str().unwrap().parse().unwrap();
+    let stored: Option<String> = sqlx::query_scalar("select stripe_checkout_session_id from orders where id = $1")
+        .bind(order_id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    let session_id = stored.expect("the order records its session");
+    assert!(body["checkoutUrl"].as_str().unwrap().contains(&session_id), "{body}");
+
+    app.emulator.fail_session_creation(Some(500));
+    let (status, body) = checkout_while_connections_die().await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(error_code(&body), "payment_provider_unavailable");
+    let statuses: Vec<String> =
+        sqlx::query_scalar("select status::text from orders where user_id = 'alice' order by created_at")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(statuses, ["pending", "failed"]);
+}
