@@ -48,8 +48,8 @@ struct EmulatorState {
     idempotent_responses: HashMap<String, (u16, Value)>,
     /// While set, session creation answers with this HTTP status and a Stripe `api_error`.
     fail_session_creation: Option<u16>,
-    /// While set, session creation takes this long to answer (a slow Stripe).
-    session_creation_delay: Option<Duration>,
+    /// While set, every API call waits this long before it is answered (a slow Stripe).
+    api_latency: Option<Duration>,
     next_id: u64,
     billing: billing::BillingState,
 }
@@ -108,9 +108,9 @@ impl StripeEmulator {
         self.lock().fail_session_creation = status;
     }
 
-    /// Makes `POST /v1/checkout/sessions` answer only after `delay`, until called with `None`.
-    pub fn delay_session_creation(&self, delay: Option<Duration>) {
-        self.lock().session_creation_delay = delay;
+    /// Makes every API call wait `latency` before it is answered, until called with `None`.
+    pub fn set_api_latency(&self, latency: Option<Duration>) {
+        self.lock().api_latency = latency;
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {

@@ -24,8 +24,19 @@ pub fn router(emulator: StripeEmulator) -> Router {
         .route("/v1/events", get(lifecycle_routes::list_events))
         .route("/v1/events/{id}", get(lifecycle_routes::retrieve_event))
         .route_layer(middleware::from_fn(require_secret_key))
+        .route_layer(middleware::from_fn_with_state(emulator.clone(), slow_down))
         .fallback(unrecognized_url)
         .with_state(emulator)
+}
+
+/// A slow Stripe, when a test asks for one: the answer is worked out after the wait, so it says
+/// what the state is when it is sent.
+async fn slow_down(State(emulator): State<StripeEmulator>, request: Request, next: Next) -> Response {
+    let latency = emulator.lock().api_latency;
+    if let Some(latency) = latency {
+        tokio::time::sleep(latency).await;
+    }
+    next.run(request).await
 }
 
 fn stripe_error(status: StatusCode, error_type: &str, message: &str, param: Option<&str>) -> Response {
@@ -61,10 +72,6 @@ async fn create_session(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
 
-    let delay = emulator.lock().session_creation_delay;
-    if let Some(delay) = delay {
-        tokio::time::sleep(delay).await;
-    }
     let mut state = emulator.lock();
     state.requests.push(RecordedRequest {
         method: "POST".into(),

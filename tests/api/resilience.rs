@@ -120,7 +120,7 @@ async fn given_the_pooled_connections_died_while_stripe_was_creating_the_session
     let checkout_while_connections_die = || async {
         join_all((0..8).map(|_| app.get("/plans", None))).await;
         app.emulator
-            .delay_session_creation(Some(std::time::Duration::from_millis(800)));
+            .set_api_latency(Some(std::time::Duration::from_millis(800)));
         let kill_meanwhile = async {
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
             kill_app_connections(&app).await;
