@@ -16,7 +16,10 @@ use uuid::Uuid;
 use crate::{
     db,
     error::AppError,
-    lifecycle,
+    lifecycle::{
+        self,
+        subscriptions::{self, FetchedForEvent},
+    },
     orders::OrderStatus,
     stripe::event::{CheckoutSessionObject, WebhookEvent},
 };
@@ -76,6 +79,17 @@ impl Outcome {
 /// Stripe's retry applies the event later. The webhook, the reconciler and `entitle replay` all
 /// come through here.
 pub async fn process_event(pool: &PgPool, stripe: &stripe::Client, event: &WebhookEvent) -> Result<Outcome, AppError> {
+    // Stripe is asked before the transaction opens, never inside one: a slow answer then holds no
+    // pooled connection and no lock. A redelivery is recognised first, so it costs Stripe nothing.
+    let fetched = if subscriptions::SUBSCRIPTION_EVENT_TYPES.contains(&event.event_type.as_str()) {
+        if already_processed(pool, &event.id).await? {
+            return Ok(Outcome::Duplicate);
+        }
+        Some(subscriptions::fetch_for_event(stripe, event).await?)
+    } else {
+        None
+    };
+
     let mut tx = db::begin(pool).await?;
 
     let claimed = sqlx::query(
@@ -94,7 +108,7 @@ pub async fn process_event(pool: &PgPool, stripe: &stripe::Client, event: &Webho
         return Ok(Outcome::Duplicate);
     }
 
-    let (outcome, order_id) = apply_event(&mut tx, stripe, event).await?;
+    let (outcome, order_id) = apply_event(&mut tx, event, fetched).await?;
     tracing::Span::current().record(
         "order_id",
         tracing::field::display(order_id.map(|id| id.to_string()).unwrap_or_default()),
@@ -110,17 +124,26 @@ pub async fn process_event(pool: &PgPool, stripe: &stripe::Client, event: &Webho
     Ok(outcome)
 }
 
+async fn already_processed(pool: &PgPool, event_id: &str) -> Result<bool, sqlx::Error> {
+    db::retry_idempotent(pool, || {
+        sqlx::query_scalar("select exists (select 1 from processed_webhook_events where event_id = $1)")
+            .bind(event_id)
+            .fetch_one(pool)
+    })
+    .await
+}
+
 async fn apply_event(
     conn: &mut PgConnection,
-    stripe: &stripe::Client,
     event: &WebhookEvent,
+    fetched: Option<FetchedForEvent>,
 ) -> Result<(Outcome, Option<Uuid>), AppError> {
     let action = match event.event_type.as_str() {
         "checkout.session.completed" => SessionAction::Complete,
         "checkout.session.async_payment_succeeded" => SessionAction::Fulfil,
         "checkout.session.async_payment_failed" => SessionAction::Fail,
         "checkout.session.expired" => SessionAction::Cancel,
-        _ => return lifecycle::apply_lifecycle_event(conn, stripe, event).await,
+        _ => return lifecycle::apply_lifecycle_event(conn, event, fetched).await,
     };
     let Some(session) = event.object_as::<CheckoutSessionObject>() else {
         return Ok((Outcome::MalformedObject, None));

@@ -1,6 +1,7 @@
 //! What happens to a purchase after checkout: a subscription renews, fails, changes or ends; a
 //! payment is refunded or disputed. `fulfillment::process_event` hands every event that is not a
-//! checkout session's here, inside the event's transaction.
+//! checkout session's here, inside the event's transaction. Nothing here calls Stripe: what a
+//! subscription event needs from it is fetched before the transaction opens.
 
 pub mod disputes;
 pub mod entitlement_state;
@@ -12,6 +13,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::{error::AppError, fulfillment::Outcome, stripe::event::WebhookEvent};
+use subscriptions::FetchedForEvent;
 
 /// Every event type the service acts on; the reconciler asks Stripe for exactly these.
 pub const HANDLED_EVENT_TYPES: &[&str] = &[
@@ -29,19 +31,31 @@ pub const HANDLED_EVENT_TYPES: &[&str] = &[
     "charge.dispute.closed",
 ];
 
+/// Applies an event inside its transaction. `fetched` is what a subscription event needed from
+/// Stripe (`subscriptions::fetch_for_event`, before the transaction); the others need nothing.
 pub async fn apply_lifecycle_event(
     conn: &mut PgConnection,
-    stripe: &stripe::Client,
     event: &WebhookEvent,
+    fetched: Option<FetchedForEvent>,
 ) -> Result<(Outcome, Option<Uuid>), AppError> {
+    if let Some(fetched) = fetched {
+        return subscriptions::apply_subscription_event(conn, event, fetched).await;
+    }
     match event.event_type.as_str() {
-        "customer.subscription.created"
-        | "customer.subscription.updated"
-        | "customer.subscription.deleted"
-        | "invoice.paid"
-        | "invoice.payment_failed" => subscriptions::apply_subscription_event(conn, stripe, event).await,
         "charge.refunded" => Ok(refunds::apply_charge_refunded(conn, event).await?),
         "charge.dispute.created" | "charge.dispute.closed" => Ok(disputes::apply_dispute_event(conn, event).await?),
         _ => Ok((Outcome::IgnoredType, None)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{HANDLED_EVENT_TYPES, subscriptions::SUBSCRIPTION_EVENT_TYPES};
+
+    #[test]
+    fn every_subscription_event_type_is_one_the_reconciler_asks_for() {
+        for event_type in SUBSCRIPTION_EVENT_TYPES {
+            assert!(HANDLED_EVENT_TYPES.contains(event_type), "{event_type}");
+        }
     }
 }

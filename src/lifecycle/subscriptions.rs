@@ -1,9 +1,12 @@
 //! Subscription events (`customer.subscription.*`, `invoice.paid`, `invoice.payment_failed`).
 //!
-//! An event's snapshot may be stale: Stripe does not deliver in order. So under a per-subscription
-//! lock we fetch the subscription as Stripe holds it now and apply that; whichever event comes
-//! last, the state written is the newest. The state is stored by subscription id even when its
-//! checkout has not completed yet, and the completion applies it then.
+//! An event's snapshot may be stale: Stripe does not deliver in order. So we fetch the subscription
+//! as Stripe holds it now and store that. The fetch happens before the event's transaction opens
+//! (`fetch_for_event`), so a slow Stripe holds no pooled connection and no lock: at the first of
+//! the month a burst of renewals would otherwise take the whole pool from checkouts and status
+//! polls. Answers fetched concurrently may then be stored in either order, so each stored state
+//! keeps when its answer arrived and only a later answer replaces it. The state is stored by
+//! subscription id even when its checkout has not completed yet, and the completion applies it then.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -23,62 +26,114 @@ use crate::{
     },
 };
 
-pub async fn apply_subscription_event(
-    conn: &mut PgConnection,
-    stripe: &stripe::Client,
-    event: &WebhookEvent,
-) -> Result<(Outcome, Option<Uuid>), AppError> {
+/// The events handled here: each needs Stripe's current state, fetched before its transaction.
+pub const SUBSCRIPTION_EVENT_TYPES: &[&str] = &[
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "invoice.paid",
+    "invoice.payment_failed",
+];
+
+/// What a subscription event needs from Stripe, fetched before its transaction.
+pub enum FetchedForEvent {
+    /// The event itself settles it (it names no subscription, or is malformed): nothing to fetch.
+    Settled(Outcome),
+    Fetched(Box<StripeSubscription>),
+}
+
+pub struct StripeSubscription {
+    subscription_id: String,
+    /// The subscription, or Stripe's 404 when it does not know it.
+    current: Result<SubscriptionObject, StripeError>,
+    /// When Stripe's answer arrived: of two answers for one subscription, the later one is kept.
+    answered_at: DateTime<Utc>,
+    /// An `invoice.paid` event's invoice, and the same invoice with its payments when the event
+    /// left them out (events never carry includable fields).
+    paid_invoice: Option<InvoiceObject>,
+    paid_invoice_payments: Option<InvoiceObject>,
+}
+
+pub async fn fetch_for_event(stripe: &stripe::Client, event: &WebhookEvent) -> Result<FetchedForEvent, AppError> {
     let (subscription_id, paid_invoice) = if event.event_type.starts_with("invoice.") {
         let Some(invoice) = event.object_as::<InvoiceObject>() else {
-            return Ok((Outcome::MalformedObject, None));
+            return Ok(FetchedForEvent::Settled(Outcome::MalformedObject));
         };
         let Some(subscription_id) = invoice.subscription_id().map(str::to_owned) else {
             // A one-off invoice: nothing we sold.
-            return Ok((Outcome::IgnoredType, None));
+            return Ok(FetchedForEvent::Settled(Outcome::IgnoredType));
         };
         let paid = (event.event_type == "invoice.paid").then_some(invoice);
         (subscription_id, paid)
     } else {
         match event.data.object.get("id").and_then(|id| id.as_str()) {
             Some(id) => (id.to_owned(), None),
-            None => return Ok((Outcome::MalformedObject, None)),
+            None => return Ok(FetchedForEvent::Settled(Outcome::MalformedObject)),
         }
     };
 
-    lock_subscription(conn, &subscription_id).await?;
     let current = match retrieve_subscription(stripe, &subscription_id).await {
+        Err(err) if !matches!(err, StripeError::Stripe(_, 404)) => {
+            return Err(AppError::PaymentProvider(ProviderError::Stripe(err)));
+        }
+        answer => answer,
+    };
+    let answered_at = Utc::now();
+    let paid_invoice_payments = match &paid_invoice {
+        Some(invoice) if current.is_ok() && invoice.payment_intent_ids().is_empty() => Some(
+            // Without them a refund of this payment would find no order.
+            retrieve_invoice_with_payments(stripe, &invoice.id)
+                .await
+                .map_err(|err| AppError::PaymentProvider(ProviderError::Stripe(err)))?,
+        ),
+        _ => None,
+    };
+    Ok(FetchedForEvent::Fetched(Box::new(StripeSubscription {
+        subscription_id,
+        current,
+        answered_at,
+        paid_invoice,
+        paid_invoice_payments,
+    })))
+}
+
+/// Applies what `fetch_for_event` brought, inside the event's transaction.
+pub async fn apply_subscription_event(
+    conn: &mut PgConnection,
+    event: &WebhookEvent,
+    fetched: FetchedForEvent,
+) -> Result<(Outcome, Option<Uuid>), AppError> {
+    let stripe_state = match fetched {
+        FetchedForEvent::Settled(outcome) => return Ok((outcome, None)),
+        FetchedForEvent::Fetched(stripe_state) => *stripe_state,
+    };
+    let subscription_id = stripe_state.subscription_id.as_str();
+    lock_subscription(conn, subscription_id).await?;
+    let current = match stripe_state.current {
         Ok(current) => current,
-        // Not ours (another account's, or a test object): retrying would never change the answer.
-        // But one we have on file means our key points at the wrong account: keep the event for
-        // Stripe's retry (and the reconciler) rather than consume it.
-        Err(err @ StripeError::Stripe(_, 404)) => {
-            if subscription_on_file(conn, &subscription_id).await? {
+        Err(not_found) => {
+            // Not ours (another account's, or a test object): retrying would never change the
+            // answer. But one we have on file means our key points at the wrong account: keep the
+            // event for Stripe's retry (and the reconciler) rather than consume it.
+            if subscription_on_file(conn, subscription_id).await? {
                 tracing::error!(
                     subscription_id,
                     "Stripe does not know a subscription we have on file; check STRIPE_SECRET_KEY"
                 );
-                return Err(AppError::PaymentProvider(ProviderError::Stripe(err)));
+                return Err(AppError::PaymentProvider(ProviderError::Stripe(not_found)));
             }
             tracing::warn!(subscription_id, "Stripe does not know the subscription an event names");
             return Ok((Outcome::NoMatchingOrder, None));
         }
-        Err(err) => return Err(AppError::PaymentProvider(ProviderError::Stripe(err))),
     };
 
     let mut period_end = current.current_period_end();
-    if let Some(invoice) = &paid_invoice {
+    if let Some(invoice) = &stripe_state.paid_invoice {
         period_end = period_end.max(invoice.period_end());
-        if invoice.payment_intent_ids().is_empty() {
-            // Events leave out `payments`; ask for it, or a refund of this payment finds no order.
-            let expanded = retrieve_invoice_with_payments(stripe, &invoice.id)
-                .await
-                .map_err(|err| AppError::PaymentProvider(ProviderError::Stripe(err)))?;
-            record_subscription_payments(conn, &expanded, &subscription_id, &event.id).await?;
-        } else {
-            record_subscription_payments(conn, invoice, &subscription_id, &event.id).await?;
-        }
+        let with_payments = stripe_state.paid_invoice_payments.as_ref().unwrap_or(invoice);
+        record_subscription_payments(conn, with_payments, subscription_id, &event.id).await?;
     }
-    let order_id = store_subscription_state(conn, &current, period_end, &event.id).await?;
+    let order_id = store_subscription_state(conn, &current, period_end, stripe_state.answered_at, &event.id).await?;
 
     let Some(order_id) = order_id else {
         tracing::warn!(subscription_id, "subscription names no order of ours");
@@ -122,6 +177,7 @@ async fn store_subscription_state(
     conn: &mut PgConnection,
     subscription: &SubscriptionObject,
     period_end: Option<i64>,
+    answered_at: DateTime<Utc>,
     event_id: &str,
 ) -> Result<Option<Uuid>, sqlx::Error> {
     let period_end = period_end.and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0));
@@ -129,19 +185,24 @@ async fn store_subscription_state(
         .metadata_value("order_id")
         .and_then(|id| Uuid::parse_str(id).ok());
     sqlx::query_scalar(
+        // `newer`: no answer on file arrived after this one (null for rows from before the column).
         "insert into subscriptions as s
              (stripe_subscription_id, order_id, user_id, plan_id, status, current_period_end,
-              cancel_at_period_end, stripe_event_id)
+              cancel_at_period_end, stripe_event_id, stripe_answered_at)
          values ($1, coalesce($2, (select id from orders where stripe_subscription_id = $1 limit 1)),
-                 $3, $4, $5, $6, $7, $8)
+                 $3, $4, $5, $6, $7, $8, $9)
          on conflict (stripe_subscription_id) do update set
              order_id = coalesce(s.order_id, excluded.order_id),
              user_id = coalesce(s.user_id, excluded.user_id),
              plan_id = coalesce(s.plan_id, excluded.plan_id),
-             status = excluded.status,
+             status = case when s.stripe_answered_at > excluded.stripe_answered_at
+                           then s.status else excluded.status end,
              current_period_end = greatest(s.current_period_end, excluded.current_period_end),
-             cancel_at_period_end = excluded.cancel_at_period_end,
-             stripe_event_id = excluded.stripe_event_id,
+             cancel_at_period_end = case when s.stripe_answered_at > excluded.stripe_answered_at
+                                         then s.cancel_at_period_end else excluded.cancel_at_period_end end,
+             stripe_event_id = case when s.stripe_answered_at > excluded.stripe_answered_at
+                                    then s.stripe_event_id else excluded.stripe_event_id end,
+             stripe_answered_at = greatest(s.stripe_answered_at, excluded.stripe_answered_at),
              updated_at = now()
          returning order_id",
     )
@@ -153,6 +214,7 @@ async fn store_subscription_state(
     .bind(period_end)
     .bind(subscription.cancel_at_period_end)
     .bind(event_id)
+    .bind(answered_at)
     .fetch_one(conn)
     .await
 }

@@ -262,3 +262,84 @@ async fn given_a_subscriptions_events_delivered_all_at_once_repeatedly_then_no_d
     .unwrap();
     assert_eq!(unattributed, 0, "every change names its event");
 }
+
+#[tokio::test]
+async fn given_a_newer_answer_from_stripe_on_file_then_an_event_fetched_earlier_does_not_overwrite_it() {
+    let app = TestApp::spawn().await;
+    let purchase = app.fulfilled_purchase("alice", "pro_monthly").await;
+    let subscription_id = purchase.subscription_id();
+    // As if another event's fetch, answered after this one's, had stored "canceled" first.
+    sqlx::query(
+        "update subscriptions set status = 'canceled', stripe_answered_at = now() + interval '1 hour'
+         where stripe_subscription_id = $1",
+    )
+    .bind(&subscription_id)
+    .execute(&app.db)
+    .await
+    .unwrap();
+
+    let update = app
+        .emulator
+        .update_subscription(&subscription_id, "active", true)
+        .unwrap();
+    app.deliver_all(&[update]).await;
+
+    let (status, cancel_at_period_end): (String, bool) =
+        sqlx::query_as("select status, cancel_at_period_end from subscriptions where stripe_subscription_id = $1")
+            .bind(&subscription_id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), cancel_at_period_end), ("canceled", false));
+    assert_eq!(app.entitlement("alice").await["status"], "revoked");
+}
+
+/// Stripe is asked before the event's transaction opens, so a slow Stripe holds no pooled
+/// connection: more subscription events than the pool has connections, each waiting seconds for
+/// Stripe, leave the database free for everyone else meanwhile.
+#[tokio::test]
+async fn given_stripe_answers_slowly_when_many_subscription_events_arrive_then_other_requests_are_answered_meanwhile() {
+    let app = TestApp::spawn().await;
+    let purchase = app.fulfilled_purchase("alice", "pro_monthly").await;
+    let subscription_id = purchase.subscription_id();
+    let events: Vec<_> = (0..16)
+        .map(|i| {
+            app.emulator
+                .update_subscription(&subscription_id, "active", i % 2 == 0)
+                .unwrap()
+        })
+        .collect();
+    assert!(events.len() > app.config.database_max_connections as usize);
+    app.emulator.set_api_latency(Some(std::time::Duration::from_secs(3)));
+
+    let started = std::time::Instant::now();
+    let deliveries = futures::future::join_all(events.iter().map(|event| async {
+        let answer = app.deliver(event).await;
+        (answer, started.elapsed())
+    }));
+    let status_poll = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let request = serde_json::json!({ "orderId": purchase.order_id });
+        let answer = app
+            .post_json("/order-status", Some(&crate::helpers::token_for("alice")), &request)
+            .await;
+        (answer, started.elapsed())
+    };
+    let (delivered, ((status, body), polled_after)) = tokio::join!(deliveries, status_poll);
+
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    assert!(
+        delivered
+            .iter()
+            .all(|((status, _), _)| *status == reqwest::StatusCode::OK),
+        "{delivered:?}"
+    );
+    let first_delivery_answered = delivered.iter().map(|(_, at)| *at).min().unwrap();
+    assert!(
+        polled_after < first_delivery_answered,
+        "the status poll waited for the webhooks: answered after {polled_after:?}, the first webhook after {first_delivery_answered:?}"
+    );
+    // The last update Stripe holds is the one stored, whichever answer was stored last.
+    let entitlement = app.entitlement("alice").await;
+    assert_eq!(entitlement["cancelAtPeriodEnd"], false);
+}
