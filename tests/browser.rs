@@ -175,13 +175,15 @@ async fn a_buyer_pays_is_declined_and_cancels_in_a_real_browser() {
         .click()
         .await
         .unwrap();
-    let signed_in = browser
+    // The element is in the page from the start, hidden and empty: wait for what sign-in puts there.
+    browser
         .wait()
         .at_most(WAIT)
-        .for_element(Locator::Id("signed-in-as"))
+        .for_element(Locator::XPath(
+            "//strong[@id='signed-in-as' and text()='browser-buyer']",
+        ))
         .await
         .unwrap();
-    assert_eq!(signed_in.text().await.unwrap(), "browser-buyer");
 
     buy_credits(&browser, &shop).await;
     assert!(
