@@ -1,6 +1,7 @@
 //! The load benchmark: `cargo run --release --example loadtest` (see docs/performance.md).
 //!
-//! Starts the service in this process against a fresh database and the Stripe emulator, opens N
+//! Starts the service in its own process (this executable again; `SERVICE_PROCESS=same` keeps it in
+//! this one) against a fresh database and the Stripe emulator, opens N
 //! orders through the API, delivers every order's signed `checkout.session.completed` twice from C
 //! concurrent senders, checks that each order granted exactly 100 credits, polls order status from
 //! P concurrent clients for T seconds, then measures the same SQL directly against Postgres (the
@@ -238,7 +239,7 @@ fn print_report(settings: &Settings, service: &service::Service, runs: [&Run; 4]
     let whose = match service.process {
         service::ServiceProcess::ThisOne => {
             "One process holds the service, the load generator and the Stripe emulator with every \
-             session, so this bounds the service from above (SERVICE_PROCESS=separate measures it alone)."
+             session, so this bounds the service from above (without SERVICE_PROCESS=same it is measured alone)."
         }
         service::ServiceProcess::Child(_) => "The service ran in its own process: this is the service alone.",
     };

@@ -30,8 +30,8 @@ pub struct Service {
     pub process: ServiceProcess,
 }
 
-/// Where the service runs: in this process (the default), or, with `SERVICE_PROCESS=separate`, in
-/// a child process (this same executable), so its memory can be read on its own.
+/// Where the service runs: in a child process (this same executable, the default), so its memory
+/// is read on its own, or, with `SERVICE_PROCESS=same`, in this process beside the load generator.
 pub enum ServiceProcess {
     ThisOne,
     Child(Child),
@@ -73,13 +73,13 @@ pub async fn start() -> Service {
 
     let config = config(&database_url, &emulator_base);
     let pool_size = config.database_max_connections;
-    let (port, process) = if std::env::var("SERVICE_PROCESS").is_ok_and(|v| v == "separate") {
-        spawn_child(&database_url, &emulator_base)
-    } else {
+    let (port, process) = if std::env::var("SERVICE_PROCESS").is_ok_and(|v| v == "same") {
         let app = Application::build(config).await.expect("the application starts");
         let port = app.port();
         tokio::spawn(app.run_until_stopped());
         (port, ServiceProcess::ThisOne)
+    } else {
+        spawn_child(&database_url, &emulator_base)
     };
 
     // Two connections leave Postgres's max_connections to the service and the ceilings.
