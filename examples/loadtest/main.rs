@@ -38,7 +38,10 @@ fn setting(name: &str, default: u64) -> u64 {
             .parse()
             .ok()
             .filter(|n| *n > 0)
-            .unwrap_or_else(|| panic!("{name} must be a positive whole number, not {value:?}")),
+            .unwrap_or_else(|| {
+                eprintln!("loadtest: {name} must be a positive whole number, not {value:?}");
+                std::process::exit(2)
+            }),
     }
 }
 
