@@ -408,7 +408,11 @@ async fn grant_entitlement_once(
 }
 
 /// `failed` and `canceled` only replace `pending`: a late `expired` never takes `paid` back.
-async fn move_pending_order(conn: &mut PgConnection, order_id: Uuid, to: OrderStatus) -> Result<Outcome, sqlx::Error> {
+pub async fn move_pending_order(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    to: OrderStatus,
+) -> Result<Outcome, sqlx::Error> {
     // Notifies only when a row moved, like the update to `paid` above.
     let moved = sqlx::query(
         "update orders set status = $2, updated_at = now() where id = $1 and status = 'pending'

@@ -19,3 +19,4 @@ pub mod routes;
 pub mod startup;
 pub mod stripe;
 pub mod stripe_emulator;
+pub mod subscription_checkout;

@@ -13,6 +13,7 @@ use crate::{
     error::AppError,
     extract::AppJson,
     stripe::{CheckoutRequest, create_checkout_session},
+    subscription_checkout::{checkout_in_progress, close_open_checkout, is_open_checkout_conflict},
 };
 
 /// Only the plan is read: amounts, prices or currencies a client sends are ignored.
@@ -53,9 +54,13 @@ pub async fn create_checkout(
             message: "You already hold this plan's entitlement through an active subscription.",
         });
     }
-    let order_id = insert_pending_order(&mut conn, &user, &plan).await?;
-    // Not held across the call to Stripe, which may take seconds.
+    let inserted = insert_pending_order(&mut conn, &user, &plan).await;
+    // Not held across the calls to Stripe, which may take seconds.
     drop(conn);
+    let order_id = match inserted {
+        Err(err) if is_open_checkout_conflict(&err) => reopen_subscription_checkout(&state, &user, &plan).await?,
+        inserted => inserted?,
+    };
 
     let checkout = CheckoutRequest {
         order_id,
@@ -105,20 +110,43 @@ async fn holds_live_subscription(
     .await
 }
 
+/// The user already has an open checkout for this subscription (see `subscription_checkout`):
+/// it is closed at Stripe, and the order is written again.
+async fn reopen_subscription_checkout(state: &AppState, user: &AuthUser, plan: &Plan) -> Result<Uuid, AppError> {
+    let entitlement = plan.entitlement.as_deref().unwrap_or_default();
+    close_open_checkout(&state.db, &state.stripe, &user.user_id, entitlement).await?;
+    let mut conn = state.db.acquire().await?;
+    insert_pending_order(&mut conn, user, plan).await.map_err(|err| {
+        // Yet another checkout for it took the place first.
+        if is_open_checkout_conflict(&err) {
+            checkout_in_progress()
+        } else {
+            err.into()
+        }
+    })
+}
+
 async fn insert_pending_order(
     conn: &mut sqlx::PgConnection,
     user: &AuthUser,
     plan: &Plan,
 ) -> Result<Uuid, sqlx::Error> {
     let order_id = Uuid::new_v4();
+    // Named only for subscriptions: one open checkout per user and entitlement.
+    let subscription_entitlement = match plan.kind {
+        PlanKind::Subscription => plan.entitlement.as_deref(),
+        PlanKind::OneTime => None,
+    };
     sqlx::query(
-        "insert into orders (id, user_id, plan_id, status, amount, currency) values ($1, $2, $3, 'pending', $4, $5)",
+        "insert into orders (id, user_id, plan_id, status, amount, currency, subscription_entitlement)
+         values ($1, $2, $3, 'pending', $4, $5, $6)",
     )
     .bind(order_id)
     .bind(&user.user_id)
     .bind(&plan.id)
     .bind(plan.amount)
     .bind(&plan.currency)
+    .bind(subscription_entitlement)
     .execute(conn)
     .await?;
     Ok(order_id)

@@ -36,6 +36,8 @@ pub struct CheckoutSessionObject {
     pub client_reference_id: Option<String>,
     #[serde(default)]
     pub metadata: Option<HashMap<String, String>>,
+    /// `open`, `complete` or `expired`.
+    pub status: Option<String>,
     pub payment_status: Option<String>,
     pub amount_total: Option<i64>,
     pub currency: Option<String>,

@@ -238,13 +238,7 @@ async fn a_second_subscription_to_an_entitlement_already_held_is_refused() {
     let purchase = app.fulfilled_purchase("alice", "pro_monthly").await;
     assert_eq!(app.order_status("alice", purchase.order_id).await["status"], "paid");
 
-    let (status, body) = app
-        .post_json(
-            "/checkout-session",
-            Some(&token_for("alice")),
-            &json!({ "planId": "pro_monthly" }),
-        )
-        .await;
+    let (status, body) = app.try_checkout("alice", "pro_monthly").await;
     assert_eq!(
         (status, error_code(&body)),
         (StatusCode::CONFLICT, "already_subscribed")

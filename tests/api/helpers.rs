@@ -176,14 +176,18 @@ impl TestApp {
     }
 
     /// Starts a checkout as `user` would and returns (order id, Stripe session id).
+    /// `POST /checkout-session` as `user` for `plan_id`, whatever the answer.
+    pub async fn try_checkout(&self, user: &str, plan_id: &str) -> (StatusCode, Value) {
+        self.post_json(
+            "/checkout-session",
+            Some(&token_for(user)),
+            &json!({ "planId": plan_id }),
+        )
+        .await
+    }
+
     pub async fn checkout(&self, user: &str, plan_id: &str) -> (Uuid, String) {
-        let (status, body) = self
-            .post_json(
-                "/checkout-session",
-                Some(&token_for(user)),
-                &json!({ "planId": plan_id }),
-            )
-            .await;
+        let (status, body) = self.try_checkout(user, plan_id).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let order_id = Uuid::parse_str(body["orderId"].as_str().unwrap()).unwrap();
         let session_id = body["checkoutUrl"]

@@ -13,5 +13,6 @@ mod reconciliation;
 mod refunds_and_disputes;
 mod resilience;
 mod signatures;
+mod subscription_checkouts;
 mod subscriptions;
 mod webhook_fulfillment;

@@ -1,0 +1,102 @@
+//! At most one open checkout per user and subscription entitlement. Two open at once (a second tab,
+//! a page left open while starting over) could both be paid, billing the buyer twice for one
+//! entitlement. A unique index on pending subscription orders catches the second; the checkout
+//! then closes the first at Stripe and tries again. The first tab's page stops accepting payment,
+//! which is what starting over means.
+
+use sqlx::PgPool;
+use stripe::StripeError;
+use uuid::Uuid;
+
+use crate::{
+    db,
+    error::AppError,
+    fulfillment::move_pending_order,
+    orders::OrderStatus,
+    stripe::{ProviderError, expire_checkout_session, retrieve::retrieve_checkout_session},
+};
+
+/// The index behind the rule (migrations/20261124000003_one_open_subscription_checkout.sql).
+const ONE_OPEN_CHECKOUT_INDEX: &str = "orders_one_open_subscription_checkout";
+/// An open checkout without a session this old lost its request before Stripe answered.
+const SESSIONLESS_CHECKOUT_GIVE_UP_SECS: f64 = 60.0;
+
+/// Whether inserting an order failed because the user already has an open checkout for it.
+pub fn is_open_checkout_conflict(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db_err) if db_err.constraint() == Some(ONE_OPEN_CHECKOUT_INDEX))
+}
+
+pub fn checkout_in_progress() -> AppError {
+    AppError::Conflict {
+        code: "checkout_in_progress",
+        message: "Another checkout for this subscription is being opened; try again in a moment.",
+    }
+}
+
+/// Closes the user's open checkout for `entitlement` so a new one can be opened. Holds no
+/// database connection while Stripe answers.
+pub async fn close_open_checkout(
+    db: &PgPool,
+    stripe: &stripe::Client,
+    user_id: &str,
+    entitlement: &str,
+) -> Result<(), AppError> {
+    let open: Option<(Uuid, Option<String>, bool)> = db::retry_idempotent(db, || {
+        sqlx::query_as(
+            "select id, stripe_checkout_session_id, created_at < now() - make_interval(secs => $3)
+             from orders
+             where user_id = $1 and subscription_entitlement = $2 and status = 'pending'",
+        )
+        .bind(user_id)
+        .bind(entitlement)
+        .bind(SESSIONLESS_CHECKOUT_GIVE_UP_SECS)
+        .fetch_optional(db)
+    })
+    .await?;
+    let Some((order_id, session_id, old)) = open else {
+        // It was paid, canceled or closed meanwhile.
+        return Ok(());
+    };
+    let Some(session_id) = session_id else {
+        if !old {
+            // Its request is asking Stripe for a session right now.
+            return Err(checkout_in_progress());
+        }
+        end_order(db, order_id, OrderStatus::Failed).await?;
+        return Ok(());
+    };
+
+    match expire_checkout_session(stripe, &session_id).await {
+        Ok(()) => {}
+        // Stripe only expires open sessions: this one was completed, expired, or is unknown.
+        Err(ProviderError::Stripe(StripeError::Stripe(_, 400 | 404))) => {
+            if session_was_completed(stripe, &session_id).await? {
+                tracing::info!(%order_id, "a new subscription checkout refused: the open one was just completed");
+                return Err(AppError::Conflict {
+                    code: "already_subscribed",
+                    message: "Your other checkout for this subscription was just completed.",
+                });
+            }
+        }
+        Err(err) => return Err(AppError::PaymentProvider(err)),
+    }
+    // Canceled here rather than when `checkout.session.expired` arrives, so the new order fits
+    // now; the event then finds nothing to change. Waiting return pages hear of it.
+    end_order(db, order_id, OrderStatus::Canceled).await?;
+    tracing::info!(%order_id, session_id, "open subscription checkout closed for a new one");
+    Ok(())
+}
+
+async fn session_was_completed(stripe: &stripe::Client, session_id: &str) -> Result<bool, AppError> {
+    match retrieve_checkout_session(stripe, session_id).await {
+        Ok(session) => Ok(session.status.as_deref() == Some("complete")),
+        Err(StripeError::Stripe(_, 404)) => Ok(false),
+        Err(err) => Err(AppError::PaymentProvider(ProviderError::Stripe(err))),
+    }
+}
+
+async fn end_order(db: &PgPool, order_id: Uuid, to: OrderStatus) -> Result<(), sqlx::Error> {
+    let mut conn = db.acquire().await?;
+    move_pending_order(&mut conn, order_id, to).await?;
+    Ok(())
+}
