@@ -310,7 +310,7 @@ async fn given_stripe_answers_slowly_when_many_subscription_events_arrive_then_o
         })
         .collect();
     assert!(events.len() > app.config.database_max_connections as usize);
-    app.emulator.set_api_latency(Some(std::time::Duration::from_secs(3)));
+    app.emulator.set_api_latency(Some(std::time::Duration::from_secs(5)));
 
     let started = std::time::Instant::now();
     let deliveries = futures::future::join_all(events.iter().map(|event| async {
