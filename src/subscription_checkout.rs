@@ -95,8 +95,12 @@ async fn session_was_completed(stripe: &stripe::Client, session_id: &str) -> Res
     }
 }
 
+/// Safe to send twice: it only moves an order that is still pending.
 async fn end_order(db: &PgPool, order_id: Uuid, to: OrderStatus) -> Result<(), sqlx::Error> {
-    let mut conn = db.acquire().await?;
-    move_pending_order(&mut conn, order_id, to).await?;
+    db::retry_idempotent(db, || async {
+        let mut conn = db.acquire().await?;
+        move_pending_order(&mut conn, order_id, to).await
+    })
+    .await?;
     Ok(())
 }
