@@ -407,12 +407,19 @@ async fn grant_entitlement_once(
     Ok(())
 }
 
+/// Ends a pending order outside any event (Stripe refused the checkout, or a newer checkout
+/// replaced it), on a pooled connection; retried on a dead one, as moving it twice is harmless.
+pub async fn end_pending_order(pool: &PgPool, order_id: Uuid, to: OrderStatus) -> Result<(), sqlx::Error> {
+    db::retry_idempotent(pool, || async {
+        let mut conn = pool.acquire().await?;
+        move_pending_order(&mut conn, order_id, to).await
+    })
+    .await?;
+    Ok(())
+}
+
 /// `failed` and `canceled` only replace `pending`: a late `expired` never takes `paid` back.
-pub async fn move_pending_order(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-    to: OrderStatus,
-) -> Result<Outcome, sqlx::Error> {
+async fn move_pending_order(conn: &mut PgConnection, order_id: Uuid, to: OrderStatus) -> Result<Outcome, sqlx::Error> {
     // Notifies only when a row moved, like the update to `paid` above.
     let moved = sqlx::query(
         "update orders set status = $2, updated_at = now() where id = $1 and status = 'pending'

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::{
     db,
     error::AppError,
-    fulfillment::move_pending_order,
+    fulfillment::end_pending_order,
     orders::OrderStatus,
     stripe::{ProviderError, expire_checkout_session, retrieve::retrieve_checkout_session},
 };
@@ -62,7 +62,7 @@ pub async fn close_open_checkout(
             // Its request is asking Stripe for a session right now.
             return Err(checkout_in_progress());
         }
-        end_order(db, order_id, OrderStatus::Failed).await?;
+        end_pending_order(db, order_id, OrderStatus::Failed).await?;
         return Ok(());
     };
 
@@ -82,7 +82,7 @@ pub async fn close_open_checkout(
     }
     // Canceled here rather than when `checkout.session.expired` arrives, so the new order fits
     // now; the event then finds nothing to change. Waiting return pages hear of it.
-    end_order(db, order_id, OrderStatus::Canceled).await?;
+    end_pending_order(db, order_id, OrderStatus::Canceled).await?;
     tracing::info!(%order_id, session_id, "open subscription checkout closed for a new one");
     Ok(())
 }
@@ -93,14 +93,4 @@ async fn session_was_completed(stripe: &stripe::Client, session_id: &str) -> Res
         Err(StripeError::Stripe(_, 404)) => Ok(false),
         Err(err) => Err(AppError::PaymentProvider(ProviderError::Stripe(err))),
     }
-}
-
-/// Safe to send twice: it only moves an order that is still pending.
-async fn end_order(db: &PgPool, order_id: Uuid, to: OrderStatus) -> Result<(), sqlx::Error> {
-    db::retry_idempotent(db, || async {
-        let mut conn = db.acquire().await?;
-        move_pending_order(&mut conn, order_id, to).await
-    })
-    .await?;
-    Ok(())
 }

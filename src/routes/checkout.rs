@@ -12,6 +12,8 @@ use crate::{
     db,
     error::AppError,
     extract::AppJson,
+    fulfillment::end_pending_order,
+    orders::OrderStatus,
     stripe::{CheckoutRequest, create_checkout_session},
     subscription_checkout::{checkout_in_progress, close_open_checkout, is_open_checkout_conflict},
 };
@@ -71,7 +73,7 @@ pub async fn create_checkout(
     let session = match create_checkout_session(&state.stripe, checkout).await {
         Ok(session) => session,
         Err(err) => {
-            mark_order_failed(&state, order_id).await?;
+            end_pending_order(&state.db, order_id, OrderStatus::Failed).await?;
             return Err(AppError::PaymentProvider(err));
         }
     };
@@ -150,14 +152,4 @@ async fn insert_pending_order(
     .execute(conn)
     .await?;
     Ok(order_id)
-}
-
-async fn mark_order_failed(state: &AppState, order_id: Uuid) -> Result<(), sqlx::Error> {
-    db::retry_idempotent(&state.db, || {
-        sqlx::query("update orders set status = 'failed', updated_at = now() where id = $1 and status = 'pending'")
-            .bind(order_id)
-            .execute(&state.db)
-    })
-    .await?;
-    Ok(())
 }
