@@ -96,11 +96,7 @@ async fn unknown_and_inactive_plans_are_404_and_create_no_order() {
         assert_eq!(status, StatusCode::NOT_FOUND, "{plan}: {body}");
         assert_eq!(error_code(&body), "plan_not_found");
     }
-    let orders: i64 = sqlx::query_scalar("select count(*) from orders")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
-    assert_eq!(orders, 0);
+    assert_eq!(app.order_count().await, 0);
     assert!(app.emulator.requests().is_empty());
 }
 
@@ -177,11 +173,7 @@ async fn bad_request_bodies_get_a_clear_400_and_change_nothing() {
         assert_eq!(error_code(&reply), "invalid_body");
     }
 
-    let orders: i64 = sqlx::query_scalar("select count(*) from orders")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
-    assert_eq!(orders, 0);
+    assert_eq!(app.order_count().await, 0);
 }
 
 #[tokio::test]
@@ -263,11 +255,7 @@ async fn input_postgres_cannot_store_is_a_400_not_a_500() {
             "{path}"
         );
     }
-    let orders: i64 = sqlx::query_scalar("select count(*) from orders")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
-    assert_eq!(orders, 0);
+    assert_eq!(app.order_count().await, 0);
 }
 
 #[tokio::test]

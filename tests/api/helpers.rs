@@ -215,6 +215,14 @@ impl TestApp {
         body
     }
 
+    /// Orders of every user, whatever their status.
+    pub async fn order_count(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from orders")
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+
     pub async fn credits(&self, user: &str) -> i64 {
         let (status, body) = self.get("/entitlements", Some(&token_for(user))).await;
         assert_eq!(status, StatusCode::OK, "{body}");

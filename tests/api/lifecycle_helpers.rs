@@ -56,6 +56,13 @@ impl TestApp {
         outcomes
     }
 
+    /// The charge behind a one-time purchase, as refunds and disputes name it.
+    pub fn charge_of(&self, purchase: &Purchase) -> String {
+        self.emulator
+            .charge_for_payment_intent(&purchase.payment_intent_id())
+            .unwrap()
+    }
+
     pub async fn holdings(&self, user: &str) -> Value {
         let (status, body) = self.get("/entitlements", Some(&token_for(user))).await;
         assert_eq!(status, StatusCode::OK, "{body}");

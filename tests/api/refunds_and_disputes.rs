@@ -9,10 +9,7 @@ async fn given_paid_credits_when_fully_refunded_then_they_are_clawed_back_once_a
     let app = TestApp::spawn().await;
     let purchase = app.fulfilled_purchase("alice", "credits_100").await;
     assert_eq!(app.credits("alice").await, 100);
-    let charge = app
-        .emulator
-        .charge_for_payment_intent(&purchase.payment_intent_id())
-        .unwrap();
+    let charge = app.charge_of(&purchase);
 
     let refund = app.emulator.refund_charge(&charge, None).unwrap();
     assert_eq!(
@@ -33,10 +30,7 @@ async fn given_paid_credits_when_fully_refunded_then_they_are_clawed_back_once_a
 async fn given_paid_credits_when_partly_refunded_then_the_share_rounded_down_is_clawed_back() {
     let app = TestApp::spawn().await;
     let purchase = app.fulfilled_purchase("alice", "credits_100").await;
-    let charge = app
-        .emulator
-        .charge_for_payment_intent(&purchase.payment_intent_id())
-        .unwrap();
+    let charge = app.charge_of(&purchase);
 
     // 333 of 500 cents: 66.6 credits, so 66 go back.
     let first = app.emulator.refund_charge(&charge, Some(333)).unwrap();
@@ -99,10 +93,7 @@ async fn given_a_subscription_when_its_charge_is_refunded_then_full_revokes_and_
 async fn given_a_dispute_on_credits_when_lost_then_they_stay_clawed_back_and_the_order_is_refunded() {
     let app = TestApp::spawn().await;
     let purchase = app.fulfilled_purchase("alice", "credits_100").await;
-    let charge = app
-        .emulator
-        .charge_for_payment_intent(&purchase.payment_intent_id())
-        .unwrap();
+    let charge = app.charge_of(&purchase);
 
     let (dispute_id, opened) = app.emulator.open_dispute(&charge).unwrap();
     assert_eq!(
@@ -122,10 +113,7 @@ async fn given_a_dispute_on_credits_when_lost_then_they_stay_clawed_back_and_the
 async fn given_a_dispute_on_credits_when_won_then_they_are_restored_and_the_order_is_paid_again() {
     let app = TestApp::spawn().await;
     let purchase = app.fulfilled_purchase("alice", "credits_100").await;
-    let charge = app
-        .emulator
-        .charge_for_payment_intent(&purchase.payment_intent_id())
-        .unwrap();
+    let charge = app.charge_of(&purchase);
 
     let (dispute_id, opened) = app.emulator.open_dispute(&charge).unwrap();
     app.deliver_all(&[opened]).await;
@@ -175,10 +163,7 @@ async fn given_a_dispute_on_a_subscription_then_access_is_suspended_until_won_or
 async fn given_a_dispute_closed_before_its_created_arrives_then_nothing_stays_suspended() {
     let app = TestApp::spawn().await;
     let purchase = app.fulfilled_purchase("alice", "credits_100").await;
-    let charge = app
-        .emulator
-        .charge_for_payment_intent(&purchase.payment_intent_id())
-        .unwrap();
+    let charge = app.charge_of(&purchase);
     let (dispute_id, opened) = app.emulator.open_dispute(&charge).unwrap();
     let closed = app.emulator.close_dispute(&dispute_id, true).unwrap();
 
@@ -235,10 +220,7 @@ async fn given_refund_dispute_and_subscription_events_racing_then_none_fails_and
 async fn given_a_lost_dispute_whose_created_never_arrived_then_the_credits_are_still_taken_back_once() {
     let app = TestApp::spawn().await;
     let purchase = app.fulfilled_purchase("alice", "credits_100").await;
-    let charge = app
-        .emulator
-        .charge_for_payment_intent(&purchase.payment_intent_id())
-        .unwrap();
+    let charge = app.charge_of(&purchase);
     let (dispute_id, opened) = app.emulator.open_dispute(&charge).unwrap();
     let lost = app.emulator.close_dispute(&dispute_id, false).unwrap();
 
@@ -257,10 +239,7 @@ async fn given_a_lost_dispute_after_a_partial_refund_when_the_rest_is_refunded_t
 {
     let app = TestApp::spawn().await;
     let purchase = app.fulfilled_purchase("alice", "credits_100").await;
-    let charge = app
-        .emulator
-        .charge_for_payment_intent(&purchase.payment_intent_id())
-        .unwrap();
+    let charge = app.charge_of(&purchase);
 
     let half = app.emulator.refund_charge(&charge, Some(250)).unwrap();
     app.deliver_all(&[half]).await;
