@@ -19,7 +19,8 @@ use crate::{
 pub const USAGE: &str = "usage: entitle [serve]
        entitle reconcile --since <age, e.g. 90m, 72h, 7d>
        entitle replay <stripe event id>
-       entitle order <order id>";
+       entitle order <order id>
+       entitle review";
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
@@ -30,9 +31,17 @@ pub enum Command {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum OperatorCommand {
-    Reconcile { since: Duration },
-    Replay { event_id: String },
-    Order { order_id: Uuid },
+    Reconcile {
+        since: Duration,
+    },
+    Replay {
+        event_id: String,
+    },
+    Order {
+        order_id: Uuid,
+    },
+    /// Orders whose payment did not match them, waiting for a person.
+    Review,
 }
 
 pub fn parse_command(args: &[String]) -> Result<Command, String> {
@@ -44,6 +53,7 @@ pub fn parse_command(args: &[String]) -> Result<Command, String> {
         ["replay", event_id] if event_id.starts_with("evt_") => Ok(OperatorCommand::Replay {
             event_id: (*event_id).to_owned(),
         }),
+        ["review"] => Ok(OperatorCommand::Review),
         ["order", id] => Uuid::parse_str(id)
             .map(|order_id| OperatorCommand::Order { order_id })
             .map_err(|_| format!("`{id}` is not an order id (a UUID)")),
@@ -117,7 +127,46 @@ pub async fn run_operator_command(config: Config, command: OperatorCommand) -> R
             ))
         }
         OperatorCommand::Order { order_id } => describe_order(&db, order_id).await,
+        OperatorCommand::Review => orders_under_review(&db).await,
     }
+}
+
+/// Every order whose payment did not match it: nothing was granted, and someone must refund the
+/// payment at Stripe or grant by hand.
+async fn orders_under_review(db: &sqlx::PgPool) -> Result<String, CommandError> {
+    #[derive(sqlx::FromRow)]
+    struct UnderReview {
+        id: Uuid,
+        user_id: String,
+        plan_id: String,
+        updated_at: DateTime<Utc>,
+        review_reason: Option<String>,
+    }
+    let rows: Vec<UnderReview> = sqlx::query_as(
+        "select id, user_id, plan_id, updated_at, review_reason from orders
+         where status = 'under_review' order by created_at",
+    )
+    .fetch_all(db)
+    .await?;
+    if rows.is_empty() {
+        return Ok("no order is under review\n".to_owned());
+    }
+    let mut out = format!(
+        "{} order(s) under review: the payment did not match; refund it at Stripe or grant by hand\n",
+        rows.len()
+    );
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "  {}  user {}, plan {}, since {}: {}",
+            row.id,
+            row.user_id,
+            row.plan_id,
+            row.updated_at,
+            row.review_reason.as_deref().unwrap_or("no reason recorded")
+        );
+    }
+    Ok(out)
 }
 
 /// The order, each event applied to it with what that event changed, then changes made by other
@@ -222,6 +271,7 @@ mod tests {
                 event_id: "evt_123".into()
             }))
         );
+        assert_eq!(parse("review"), Ok(Command::Operator(OperatorCommand::Review)));
         let id = Uuid::new_v4();
         assert_eq!(
             parse(&format!("order {id}")),

@@ -18,6 +18,9 @@ use crate::{
     error::AppError,
     lifecycle::{
         self,
+        entitlement_state::refresh_entitlement,
+        payment_owner::LockedPaidOrder,
+        reversals::{Cause, settle_if_reversed, settle_order},
         subscriptions::{self, FetchedForEvent},
     },
     orders::OrderStatus,
@@ -46,6 +49,10 @@ pub enum Outcome {
     Disputed,
     DisputeWon,
     DisputeLost,
+    /// A refund or dispute recorded before the payment it reverses: it applies at fulfilment.
+    AwaitingOrder,
+    /// A refund failed or was canceled: what it took is given back.
+    RefundReversed,
 }
 
 impl Outcome {
@@ -70,6 +77,8 @@ impl Outcome {
             Self::Disputed => "disputed",
             Self::DisputeWon => "dispute_won",
             Self::DisputeLost => "dispute_lost",
+            Self::AwaitingOrder => "awaiting_order",
+            Self::RefundReversed => "refund_reversed",
         }
     }
 }
@@ -188,14 +197,16 @@ pub enum SessionAction {
     Cancel,
 }
 
+#[derive(sqlx::FromRow)]
 struct LockedOrder {
     id: Uuid,
     user_id: String,
     status: OrderStatus,
     amount: i64,
     currency: String,
+    #[sqlx(rename = "stripe_checkout_session_id")]
     session_id: Option<String>,
-    /// What the order's plan grants, read with the lock (one round trip fewer).
+    /// What the order grants, fixed when it was placed.
     credits: i64,
     entitlement: Option<String>,
 }
@@ -209,58 +220,33 @@ async fn lock_order_for_session(
     conn: &mut PgConnection,
     session: &CheckoutSessionObject,
 ) -> Result<Option<LockedOrder>, sqlx::Error> {
-    type Row = (
-        Uuid,
-        String,
-        OrderStatus,
-        i64,
-        String,
-        Option<String>,
-        i64,
-        Option<String>,
-    );
-    // `of o`: the plan's row is read, not locked, or every purchase of a plan would queue on it.
-    const SELECT: &str = "select o.id, o.user_id, o.status, o.amount, o.currency, o.stripe_checkout_session_id,
-                                 p.credits, p.entitlement
-                          from orders o join plans p on p.id = o.plan_id";
+    const SELECT: &str =
+        "select id, user_id, status, amount, currency, stripe_checkout_session_id, credits, entitlement
+                          from orders";
 
-    let by_session: Option<Row> = sqlx::query_as(&format!(
-        "{SELECT} where o.stripe_checkout_session_id = $1 for no key update of o"
+    let by_session: Option<LockedOrder> = sqlx::query_as(&format!(
+        "{SELECT} where stripe_checkout_session_id = $1 for no key update"
     ))
     .bind(&session.id)
     .fetch_optional(&mut *conn)
     .await?;
-    let row = match by_session {
-        Some(row) => Some(row),
-        None => {
-            let order_id = session
-                .client_reference_id
-                .as_deref()
-                .or_else(|| session.metadata_value("order_id"))
-                .and_then(|id| Uuid::parse_str(id).ok());
-            match order_id {
-                None => None,
-                Some(order_id) => {
-                    sqlx::query_as(&format!("{SELECT} where o.id = $1 for no key update of o"))
-                        .bind(order_id)
-                        .fetch_optional(&mut *conn)
-                        .await?
-                }
-            }
+    if by_session.is_some() {
+        return Ok(by_session);
+    }
+    let order_id = session
+        .client_reference_id
+        .as_deref()
+        .or_else(|| session.metadata_value("order_id"))
+        .and_then(|id| Uuid::parse_str(id).ok());
+    match order_id {
+        None => Ok(None),
+        Some(order_id) => {
+            sqlx::query_as(&format!("{SELECT} where id = $1 for no key update"))
+                .bind(order_id)
+                .fetch_optional(&mut *conn)
+                .await
         }
-    };
-    Ok(row.map(
-        |(id, user_id, status, amount, currency, session_id, credits, entitlement)| LockedOrder {
-            id,
-            user_id,
-            status,
-            amount,
-            currency,
-            session_id,
-            credits,
-            entitlement,
-        },
-    ))
+    }
 }
 
 /// Keeps the Stripe ids Stripe told us about, without overwriting ones we already have: the `set`
@@ -295,33 +281,22 @@ async fn record_stripe_ids(
     Ok(())
 }
 
-/// Marks the order paid and grants what its plan grants, once. Stripe's amount and currency must
-/// match the order: a session that charged something else is recorded, not honoured.
+/// Marks the order paid and grants what it was placed for, once. Stripe's amount and currency
+/// must match the order: a session that charged something else puts the order under review, for a
+/// person to refund or grant by hand. A refund or dispute that outran the payment applies now.
 async fn fulfil_order(
     conn: &mut PgConnection,
     order: &LockedOrder,
     session: &CheckoutSessionObject,
     event_id: &str,
 ) -> Result<Outcome, sqlx::Error> {
-    if matches!(
-        order.status,
-        OrderStatus::Paid | OrderStatus::Refunded | OrderStatus::Disputed
-    ) {
+    if order.status.is_fulfilled() {
         return Ok(Outcome::AlreadyFulfilled);
     }
-    let currency_matches = session
-        .currency
-        .as_deref()
-        .is_some_and(|c| c.eq_ignore_ascii_case(&order.currency));
-    if session.amount_total != Some(order.amount) || !currency_matches {
-        tracing::warn!(
-            order_id = %order.id,
-            expected_amount = order.amount,
-            expected_currency = %order.currency,
-            paid_amount = ?session.amount_total,
-            paid_currency = ?session.currency,
-            "payment does not match the order; nothing granted"
-        );
+    let (paid_amount, paid_currency) = session.settlement_amount();
+    let currency_matches = paid_currency.is_some_and(|c| c.eq_ignore_ascii_case(&order.currency));
+    if paid_amount != Some(order.amount) || !currency_matches {
+        put_under_review(conn, order, session, paid_amount, paid_currency).await?;
         return Ok(Outcome::AmountMismatch);
     }
 
@@ -336,20 +311,73 @@ async fn fulfil_order(
     if order.credits > 0 {
         grant_credits_once(conn, order, event_id).await?;
     }
-    if let Some(key) = &order.entitlement {
-        let subscription_id = session.subscription.as_ref().map(|s| s.id());
-        if let Some(subscription_id) = subscription_id {
+    let paid = LockedPaidOrder {
+        id: order.id,
+        user_id: order.user_id.clone(),
+        status: OrderStatus::Paid,
+        via_subscription: false,
+    };
+    match session.subscription.as_ref().map(|s| s.id()) {
+        Some(subscription_id) => {
             // Taken before the entitlement row, in the order subscription events take them.
             lifecycle::subscriptions::lock_subscription(conn, subscription_id).await?;
+            // Subscription events may have come first; what they stored (its state, the invoices'
+            // payments and any reversal of them) now applies.
+            lifecycle::subscriptions::adopt_stored_state(conn, subscription_id, order.id).await?;
+            settle_order(conn, &paid, event_id, Cause::Fulfilment).await?;
         }
-        grant_entitlement_once(conn, order, key, subscription_id, event_id).await?;
-        if let Some(subscription_id) = subscription_id {
-            // Subscription events may have come first; what they stored now applies.
-            lifecycle::subscriptions::apply_stored_state(conn, subscription_id, order.id, event_id).await?;
+        None => {
+            let payment_intent = session.payment_intent.as_ref().map(|p| p.id());
+            settle_if_reversed(conn, &paid, payment_intent, event_id).await?;
         }
+    }
+    if let Some(key) = &order.entitlement {
+        record_grant_once(conn, order, key, event_id).await?;
+        refresh_entitlement(conn, order.id, event_id, "checkout completed").await?;
     }
     tracing::info!(order_id = %order.id, user_id = %order.user_id, credits = order.credits, "order fulfilled");
     Ok(Outcome::Fulfilled)
+}
+
+/// Nothing is granted and the buyer is told the payment is being looked at; the operator's
+/// `entitle review` lists the order with this reason.
+async fn put_under_review(
+    conn: &mut PgConnection,
+    order: &LockedOrder,
+    session: &CheckoutSessionObject,
+    paid_amount: Option<i64>,
+    paid_currency: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let paid = match (paid_amount, paid_currency) {
+        (Some(amount), Some(currency)) => format!("{amount} {currency}"),
+        (amount, currency) => format!(
+            "{} {}",
+            amount.map_or("no amount".to_owned(), |a| a.to_string()),
+            currency.unwrap_or("no currency")
+        ),
+    };
+    let reason = format!(
+        "session {} paid {paid}; the order is {} {}",
+        session.id, order.amount, order.currency
+    );
+    tracing::error!(
+        order_id = %order.id,
+        expected_amount = order.amount,
+        expected_currency = %order.currency,
+        paid_amount = ?paid_amount,
+        paid_currency = ?paid_currency,
+        "payment does not match the order; nothing granted, order under review"
+    );
+    sqlx::query(
+        "update orders set status = 'under_review', review_reason = $2, updated_at = now()
+         where id = $1 and status <> 'under_review'
+         returning pg_notify('order_status', id::text)",
+    )
+    .bind(order.id)
+    .bind(reason)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 async fn grant_credits_once(conn: &mut PgConnection, order: &LockedOrder, event_id: &str) -> Result<(), sqlx::Error> {
@@ -367,14 +395,15 @@ async fn grant_credits_once(conn: &mut PgConnection, order: &LockedOrder, event_
     Ok(())
 }
 
-async fn grant_entitlement_once(
+/// The history's `grant` row, once per order: the entitlement itself is derived from every order
+/// that grants it (`refresh_entitlement`).
+async fn record_grant_once(
     conn: &mut PgConnection,
     order: &LockedOrder,
     key: &str,
-    subscription_id: Option<&str>,
     event_id: &str,
 ) -> Result<(), sqlx::Error> {
-    let first_grant = sqlx::query(
+    sqlx::query(
         "insert into entitlement_history (user_id, key, order_id, change, stripe_event_id)
          values ($1, $2, $3, 'grant', $4)
          on conflict do nothing",
@@ -383,27 +412,8 @@ async fn grant_entitlement_once(
     .bind(key)
     .bind(order.id)
     .bind(event_id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    if first_grant {
-        sqlx::query(
-            "insert into entitlements (user_id, key, status, stripe_subscription_id, order_id)
-             values ($1, $2, 'active', $3, $4)
-             on conflict (user_id, key) do update set
-                 status = 'active', stripe_subscription_id = excluded.stripe_subscription_id,
-                 order_id = excluded.order_id, updated_at = now(),
-                 -- A new purchase starts clean: no earlier refund's hold, period or cancellation.
-                 hold = null, current_period_end = null, cancel_at_period_end = false",
-        )
-        .bind(&order.user_id)
-        .bind(key)
-        .bind(subscription_id)
-        .bind(order.id)
-        .execute(conn)
-        .await?;
-    }
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

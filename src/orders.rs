@@ -5,8 +5,10 @@ use serde::Serialize;
 use uuid::Uuid;
 
 /// Where an order is in its life. `failed` or `canceled` can only become `paid` (money that arrived
-/// always wins); after `paid` the money can only go back: `refunded` in full, or `disputed` while
-/// a chargeback is open, which ends `paid` again (won) or `refunded` (lost). See docs/lifecycle.md.
+/// always wins); after `paid` the order's status follows its payment's reversals: `refunded` while
+/// a full refund or a lost dispute stands, `disputed` while a dispute is open, `paid` otherwise.
+/// A payment that does not match the order puts it `under_review`: nothing granted, a person
+/// decides. See docs/lifecycle.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
@@ -17,6 +19,14 @@ pub enum OrderStatus {
     Canceled,
     Refunded,
     Disputed,
+    UnderReview,
+}
+
+impl OrderStatus {
+    /// The order was paid and granted: its standing now follows its payment's reversals.
+    pub fn is_fulfilled(self) -> bool {
+        matches!(self, Self::Paid | Self::Refunded | Self::Disputed)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]

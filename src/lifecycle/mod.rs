@@ -3,10 +3,10 @@
 //! checkout session's here, inside the event's transaction. Nothing here calls Stripe: what a
 //! subscription event needs from it is fetched before the transaction opens.
 
-pub mod disputes;
 pub mod entitlement_state;
+pub mod payment_facts;
 pub mod payment_owner;
-pub mod refunds;
+pub mod reversals;
 pub mod subscriptions;
 
 use sqlx::PgConnection;
@@ -27,8 +27,15 @@ pub const HANDLED_EVENT_TYPES: &[&str] = &[
     "invoice.paid",
     "invoice.payment_failed",
     "charge.refunded",
+    "charge.refund.updated",
+    "refund.created",
+    "refund.updated",
+    "refund.failed",
     "charge.dispute.created",
+    "charge.dispute.updated",
     "charge.dispute.closed",
+    "charge.dispute.funds_withdrawn",
+    "charge.dispute.funds_reinstated",
 ];
 
 /// Applies an event inside its transaction. `fetched` is what a subscription event needed from
@@ -41,20 +48,24 @@ pub async fn apply_lifecycle_event(
     if let Some(fetched) = fetched {
         return subscriptions::apply_subscription_event(conn, event, fetched).await;
     }
-    match event.event_type.as_str() {
-        "charge.refunded" => Ok(refunds::apply_charge_refunded(conn, event).await?),
-        "charge.dispute.created" | "charge.dispute.closed" => Ok(disputes::apply_dispute_event(conn, event).await?),
-        _ => Ok((Outcome::IgnoredType, None)),
+    let event_type = event.event_type.as_str();
+    if reversals::REFUND_EVENT_TYPES.contains(&event_type) || reversals::DISPUTE_EVENT_TYPES.contains(&event_type) {
+        return Ok(reversals::apply_reversal_event(conn, event).await?);
     }
+    Ok((Outcome::IgnoredType, None))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{HANDLED_EVENT_TYPES, subscriptions::SUBSCRIPTION_EVENT_TYPES};
+    use super::{HANDLED_EVENT_TYPES, reversals, subscriptions::SUBSCRIPTION_EVENT_TYPES};
 
     #[test]
-    fn every_subscription_event_type_is_one_the_reconciler_asks_for() {
-        for event_type in SUBSCRIPTION_EVENT_TYPES {
+    fn every_event_type_acted_on_is_one_the_reconciler_asks_for() {
+        for event_type in SUBSCRIPTION_EVENT_TYPES
+            .iter()
+            .chain(reversals::REFUND_EVENT_TYPES)
+            .chain(reversals::DISPUTE_EVENT_TYPES)
+        {
             assert!(HANDLED_EVENT_TYPES.contains(event_type), "{event_type}");
         }
     }

@@ -55,11 +55,3 @@ pub async fn lock_order_for_payment(
         via_subscription,
     }))
 }
-
-/// Net credits an order still gives its buyer: the purchase less whatever was clawed back.
-pub async fn credits_held_from(conn: &mut PgConnection, order_id: Uuid) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("select coalesce(sum(delta), 0)::bigint from credit_ledger where order_id = $1")
-        .bind(order_id)
-        .fetch_one(conn)
-        .await
-}

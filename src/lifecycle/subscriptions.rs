@@ -13,7 +13,11 @@ use sqlx::PgConnection;
 use stripe::StripeError;
 use uuid::Uuid;
 
-use super::entitlement_state::refresh_entitlement;
+use super::{
+    entitlement_state::refresh_entitlement,
+    payment_owner::LockedPaidOrder,
+    reversals::{Cause, settle_order},
+};
 use crate::{
     error::AppError,
     fulfillment::Outcome,
@@ -108,6 +112,14 @@ pub async fn apply_subscription_event(
         FetchedForEvent::Fetched(stripe_state) => *stripe_state,
     };
     let subscription_id = stripe_state.subscription_id.as_str();
+    // Everywhere an order is locked before its subscription (fulfilment takes them in that order).
+    let order_hint = stripe_state
+        .current
+        .as_ref()
+        .ok()
+        .and_then(|current| current.metadata_value("order_id"))
+        .and_then(|id| Uuid::parse_str(id).ok());
+    lock_order_of_subscription(conn, subscription_id, order_hint).await?;
     lock_subscription(conn, subscription_id).await?;
     let current = match stripe_state.current {
         Ok(current) => current,
@@ -139,12 +151,22 @@ pub async fn apply_subscription_event(
         tracing::warn!(subscription_id, "subscription names no order of ours");
         return Ok((Outcome::NoMatchingOrder, None));
     };
-    let status: Option<OrderStatus> = sqlx::query_scalar("select status from orders where id = $1")
+    let order: Option<(OrderStatus, String)> = sqlx::query_as("select status, user_id from orders where id = $1")
         .bind(order_id)
         .fetch_optional(&mut *conn)
         .await?;
-    match status {
-        Some(OrderStatus::Paid | OrderStatus::Refunded | OrderStatus::Disputed) => {
+    match order {
+        Some((status, user_id)) if status.is_fulfilled() => {
+            if stripe_state.paid_invoice.is_some() {
+                // A refund or dispute of this payment may have come first.
+                let order = LockedPaidOrder {
+                    id: order_id,
+                    user_id,
+                    status,
+                    via_subscription: true,
+                };
+                settle_order(conn, &order, &event.id, Cause::Fulfilment).await?;
+            }
             let detail = format!("{} (subscription {})", event.event_type, current.status);
             refresh_entitlement(conn, order_id, &event.id, &detail).await?;
             Ok((Outcome::SubscriptionSynced, Some(order_id)))
@@ -154,8 +176,25 @@ pub async fn apply_subscription_event(
     }
 }
 
-/// Serialises everything done to one subscription, whichever event or path does it, until commit.
-/// Taken before the entitlement row is touched, everywhere, so two paths cannot deadlock.
+/// Locks the order the subscription belongs to, if we know it: by the order id checkout put in
+/// its metadata, or by the order that recorded it.
+async fn lock_order_of_subscription(
+    conn: &mut PgConnection,
+    subscription_id: &str,
+    from_metadata: Option<Uuid>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "select 1 from orders
+         where id = coalesce($2, (select id from orders where stripe_subscription_id = $1 limit 1))
+         for no key update",
+    )
+    .bind(subscription_id)
+    .bind(from_metadata)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 async fn subscription_on_file(conn: &mut PgConnection, subscription_id: &str) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("select exists (select 1 from subscriptions where stripe_subscription_id = $1)")
         .bind(subscription_id)
@@ -163,6 +202,9 @@ async fn subscription_on_file(conn: &mut PgConnection, subscription_id: &str) ->
         .await
 }
 
+/// Serialises everything done to one subscription, whichever event or path does it, until commit.
+/// Taken after the order's lock and before the entitlement row is touched, everywhere, so two
+/// paths cannot deadlock.
 pub async fn lock_subscription(conn: &mut PgConnection, subscription_id: &str) -> Result<(), sqlx::Error> {
     sqlx::query("select pg_advisory_xact_lock(hashtext('subscription:' || $1))")
         .bind(subscription_id)
@@ -241,19 +283,17 @@ async fn record_subscription_payments(
     Ok(())
 }
 
-/// Called when a subscription's checkout completes: whatever its earlier events stored applies now.
-pub async fn apply_stored_state(
+/// Called when a subscription's checkout completes, under the subscription's lock: the state its
+/// earlier events stored now belongs to the order.
+pub async fn adopt_stored_state(
     conn: &mut PgConnection,
     subscription_id: &str,
     order_id: Uuid,
-    event_id: &str,
 ) -> Result<(), sqlx::Error> {
-    lock_subscription(conn, subscription_id).await?;
     sqlx::query("update subscriptions set order_id = coalesce(order_id, $2) where stripe_subscription_id = $1")
         .bind(subscription_id)
         .bind(order_id)
-        .execute(&mut *conn)
+        .execute(conn)
         .await?;
-    refresh_entitlement(conn, order_id, event_id, "checkout completed").await?;
     Ok(())
 }

@@ -139,15 +139,19 @@ async fn insert_pending_order(
         PlanKind::Subscription => plan.entitlement.as_deref(),
         PlanKind::OneTime => None,
     };
+    // What the order costs and grants is fixed here: a catalog edited before the payment arrives
+    // changes nothing for it.
     sqlx::query(
-        "insert into orders (id, user_id, plan_id, status, amount, currency, subscription_entitlement)
-         values ($1, $2, $3, 'pending', $4, $5, $6)",
+        "insert into orders (id, user_id, plan_id, status, amount, currency, credits, entitlement, subscription_entitlement)
+         values ($1, $2, $3, 'pending', $4, $5, $6, $7, $8)",
     )
     .bind(order_id)
     .bind(&user.user_id)
     .bind(&plan.id)
     .bind(plan.amount)
     .bind(&plan.currency)
+    .bind(plan.credits)
+    .bind(&plan.entitlement)
     .bind(subscription_entitlement)
     .execute(conn)
     .await?;

@@ -44,6 +44,15 @@ pub struct CheckoutSessionObject {
     pub payment_intent: Option<Expandable>,
     pub subscription: Option<Expandable>,
     pub customer: Option<Expandable>,
+    /// Adaptive Pricing: the buyer paid in their own currency (`currency`, `amount_total`); this is
+    /// what that came to in the merchant's, which is what the order was priced in.
+    pub currency_conversion: Option<CurrencyConversion>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CurrencyConversion {
+    pub amount_total: Option<i64>,
+    pub source_currency: Option<String>,
 }
 
 impl CheckoutSessionObject {
@@ -54,6 +63,15 @@ impl CheckoutSessionObject {
     /// Whether Stripe has the money (or needs none), so the purchase may be granted.
     pub fn is_paid(&self) -> bool {
         matches!(self.payment_status.as_deref(), Some("paid" | "no_payment_required"))
+    }
+
+    /// The amount and currency to hold against the order's price: the merchant's side of a
+    /// converted payment, or else what the session charged.
+    pub fn settlement_amount(&self) -> (Option<i64>, Option<&str>) {
+        match &self.currency_conversion {
+            Some(conversion) => (conversion.amount_total, conversion.source_currency.as_deref()),
+            None => (self.amount_total, self.currency.as_deref()),
+        }
     }
 }
 

@@ -132,6 +132,19 @@ pub struct ChargeObject {
     #[serde(default)]
     pub amount_refunded: i64,
     pub payment_intent: Option<Expandable>,
+    /// Only when expanded, or from API versions before 2022-11-15: events today leave it out.
+    pub refunds: Option<ObjectList<RefundObject>>,
+}
+
+/// A refund, as `refund.*` and `charge.refund.updated` events carry it.
+#[derive(Debug, Deserialize)]
+pub struct RefundObject {
+    pub id: String,
+    pub amount: i64,
+    /// `pending`, `requires_action`, `succeeded`, `failed` or `canceled`.
+    pub status: Option<String>,
+    pub charge: Option<Expandable>,
+    pub payment_intent: Option<Expandable>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,6 +164,7 @@ mod tests {
     const INVOICE: &str = include_str!("../stripe_emulator/fixtures/invoice.json");
     const CHARGE: &str = include_str!("../stripe_emulator/fixtures/charge.json");
     const DISPUTE: &str = include_str!("../stripe_emulator/fixtures/dispute.json");
+    const REFUND: &str = include_str!("../stripe_emulator/fixtures/refund.json");
 
     #[test]
     fn stripes_fixtures_parse_and_yield_the_fields_we_act_on() {
@@ -173,6 +187,8 @@ mod tests {
 
         let charge: ChargeObject = serde_json::from_str(CHARGE).unwrap();
         assert_eq!((charge.amount, charge.amount_refunded), (100, 0));
+        let refund: RefundObject = serde_json::from_str(REFUND).unwrap();
+        assert_eq!(refund.status.as_deref(), Some("succeeded"));
         let dispute: DisputeObject = serde_json::from_str(DISPUTE).unwrap();
         assert_eq!(
             dispute.charge.as_ref().map(Expandable::id),

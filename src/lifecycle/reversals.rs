@@ -1,0 +1,518 @@
+//! Refunds and disputes, in any order. A refund or dispute event only records what it says
+//! (`payment_facts`); the order it reverses then has its standing derived again from everything
+//! on file (`settle_order`): how much was refunded, whether a full refund, an open or a lost dispute
+//! stands, what credits it still gives, and from that its status and hold. The same derivation runs
+//! when the order is fulfilled, so a reversal that arrived before its payment takes effect then.
+//! Because the standing is a function of the facts and the facts merge whatever the order, any
+//! delivery of a purchase's events, in any order and any number of times, ends where in-order
+//! delivery ends.
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{
+    entitlement_state::refresh_entitlement,
+    payment_facts::{self, PaymentFacts, REFUND_UNDONE},
+    payment_owner::{LockedPaidOrder, lock_order_for_payment},
+};
+use crate::{
+    fulfillment::Outcome,
+    orders::OrderStatus,
+    stripe::{
+        event::WebhookEvent,
+        lifecycle_objects::{ChargeObject, DisputeObject, RefundObject},
+    },
+};
+
+/// Events that report a refund: the charge with its running total, or the refund itself.
+pub const REFUND_EVENT_TYPES: &[&str] = &[
+    "charge.refunded",
+    "charge.refund.updated",
+    "refund.created",
+    "refund.updated",
+    "refund.failed",
+];
+pub const DISPUTE_EVENT_TYPES: &[&str] = &[
+    "charge.dispute.created",
+    "charge.dispute.updated",
+    "charge.dispute.closed",
+    "charge.dispute.funds_withdrawn",
+    "charge.dispute.funds_reinstated",
+];
+
+/// What stands against an order's payment, strongest first. Stored on the order and on the
+/// entitlement it grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum Hold {
+    /// A dispute was lost: the money is gone for good.
+    DisputeLost,
+    /// Refunded in full.
+    Refunded,
+    /// A dispute (or an inquiry) is open: suspended until the bank decides.
+    Disputed,
+}
+
+/// Where a dispute stands, from its Stripe status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisputeState {
+    Open,
+    /// Won, or an inquiry closed without a chargeback, or prevented.
+    ClosedKept,
+    Lost,
+}
+
+pub fn dispute_state(status: &str) -> DisputeState {
+    match status {
+        "lost" => DisputeState::Lost,
+        "won" | "warning_closed" | "prevented" | "charge_refunded" => DisputeState::ClosedKept,
+        // needs_response, under_review, their warning_ (inquiry) forms, and anything Stripe adds.
+        _ => DisputeState::Open,
+    }
+}
+
+/// An order's standing, derived from its payments' facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    /// Minor units refunded and still refunded (a failed refund no longer counts).
+    pub refunded: i64,
+    pub hold: Option<Hold>,
+    /// Credits the purchase no longer gives.
+    pub credits_taken: i64,
+}
+
+/// The standing of an order that bought `purchased` credits for `order_amount`, from the facts
+/// about its payments. Pure, so that what "in any order" means can be read and tested here.
+pub fn derive_standing(facts: &PaymentFacts, purchased: i64, order_amount: i64) -> Standing {
+    let mut refunded = 0;
+    let mut charged = 0;
+    let mut any_full = false;
+    let payments = payment_keys(facts);
+    for payment in &payments {
+        let (payment_refunded, payment_charged) = refunded_of(facts, payment, order_amount);
+        any_full |= payment_charged > 0 && payment_refunded >= payment_charged;
+        refunded += payment_refunded;
+        charged += payment_charged;
+    }
+    let disputes: Vec<DisputeState> = facts.disputes.iter().map(|s| dispute_state(s)).collect();
+    let hold = if disputes.contains(&DisputeState::Lost) {
+        Some(Hold::DisputeLost)
+    } else if any_full {
+        Some(Hold::Refunded)
+    } else if disputes.contains(&DisputeState::Open) {
+        Some(Hold::Disputed)
+    } else {
+        None
+    };
+    let credits_taken = match hold {
+        Some(_) => purchased,
+        None => credits_owed_back(purchased, refunded, charged),
+    };
+    Standing {
+        refunded,
+        hold,
+        credits_taken,
+    }
+}
+
+/// The payments (by payment intent, else by charge) the facts speak of.
+fn payment_keys(facts: &PaymentFacts) -> Vec<String> {
+    let mut keys: Vec<String> = facts
+        .charges
+        .iter()
+        .map(|c| {
+            c.stripe_payment_intent_id
+                .clone()
+                .unwrap_or_else(|| c.stripe_charge_id.clone())
+        })
+        .chain(facts.refunds.iter().filter_map(|r| {
+            r.stripe_payment_intent_id
+                .clone()
+                .or_else(|| r.stripe_charge_id.clone())
+        }))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// (refunded, charged) for one payment. The latest charge snapshot's running total counts, less
+/// any refund seen undone at or after that snapshot (the snapshot still counted it); never less
+/// than the refunds known to stand. Without a snapshot (its `charge.refunded` is still on its way),
+/// the standing refunds count against the order's amount.
+fn refunded_of(facts: &PaymentFacts, payment: &str, order_amount: i64) -> (i64, i64) {
+    let belongs = |intent: &Option<String>, charge: &Option<String>| {
+        intent.as_deref() == Some(payment) || (intent.is_none() && charge.as_deref() == Some(payment))
+    };
+    let refunds: Vec<_> = facts
+        .refunds
+        .iter()
+        .filter(|r| belongs(&r.stripe_payment_intent_id, &r.stripe_charge_id))
+        .collect();
+    let standing: i64 = refunds
+        .iter()
+        .filter(|r| !REFUND_UNDONE.contains(&r.status.as_str()))
+        .map(|r| r.amount)
+        .sum();
+    let snapshots: Vec<_> = facts
+        .charges
+        .iter()
+        .filter(|c| belongs(&c.stripe_payment_intent_id, &Some(c.stripe_charge_id.clone())))
+        .collect();
+    if snapshots.is_empty() {
+        return (standing, order_amount);
+    }
+    let mut refunded = 0;
+    let mut charged = 0;
+    for snapshot in snapshots {
+        let undone_since: i64 = refunds
+            .iter()
+            .filter(|r| r.stripe_charge_id.as_deref() == Some(snapshot.stripe_charge_id.as_str()))
+            .filter(|r| r.failed_at.is_some_and(|at| at >= snapshot.seen_at))
+            .map(|r| r.amount)
+            .sum();
+        refunded += (snapshot.amount_refunded - undone_since).max(0);
+        charged += snapshot.amount;
+    }
+    (refunded.max(standing), charged)
+}
+
+/// The credits a refund of `refunded` out of `charged` takes back, rounded down, so a buyer never
+/// loses more than the share they got back.
+pub fn credits_owed_back(purchased: i64, refunded: i64, charged: i64) -> i64 {
+    if refunded <= 0 {
+        return 0;
+    }
+    if charged <= 0 || refunded >= charged {
+        return purchased;
+    }
+    (i128::from(purchased) * i128::from(refunded) / i128::from(charged)) as i64
+}
+
+/// What caused a settlement, which names the ledger row it may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    Fulfilment,
+    Refund,
+    Dispute,
+}
+
+/// Applies a refund or dispute event: records it, then settles the order it reverses, if that
+/// order is known and fulfilled. Otherwise the facts wait for the order's fulfilment.
+pub async fn apply_reversal_event(
+    conn: &mut PgConnection,
+    event: &WebhookEvent,
+) -> Result<(Outcome, Option<Uuid>), sqlx::Error> {
+    let event_type = event.event_type.as_str();
+    let mut dispute_status = None;
+    let (payment_intent, cause) = if event_type == "charge.refunded" {
+        let Some(charge) = event.object_as::<ChargeObject>() else {
+            return Ok((Outcome::MalformedObject, None));
+        };
+        payment_facts::record_charge(conn, &charge, event.created).await?;
+        let intent = match charge.payment_intent.as_ref() {
+            Some(intent) => Some(intent.id().to_owned()),
+            None => payment_facts::payment_intent_of_charge(conn, &charge.id).await?,
+        };
+        (intent, Cause::Refund)
+    } else if REFUND_EVENT_TYPES.contains(&event_type) {
+        let Some(refund) = event.object_as::<RefundObject>() else {
+            return Ok((Outcome::MalformedObject, None));
+        };
+        payment_facts::record_refund(conn, &refund, None, event.created).await?;
+        let intent = match (refund.payment_intent.as_ref(), refund.charge.as_ref()) {
+            (Some(intent), _) => Some(intent.id().to_owned()),
+            (None, Some(charge)) => payment_facts::payment_intent_of_charge(conn, charge.id()).await?,
+            (None, None) => None,
+        };
+        (intent, Cause::Refund)
+    } else {
+        let Some(dispute) = event.object_as::<DisputeObject>() else {
+            return Ok((Outcome::MalformedObject, None));
+        };
+        payment_facts::record_dispute(conn, &dispute, event.created).await?;
+        dispute_status = Some(dispute_state(&dispute.status));
+        let intent = match (dispute.payment_intent.as_ref(), dispute.charge.as_ref()) {
+            (Some(intent), _) => Some(intent.id().to_owned()),
+            (None, Some(charge)) => payment_facts::payment_intent_of_charge(conn, charge.id()).await?,
+            (None, None) => None,
+        };
+        (intent, Cause::Dispute)
+    };
+
+    let Some(payment_intent) = payment_intent else {
+        // Recorded by charge; a later event naming the charge's payment intent links it.
+        return Ok((Outcome::AwaitingOrder, None));
+    };
+    let Some(order) = lock_order_for_payment(conn, &payment_intent).await? else {
+        return Ok((Outcome::AwaitingOrder, None));
+    };
+    if !order.status.is_fulfilled() && order.status != OrderStatus::UnderReview {
+        return Ok((Outcome::AwaitingOrder, Some(order.id)));
+    }
+    let standing = settle_order(conn, &order, &event.id, cause).await?;
+    let outcome = match dispute_status {
+        // What the event said of its dispute; the order's standing may rest on more than it.
+        Some(DisputeState::Open) => Outcome::Disputed,
+        Some(DisputeState::Lost) => Outcome::DisputeLost,
+        Some(DisputeState::ClosedKept) => Outcome::DisputeWon,
+        _ if event_type != "charge.refunded"
+            && event
+                .object_as::<RefundObject>()
+                .is_some_and(|r| r.status.as_deref().is_some_and(|s| REFUND_UNDONE.contains(&s))) =>
+        {
+            Outcome::RefundReversed
+        }
+        _ if standing.hold == Some(Hold::Refunded) => Outcome::Refunded,
+        _ => Outcome::PartiallyRefunded,
+    };
+    Ok((outcome, Some(order.id)))
+}
+
+/// Derives the order's standing from its payments' facts and brings the order, its credits and
+/// its entitlement in line with it. The caller holds the order's lock. Idempotent: a second call
+/// with the same facts changes nothing.
+pub async fn settle_order(
+    conn: &mut PgConnection,
+    order: &LockedPaidOrder,
+    event_id: &str,
+    cause: Cause,
+) -> Result<Standing, sqlx::Error> {
+    let intents = payment_intents_of(conn, order.id).await?;
+    let facts = payment_facts::facts_for(conn, &intents).await?;
+    let current: CurrentStanding = sqlx::query_as(
+        "select o.amount, o.amount_refunded, o.hold, o.entitlement,
+                coalesce((select sum(delta) from credit_ledger where order_id = o.id and kind = 'purchase'), 0)::bigint
+                    as purchased,
+                coalesce((select sum(delta) from credit_ledger where order_id = o.id), 0)::bigint as held
+         from orders o where o.id = $1",
+    )
+    .bind(order.id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let standing = derive_standing(&facts, current.purchased, current.amount);
+
+    let target_held = current.purchased - standing.credits_taken;
+    if target_held != current.held {
+        let delta = target_held - current.held;
+        let kind = match (cause, delta < 0) {
+            (Cause::Dispute, true) => "dispute",
+            (Cause::Dispute, false) => "dispute_reversal",
+            (Cause::Refund, true) => "refund",
+            (Cause::Refund, false) => "refund_reversal",
+            (Cause::Fulfilment, _) => match standing.hold {
+                Some(Hold::Disputed | Hold::DisputeLost) => "dispute",
+                _ => "refund",
+            },
+        };
+        sqlx::query(
+            "insert into credit_ledger (user_id, order_id, kind, delta, stripe_event_id)
+             values ($1, $2, $3, $4, $5)",
+        )
+        .bind(&order.user_id)
+        .bind(order.id)
+        .bind(kind)
+        .bind(delta)
+        .bind(event_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+
+    let status = match (order.status, standing.hold) {
+        (status, _) if !status.is_fulfilled() => {
+            // Under review, never granted: only a full reversal settles it.
+            match standing.hold {
+                Some(Hold::Refunded | Hold::DisputeLost) => OrderStatus::Refunded,
+                _ => status,
+            }
+        }
+        (_, Some(Hold::Refunded | Hold::DisputeLost)) => OrderStatus::Refunded,
+        (_, Some(Hold::Disputed)) => OrderStatus::Disputed,
+        (_, None) => OrderStatus::Paid,
+    };
+    if status != order.status || standing.refunded != current.amount_refunded || standing.hold != current.hold {
+        // Every status change wakes the long-polls waiting on the order.
+        sqlx::query(
+            "update orders set status = $2, amount_refunded = $3, hold = $4, updated_at = now() where id = $1
+             returning case when $5 then pg_notify('order_status', id::text) end",
+        )
+        .bind(order.id)
+        .bind(status)
+        .bind(standing.refunded)
+        .bind(standing.hold)
+        .bind(status != order.status)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if standing.hold != current.hold && current.entitlement.is_some() && cause != Cause::Fulfilment {
+        let detail = describe(&standing);
+        refresh_entitlement(conn, order.id, event_id, &detail).await?;
+    }
+    Ok(standing)
+}
+
+#[derive(sqlx::FromRow)]
+struct CurrentStanding {
+    amount: i64,
+    amount_refunded: i64,
+    hold: Option<Hold>,
+    entitlement: Option<String>,
+    purchased: i64,
+    held: i64,
+}
+
+fn describe(standing: &Standing) -> String {
+    match standing.hold {
+        Some(Hold::DisputeLost) => "dispute lost".to_owned(),
+        Some(Hold::Refunded) => "refunded in full".to_owned(),
+        Some(Hold::Disputed) => "dispute open".to_owned(),
+        None if standing.refunded > 0 => format!("{} refunded; nothing else stands", standing.refunded),
+        None => "no refund or dispute stands".to_owned(),
+    }
+}
+
+/// The payment intents that paid for the order: a one-time order's own, a subscription's invoices'.
+async fn payment_intents_of(conn: &mut PgConnection, order_id: Uuid) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select stripe_payment_intent_id from orders where id = $1 and stripe_payment_intent_id is not null
+         union
+         select p.stripe_payment_intent_id
+         from subscription_payments p
+         left join subscriptions s on s.stripe_subscription_id = p.stripe_subscription_id
+         left join orders o on o.stripe_subscription_id = p.stripe_subscription_id
+         where coalesce(s.order_id, o.id) = $1",
+    )
+    .bind(order_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// Settles a just-fulfilled order if anything about its payment is already on file (a refund or
+/// dispute that outran the payment). The common case costs one lookup.
+pub async fn settle_if_reversed(
+    conn: &mut PgConnection,
+    order: &LockedPaidOrder,
+    payment_intent: Option<&str>,
+    event_id: &str,
+) -> Result<Option<Standing>, sqlx::Error> {
+    let on_file = match payment_intent {
+        Some(intent) => payment_facts::any_facts_for(conn, intent).await?,
+        // A subscription's payments are settled as their invoices are recorded.
+        None => false,
+    };
+    if !on_file {
+        return Ok(None);
+    }
+    settle_order(conn, order, event_id, Cause::Fulfilment).await.map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::payment_facts::{ChargeFact, RefundFact};
+
+    fn charge(refunded: i64, seen_at: i64) -> ChargeFact {
+        ChargeFact {
+            stripe_charge_id: "ch_1".into(),
+            stripe_payment_intent_id: Some("pi_1".into()),
+            amount: 500,
+            amount_refunded: refunded,
+            seen_at,
+        }
+    }
+
+    fn refund(amount: i64, status: &str, failed_at: Option<i64>) -> RefundFact {
+        RefundFact {
+            stripe_charge_id: Some("ch_1".into()),
+            stripe_payment_intent_id: Some("pi_1".into()),
+            amount,
+            status: status.into(),
+            failed_at,
+        }
+    }
+
+    #[test]
+    fn refunds_claw_back_proportionally_rounded_down() {
+        assert_eq!(credits_owed_back(100, 500, 500), 100);
+        assert_eq!(credits_owed_back(100, 250, 500), 50);
+        assert_eq!(credits_owed_back(100, 333, 500), 66);
+        assert_eq!(credits_owed_back(100, 1, 500), 0);
+        assert_eq!(credits_owed_back(100, 600, 500), 100);
+        assert_eq!(credits_owed_back(100, 0, 500), 0);
+    }
+
+    #[test]
+    fn a_refund_that_failed_after_the_snapshot_no_longer_counts() {
+        let facts = PaymentFacts {
+            charges: vec![charge(500, 10)],
+            refunds: vec![refund(500, "failed", Some(20))],
+            disputes: vec![],
+        };
+        assert_eq!(
+            derive_standing(&facts, 100, 500),
+            Standing {
+                refunded: 0,
+                hold: None,
+                credits_taken: 0
+            }
+        );
+        // A snapshot taken after the failure already left it out.
+        let later = PaymentFacts {
+            charges: vec![charge(200, 30)],
+            refunds: vec![refund(500, "failed", Some(20)), refund(200, "succeeded", None)],
+            disputes: vec![],
+        };
+        assert_eq!(derive_standing(&later, 100, 500).refunded, 200);
+    }
+
+    #[test]
+    fn a_full_refund_during_an_inquiry_stands_after_the_inquiry_closes() {
+        let facts = PaymentFacts {
+            charges: vec![charge(500, 10)],
+            refunds: vec![],
+            disputes: vec!["warning_closed".into()],
+        };
+        let standing = derive_standing(&facts, 100, 500);
+        assert_eq!((standing.hold, standing.credits_taken), (Some(Hold::Refunded), 100));
+    }
+
+    #[test]
+    fn a_won_dispute_on_a_refunded_charge_does_not_lift_the_refund() {
+        let facts = PaymentFacts {
+            charges: vec![charge(500, 10)],
+            refunds: vec![],
+            disputes: vec!["won".into()],
+        };
+        assert_eq!(derive_standing(&facts, 100, 500).hold, Some(Hold::Refunded));
+    }
+
+    #[test]
+    fn a_lost_dispute_outranks_everything_and_an_open_one_suspends() {
+        let lost = PaymentFacts {
+            charges: vec![charge(100, 10)],
+            refunds: vec![],
+            disputes: vec!["lost".into()],
+        };
+        assert_eq!(derive_standing(&lost, 100, 500).hold, Some(Hold::DisputeLost));
+        let open = PaymentFacts {
+            charges: vec![charge(100, 10)],
+            refunds: vec![],
+            disputes: vec!["warning_needs_response".into()],
+        };
+        let standing = derive_standing(&open, 100, 500);
+        assert_eq!(
+            (standing.hold, standing.credits_taken, standing.refunded),
+            (Some(Hold::Disputed), 100, 100)
+        );
+    }
+
+    #[test]
+    fn refunds_known_before_their_charge_snapshot_count_against_the_order_amount() {
+        let facts = PaymentFacts {
+            charges: vec![],
+            refunds: vec![refund(250, "succeeded", None)],
+            disputes: vec![],
+        };
+        assert_eq!(derive_standing(&facts, 100, 500).credits_taken, 50);
+    }
+}
