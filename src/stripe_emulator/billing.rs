@@ -13,6 +13,7 @@ const SUBSCRIPTION_FIXTURE: &str = include_str!("fixtures/subscription.json");
 const INVOICE_FIXTURE: &str = include_str!("fixtures/invoice.json");
 const CHARGE_FIXTURE: &str = include_str!("fixtures/charge.json");
 const DISPUTE_FIXTURE: &str = include_str!("fixtures/dispute.json");
+const REFUND_FIXTURE: &str = include_str!("fixtures/refund.json");
 /// Every emulated subscription bills monthly; thirty days stand in for a month.
 const PERIOD_SECS: i64 = 30 * 24 * 60 * 60;
 
@@ -22,6 +23,7 @@ pub struct BillingState {
     pub invoices: HashMap<String, Value>,
     pub charges: HashMap<String, Value>,
     pub disputes: HashMap<String, Value>,
+    pub refunds: HashMap<String, Value>,
 }
 
 /// A paid session's aftermath: its charge (one-time) or its subscription with a first paid invoice.
@@ -181,6 +183,11 @@ impl StripeEmulator {
         self.lock().billing.invoices.get(id).cloned()
     }
 
+    /// The charge as Stripe holds it now.
+    pub fn charge(&self, id: &str) -> Option<Value> {
+        self.lock().billing.charges.get(id).cloned()
+    }
+
     /// The id of the charge that paid `payment_intent_id`.
     pub fn charge_for_payment_intent(&self, payment_intent_id: &str) -> Option<String> {
         let state = self.lock();
@@ -275,6 +282,12 @@ impl StripeEmulator {
 
     /// Refunds `amount` (everything left when `None`): `charge.refunded` with the running total.
     pub fn refund_charge(&self, charge_id: &str, amount: Option<i64>) -> Option<Value> {
+        self.refund(charge_id, amount).map(|(_, mut events)| events.remove(0))
+    }
+
+    /// Refunds `amount` (everything left when `None`) and returns the refund's id with what Stripe
+    /// sends: `charge.refunded` (the charge with its running total), then `refund.created`.
+    pub fn refund(&self, charge_id: &str, amount: Option<i64>) -> Option<(String, Vec<Value>)> {
         let mut state = self.lock();
         let mut charge = state.billing.charges.get(charge_id)?.clone();
         let charged = charge["amount"].as_i64()?;
@@ -286,11 +299,67 @@ impl StripeEmulator {
         charge["amount_refunded"] = json!(refunded + amount);
         charge["refunded"] = json!(refunded + amount == charged);
         state.billing.charges.insert(charge_id.to_owned(), charge.clone());
-        Some(record_event(&mut state, "charge.refunded", charge))
+
+        let mut refund: Value = serde_json::from_str(REFUND_FIXTURE).expect("the fixture is JSON");
+        let id = objects::new_id("re", &mut state.next_id);
+        refund["id"] = json!(id);
+        refund["amount"] = json!(amount);
+        refund["currency"] = charge["currency"].clone();
+        refund["charge"] = json!(charge_id);
+        // As in Stripe's own fixture, a refund does not always name its payment intent.
+        refund["payment_intent"] = Value::Null;
+        refund["created"] = json!(objects::now());
+        refund["status"] = json!("succeeded");
+        state.billing.refunds.insert(id.clone(), refund.clone());
+        let events = vec![
+            record_event(&mut state, "charge.refunded", charge),
+            record_event(&mut state, "refund.created", refund),
+        ];
+        Some((id, events))
+    }
+
+    /// The refund fails (`failed`) or is canceled (`canceled`): the money stays with the merchant
+    /// and the charge's `amount_refunded` goes back down. Stripe sends `charge.refund.updated` and
+    /// `refund.updated`, and for a failure `refund.failed`.
+    pub fn undo_refund(&self, refund_id: &str, status: &str) -> Option<Vec<Value>> {
+        let mut state = self.lock();
+        let mut refund = state.billing.refunds.get(refund_id)?.clone();
+        if refund["status"] == "failed" || refund["status"] == "canceled" {
+            return None;
+        }
+        refund["status"] = json!(status);
+        if status == "failed" {
+            refund["failure_reason"] = json!("expired_or_canceled_card");
+        }
+        let charge_id = refund["charge"].as_str()?.to_owned();
+        let mut charge = state.billing.charges.get(&charge_id)?.clone();
+        let refunded = charge["amount_refunded"].as_i64()? - refund["amount"].as_i64()?;
+        charge["amount_refunded"] = json!(refunded.max(0));
+        charge["refunded"] = json!(false);
+        state.billing.charges.insert(charge_id, charge);
+        state.billing.refunds.insert(refund_id.to_owned(), refund.clone());
+        let mut events = vec![
+            record_event(&mut state, "charge.refund.updated", refund.clone()),
+            record_event(&mut state, "refund.updated", refund.clone()),
+        ];
+        if status == "failed" {
+            events.push(record_event(&mut state, "refund.failed", refund));
+        }
+        Some(events)
     }
 
     /// The cardholder disputes the charge: `charge.dispute.created`. Returns (dispute id, event).
     pub fn open_dispute(&self, charge_id: &str) -> Option<(String, Value)> {
+        self.open_dispute_as(charge_id, "needs_response")
+    }
+
+    /// An inquiry (a retrieval request, no money taken yet): `charge.dispute.created` with status
+    /// `warning_needs_response`.
+    pub fn open_inquiry(&self, charge_id: &str) -> Option<(String, Value)> {
+        self.open_dispute_as(charge_id, "warning_needs_response")
+    }
+
+    fn open_dispute_as(&self, charge_id: &str, status: &str) -> Option<(String, Value)> {
         let mut state = self.lock();
         let mut charge = state.billing.charges.get(charge_id)?.clone();
         charge["disputed"] = json!(true);
@@ -302,17 +371,32 @@ impl StripeEmulator {
         dispute["charge"] = json!(charge_id);
         dispute["payment_intent"] = charge["payment_intent"].clone();
         dispute["created"] = json!(objects::now());
-        dispute["status"] = json!("needs_response");
+        dispute["status"] = json!(status);
         state.billing.charges.insert(charge_id.to_owned(), charge);
         state.billing.disputes.insert(id.clone(), dispute.clone());
         Some((id, record_event(&mut state, "charge.dispute.created", dispute)))
     }
 
-    /// The bank decides: `charge.dispute.closed` with status `won` or `lost`.
-    pub fn close_dispute(&self, dispute_id: &str, won: bool) -> Option<Value> {
+    /// The dispute moves on while still open (`warning_under_review`, `needs_response` when an
+    /// inquiry escalates, `under_review`): `charge.dispute.updated`.
+    pub fn update_dispute(&self, dispute_id: &str, status: &str) -> Option<Value> {
         let mut state = self.lock();
         let mut dispute = state.billing.disputes.get(dispute_id)?.clone();
-        dispute["status"] = json!(if won { "won" } else { "lost" });
+        dispute["status"] = json!(status);
+        state.billing.disputes.insert(dispute_id.to_owned(), dispute.clone());
+        Some(record_event(&mut state, "charge.dispute.updated", dispute))
+    }
+
+    /// The bank decides: `charge.dispute.closed` with status `won` or `lost`.
+    pub fn close_dispute(&self, dispute_id: &str, won: bool) -> Option<Value> {
+        self.close_dispute_as(dispute_id, if won { "won" } else { "lost" })
+    }
+
+    /// `charge.dispute.closed` with the given final status (`won`, `lost`, `warning_closed`).
+    pub fn close_dispute_as(&self, dispute_id: &str, status: &str) -> Option<Value> {
+        let mut state = self.lock();
+        let mut dispute = state.billing.disputes.get(dispute_id)?.clone();
+        dispute["status"] = json!(status);
         state.billing.disputes.insert(dispute_id.to_owned(), dispute.clone());
         Some(record_event(&mut state, "charge.dispute.closed", dispute))
     }

@@ -12,6 +12,8 @@ mod operator_commands;
 mod reconciliation;
 mod refunds_and_disputes;
 mod resilience;
+mod reversal_orderings;
+mod reversal_properties;
 mod signatures;
 mod subscription_checkouts;
 mod subscriptions;

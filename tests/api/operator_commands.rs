@@ -87,3 +87,30 @@ async fn replay_applies_an_event_once_and_order_shows_what_each_event_changed() 
     let (ok, _, stderr) = app.run_entitle(&["order", "not-a-uuid"]).await;
     assert!(!ok && stderr.contains("usage"), "{stderr}");
 }
+
+#[tokio::test]
+async fn review_lists_every_order_whose_payment_did_not_match_with_its_reason() {
+    let app = TestApp::spawn().await;
+    let (ok, stdout, stderr) = app.run_entitle(&["review"]).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("no order is under review"), "{stdout}");
+
+    let (order_id, session_id) = app.checkout("alice", "credits_100").await;
+    let mut paid_less = crate::helpers::event_for(&app, "checkout.session.completed", &session_id);
+    paid_less["data"]["object"]["payment_status"] = serde_json::json!("paid");
+    paid_less["data"]["object"]["amount_total"] = serde_json::json!(499);
+    let (_, body) = app.deliver(&paid_less).await;
+    assert_eq!(body["outcome"], "amount_mismatch");
+
+    let (ok, stdout, stderr) = app.run_entitle(&["review"]).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("1 order(s) under review"), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(&order_id.to_string()))
+        .expect(&stdout);
+    assert!(
+        line.contains("user alice") && line.contains("paid 499 usd") && line.contains("500 usd"),
+        "{line}"
+    );
+}

@@ -169,7 +169,7 @@ async fn given_a_paid_order_when_a_late_expired_or_failed_event_arrives_then_it_
 }
 
 #[tokio::test]
-async fn given_a_session_whose_amount_differs_from_the_order_then_nothing_is_granted_and_it_is_recorded() {
+async fn given_a_session_whose_amount_differs_from_the_order_then_nothing_is_granted_and_the_order_is_under_review() {
     let app = TestApp::spawn().await;
     let (order_id, session_id) = app.checkout("alice", "credits_100").await;
     for (field, value) in [("amount_total", json!(1)), ("currency", json!("eur"))] {
@@ -189,8 +189,15 @@ async fn given_a_session_whose_amount_differs_from_the_order_then_nothing_is_gra
             .unwrap();
         assert_eq!(outcome, "amount_mismatch");
     }
-    assert_eq!(app.order_status("alice", order_id).await["status"], "pending");
+    // Never silent: the buyer is told it is being looked at, and an operator can find it.
+    assert_eq!(app.order_status("alice", order_id).await["status"], "under_review");
     assert_eq!(app.credits("alice").await, 0);
+    let reason: String = sqlx::query_scalar("select review_reason from orders where id = $1")
+        .bind(order_id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert!(reason.contains("paid 1 usd") && reason.contains("500 usd"), "{reason}");
 }
 
 #[tokio::test]
