@@ -87,13 +87,21 @@ pub async fn run_operator_command(config: Config, command: OperatorCommand) -> R
     match command {
         OperatorCommand::Reconcile { since } => {
             let since = Utc::now().timestamp() - since.as_secs() as i64;
-            let report = reconcile_since(&db, &stripe, since).await?;
-            Ok(format!(
+            let report = reconcile_since(&db, &stripe, since, config.reconciler_max_attempts).await?;
+            let mut out = format!(
                 "listed {} events since {}; applied {} that had not been processed\n",
                 report.listed,
                 DateTime::<Utc>::from_timestamp(since, 0).unwrap_or_default(),
                 report.applied
-            ))
+            );
+            if report.failed > 0 || report.skipped_set_aside > 0 {
+                let _ = writeln!(
+                    out,
+                    "{} failed ({} now set aside); {} skipped as set aside earlier: see the reconciler's log",
+                    report.failed, report.set_aside, report.skipped_set_aside
+                );
+            }
+            Ok(out)
         }
         OperatorCommand::Replay { event_id } => {
             let done: Option<(String, DateTime<Utc>)> =
