@@ -1,5 +1,6 @@
 //! Operator commands on the service's own binary, for when Stripe and our records must be compared
-//! by hand: `entitle reconcile --since 72h`, `entitle replay <event_id>`, `entitle order <id>`.
+//! by hand: `entitle reconcile --since 72h`, `entitle replay <event_id>`, `entitle order <id>`,
+//! `entitle failed-events`.
 //! They use the same configuration and the same functions as the server; `entitle` alone serves.
 
 use std::{fmt::Write, time::Duration};
@@ -11,7 +12,7 @@ use crate::{
     config::Config,
     error::AppError,
     fulfillment::process_event,
-    reconcile::missed_events::reconcile_since,
+    reconcile::{failures, missed_events::reconcile_since},
     startup::{StartupError, connect, stripe_client},
     stripe::{ProviderError, retrieve::retrieve_event},
 };
@@ -20,7 +21,8 @@ pub const USAGE: &str = "usage: entitle [serve]
        entitle reconcile --since <age, e.g. 90m, 72h, 7d>
        entitle replay <stripe event id>
        entitle order <order id>
-       entitle review";
+       entitle review
+       entitle failed-events       (missed events the reconciler could not apply)";
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
@@ -40,6 +42,7 @@ pub enum OperatorCommand {
     Order {
         order_id: Uuid,
     },
+    FailedEvents,
     /// Orders whose payment did not match them, waiting for a person.
     Review,
 }
@@ -57,6 +60,7 @@ pub fn parse_command(args: &[String]) -> Result<Command, String> {
         ["order", id] => Uuid::parse_str(id)
             .map(|order_id| OperatorCommand::Order { order_id })
             .map_err(|_| format!("`{id}` is not an order id (a UUID)")),
+        ["failed-events"] => Ok(OperatorCommand::FailedEvents),
         _ => Err(format!("unknown command `{}`", args.join(" "))),
     };
     operator.map(Command::Operator)
@@ -97,13 +101,21 @@ pub async fn run_operator_command(config: Config, command: OperatorCommand) -> R
     match command {
         OperatorCommand::Reconcile { since } => {
             let since = Utc::now().timestamp() - since.as_secs() as i64;
-            let report = reconcile_since(&db, &stripe, since).await?;
-            Ok(format!(
+            let report = reconcile_since(&db, &stripe, since, config.reconciler_max_attempts).await?;
+            let mut out = format!(
                 "listed {} events since {}; applied {} that had not been processed\n",
                 report.listed,
                 DateTime::<Utc>::from_timestamp(since, 0).unwrap_or_default(),
                 report.applied
-            ))
+            );
+            if report.failed > 0 || report.skipped_set_aside > 0 {
+                let _ = writeln!(
+                    out,
+                    "{} failed ({} now set aside); {} skipped as set aside earlier: see `entitle failed-events`",
+                    report.failed, report.set_aside, report.skipped_set_aside
+                );
+            }
+            Ok(out)
         }
         OperatorCommand::Replay { event_id } => {
             let done: Option<(String, DateTime<Utc>)> =
@@ -128,6 +140,46 @@ pub async fn run_operator_command(config: Config, command: OperatorCommand) -> R
         }
         OperatorCommand::Order { order_id } => describe_order(&db, order_id).await,
         OperatorCommand::Review => orders_under_review(&db).await,
+        OperatorCommand::FailedEvents => describe_failed_events(&db, config.reconciler_max_attempts).await,
+    }
+}
+
+/// Each missed event the reconciler could not apply: set aside (skipped from now on) or still
+/// retried, why it failed, and how to apply it by hand once the cause is fixed.
+async fn describe_failed_events(db: &sqlx::PgPool, max_attempts: u32) -> Result<String, CommandError> {
+    let failed = failures::unresolved(db).await?;
+    if failed.is_empty() {
+        return Ok("no missed event is failing: the reconciler applied everything it found\n".to_owned());
+    }
+    let mut out = String::new();
+    for event in &failed {
+        let created = DateTime::<Utc>::from_timestamp(event.event_created, 0).unwrap_or_default();
+        let state = match event.set_aside_at {
+            Some(at) => format!(
+                "set aside at {at} after {}: later runs skip it",
+                attempts(event.attempts)
+            ),
+            None => format!(
+                "retrying: {} of {max_attempts} failed, the next run tries again",
+                attempts(event.attempts)
+            ),
+        };
+        let _ = writeln!(out, "{}  {} (created {created})", event.event_id, event.event_type);
+        let _ = writeln!(out, "    {state}");
+        let _ = writeln!(
+            out,
+            "    failed first at {}, last at {}: {}",
+            event.first_failed_at, event.last_failed_at, event.last_error
+        );
+        let _ = writeln!(out, "    retry: entitle replay {}", event.event_id);
+    }
+    Ok(out)
+}
+
+fn attempts(count: i32) -> String {
+    match count {
+        1 => "1 attempt".to_owned(),
+        n => format!("{n} attempts"),
     }
 }
 
@@ -254,7 +306,7 @@ mod tests {
     }
 
     #[test]
-    fn the_three_operator_commands_and_serve_parse() {
+    fn the_operator_commands_and_serve_parse() {
         assert_eq!(parse(""), Ok(Command::Serve));
         assert_eq!(parse("serve"), Ok(Command::Serve));
         assert_eq!(parse("--help"), Ok(Command::Help));
@@ -277,6 +329,10 @@ mod tests {
             parse(&format!("order {id}")),
             Ok(Command::Operator(OperatorCommand::Order { order_id: id }))
         );
+        assert_eq!(
+            parse("failed-events"),
+            Ok(Command::Operator(OperatorCommand::FailedEvents))
+        );
     }
 
     #[test]
@@ -287,6 +343,8 @@ mod tests {
             "reconcile --since h",
             "replay 123",
             "order 42",
+            "failed-events evt_123",
+            "failed_events",
             "dance",
         ] {
             assert!(parse(line).is_err(), "{line}");

@@ -48,6 +48,9 @@ pub struct Config {
     /// How often a long-polling `/order-status` re-reads its order besides being woken by a
     /// notification: the bound on how late a lost notification makes an answer.
     pub order_status_reread: Duration,
+    /// How many times the reconciler tries a missed event before setting it aside, so one event
+    /// that keeps failing cannot hold every later one back.
+    pub reconciler_max_attempts: u32,
     /// Emulator mode only: chaos for its webhook deliveries.
     pub emulator_chaos: EmulatorChaos,
 }
@@ -171,6 +174,14 @@ impl Config {
         // Notifications do the waking; this only covers one lost without the listener noticing,
         // and lets a long wait reach the return-page sync with Stripe when the webhook is late.
         let order_status_reread = seconds(&get, "ORDER_STATUS_REREAD_SECS", 5, 1..=3600)?;
+        let reconciler_max_attempts = match get("RECONCILER_MAX_ATTEMPTS") {
+            None => 5,
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| invalid("RECONCILER_MAX_ATTEMPTS", "must be a number from 1 to 100"))?,
+        };
         let duplicate_rate = match get("EMULATOR_DUPLICATE_RATE") {
             None => 0.0,
             Some(v) => v
@@ -200,6 +211,7 @@ impl Config {
             plans_file,
             entitlement_grace,
             order_status_reread,
+            reconciler_max_attempts,
             emulator_chaos,
         })
     }
@@ -353,6 +365,7 @@ mod tests {
         assert_eq!(config.plans_file, PathBuf::from("plans.toml"));
         assert_eq!(config.entitlement_grace, Duration::from_secs(86_400));
         assert_eq!(config.order_status_reread, Duration::from_secs(5));
+        assert_eq!(config.reconciler_max_attempts, 5);
     }
 
     #[test]
@@ -395,6 +408,8 @@ mod tests {
             ("EMULATOR_REORDER", "sometimes"),
             ("ENTITLEMENT_GRACE_SECS", "a day"),
             ("ORDER_STATUS_REREAD_SECS", "0"),
+            ("RECONCILER_MAX_ATTEMPTS", "0"),
+            ("RECONCILER_MAX_ATTEMPTS", "five"),
         ] {
             let mut vars = with_stripe_key();
             vars.insert(name, value);

@@ -85,7 +85,14 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let message = if status.is_server_error() {
-            tracing::error!(error = ?self, "request failed");
+            match &self {
+                Self::PaymentProvider(crate::stripe::ProviderError::Stripe(err)) => tracing::error!(
+                    error = ?self,
+                    http_status = %crate::stripe::failure::HttpStatus(err),
+                    "request failed"
+                ),
+                _ => tracing::error!(error = ?self, "request failed"),
+            }
             match status {
                 StatusCode::BAD_GATEWAY => "The payment provider could not be reached. Please try again.".to_owned(),
                 StatusCode::SERVICE_UNAVAILABLE => {

@@ -14,9 +14,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // `stripe=warn`: async-stripe's warning names the HTTP status of every failed call, which its
+    // error keeps only when the body is Stripe's own JSON.
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("entitle=info,tower_http=info")),
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("entitle=info,tower_http=info,stripe=warn")),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -94,6 +94,7 @@ impl Application {
             self.state.db.clone(),
             self.state.stripe.clone(),
             RECONCILE_EVERY,
+            self.state.config.reconciler_max_attempts,
         ));
         let order_events = self.state.order_events.clone();
         let mut app = router(self.state);

@@ -25,6 +25,7 @@ use crate::{
     stripe::{
         ProviderError,
         event::WebhookEvent,
+        failure,
         lifecycle_objects::{InvoiceObject, SubscriptionObject},
         retrieve::{retrieve_invoice_with_payments, retrieve_subscription},
     },
@@ -84,12 +85,24 @@ pub async fn fetch_for_event(stripe: &stripe::Client, event: &WebhookEvent) -> R
     };
     let answered_at = Utc::now();
     let paid_invoice_payments = match &paid_invoice {
-        Some(invoice) if current.is_ok() && invoice.payment_intent_ids().is_empty() => Some(
-            // Without them a refund of this payment would find no order.
-            retrieve_invoice_with_payments(stripe, &invoice.id)
-                .await
-                .map_err(|err| AppError::PaymentProvider(ProviderError::Stripe(err)))?,
-        ),
+        // Without them a refund of this payment would find no order.
+        Some(invoice) if current.is_ok() && invoice.payment_intent_ids().is_empty() => {
+            match retrieve_invoice_with_payments(stripe, &invoice.id).await {
+                Ok(with_payments) => Some(with_payments),
+                // They only enrich the event: refusing it for good would make Stripe retry it
+                // until it disables the endpoint, and the subscription's state would never land.
+                Err(err) if failure::is_permanent_refusal(&err) => {
+                    tracing::warn!(
+                        invoice_id = %invoice.id,
+                        http_status = %failure::HttpStatus(&err),
+                        error = %failure::describe(&err),
+                        "Stripe refused the invoice's payments; the event is applied without its payment link"
+                    );
+                    None
+                }
+                Err(err) => return Err(AppError::PaymentProvider(ProviderError::Stripe(err))),
+            }
+        }
         _ => None,
     };
     Ok(FetchedForEvent::Fetched(Box::new(StripeSubscription {

@@ -52,7 +52,12 @@ pub async fn sync_pending_order(state: &AppState, order_id: Uuid) -> Result<bool
         Ok(session) => session,
         Err(err) => {
             // The page keeps polling and the webhook is still coming; this was only a shortcut.
-            tracing::warn!(%order_id, error = %err, "return-page sync could not reach Stripe");
+            tracing::warn!(
+                %order_id,
+                http_status = %crate::stripe::failure::HttpStatus(&err),
+                error = %err,
+                "return-page sync could not reach Stripe"
+            );
             return Ok(false);
         }
     };

@@ -67,7 +67,12 @@ pub async fn create_checkout_session(
             .await;
         match result {
             Err(err) if attempt < ATTEMPTS && is_transient(&err) => {
-                tracing::warn!(attempt, error = %err, "creating the checkout session failed; retrying");
+                tracing::warn!(
+                    attempt,
+                    http_status = %super::failure::HttpStatus(&err),
+                    error = %err,
+                    "creating the checkout session failed; retrying"
+                );
                 tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt - 1))).await;
                 attempt += 1;
             }

@@ -3,6 +3,7 @@
 
 mod checkout;
 pub mod event;
+pub mod failure;
 pub mod lifecycle_objects;
 pub mod retrieve;
 pub mod signature;

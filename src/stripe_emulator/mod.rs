@@ -24,6 +24,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 pub use delivery::DeliveryConfig;
+pub use lifecycle_routes::InjectedFailure;
 pub use objects::PaymentResult;
 
 /// One API request as the emulator received it, for tests to assert on.
@@ -50,6 +51,8 @@ struct EmulatorState {
     fail_session_creation: Option<u16>,
     /// While set, every API call waits this long before it is answered (a slow Stripe).
     api_latency: Option<Duration>,
+    /// API calls whose path starts with the prefix are answered with the failure instead.
+    injected_failures: Vec<(String, InjectedFailure)>,
     next_id: u64,
     billing: billing::BillingState,
 }
@@ -113,6 +116,16 @@ impl StripeEmulator {
         self.lock().api_latency = latency;
     }
 
+    /// Makes every API call whose path starts with `path_prefix` (e.g. `/v1/invoices/`) fail as
+    /// `failure` says, until called again for that prefix with `None`.
+    pub fn fail_requests(&self, path_prefix: &str, failure: Option<InjectedFailure>) {
+        let mut state = self.lock();
+        state.injected_failures.retain(|(prefix, _)| prefix != path_prefix);
+        if let Some(failure) = failure {
+            state.injected_failures.push((path_prefix.to_owned(), failure));
+        }
+    }
+
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.lock().requests.clone()
     }
@@ -123,6 +136,19 @@ impl StripeEmulator {
 
     pub fn events(&self) -> Vec<Value> {
         self.lock().events.clone()
+    }
+
+    /// Moves a recorded event's `created`, as if it had happened then (events made within one test
+    /// otherwise share a second). Stripe's list stays ordered by `created`.
+    pub fn set_event_created(&self, event_id: &str, created: i64) -> bool {
+        let mut state = self.lock();
+        match state.events.iter_mut().find(|e| e["id"] == event_id) {
+            Some(event) => {
+                event["created"] = created.into();
+                true
+            }
+            None => false,
+        }
     }
 
     /// The customer pays: the session completes and the resulting events are returned (and

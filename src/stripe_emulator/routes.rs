@@ -23,6 +23,10 @@ pub fn router(emulator: StripeEmulator) -> Router {
         .route("/v1/invoices/{id}", get(lifecycle_routes::retrieve_invoice))
         .route("/v1/events", get(lifecycle_routes::list_events))
         .route("/v1/events/{id}", get(lifecycle_routes::retrieve_event))
+        .route_layer(middleware::from_fn_with_state(
+            emulator.clone(),
+            lifecycle_routes::inject_failures,
+        ))
         .route_layer(middleware::from_fn(require_secret_key))
         .route_layer(middleware::from_fn_with_state(emulator.clone(), slow_down))
         .fallback(unrecognized_url)

@@ -85,6 +85,7 @@ impl TestApp {
             emulator_chaos: Default::default(),
             entitlement_grace: std::time::Duration::from_secs(86_400),
             order_status_reread: options.order_status_reread,
+            reconciler_max_attempts: 5,
         };
         let stripe = entitle::startup::stripe_client(&config, config.bind_addr).unwrap();
         let app = Application::build(config.clone())

@@ -2,10 +2,13 @@
 
 use entitle::{
     config::{Config, StripeBackend},
-    stripe_emulator::PaymentResult,
+    stripe_emulator::{InjectedFailure, PaymentResult},
 };
 
-use crate::helpers::{JWT_SECRET, TestApp, WEBHOOK_SECRET};
+use crate::{
+    helpers::{JWT_SECRET, TestApp, WEBHOOK_SECRET},
+    lifecycle_helpers::event_id,
+};
 
 fn stripe_variables(config: &Config) -> Vec<(&'static str, String)> {
     match &config.stripe {
@@ -22,6 +25,11 @@ fn stripe_variables(config: &Config) -> Vec<(&'static str, String)> {
 impl TestApp {
     /// Runs `entitle <args>` with this app's configuration; returns (success, stdout, stderr).
     async fn run_entitle(&self, args: &[&str]) -> (bool, String, String) {
+        self.run_entitle_with(args, &[]).await
+    }
+
+    /// As `run_entitle`, with more environment variables.
+    async fn run_entitle_with(&self, args: &[&str], extra: &[(&str, &str)]) -> (bool, String, String) {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_entitle"));
         command
             .args(args)
@@ -29,7 +37,8 @@ impl TestApp {
             .envs(stripe_variables(&self.config))
             .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
             .env("AUTH_JWT_SECRET", JWT_SECRET)
-            .env("RUST_LOG", "off");
+            .env("RUST_LOG", "off")
+            .envs(extra.iter().copied());
         // The command calls back into this test's runtime (the emulator), so it must not block it.
         let output = tokio::task::spawn_blocking(move || command.output().unwrap())
             .await
@@ -113,4 +122,48 @@ async fn review_lists_every_order_whose_payment_did_not_match_with_its_reason() 
         line.contains("user alice") && line.contains("paid 499 usd") && line.contains("500 usd"),
         "{line}"
     );
+}
+
+#[tokio::test]
+async fn failed_events_shows_an_event_the_reconciler_set_aside_until_replay_applies_it() {
+    let app = TestApp::spawn().await;
+    let purchase = app.fulfilled_purchase("alice", "pro_monthly").await;
+    let update = app
+        .emulator
+        .update_subscription(&purchase.subscription_id(), "active", true)
+        .unwrap();
+    let update_id = event_id(&update);
+    app.emulator
+        .fail_requests("/v1/subscriptions/", Some(InjectedFailure::Stripe(500)));
+
+    let (ok, stdout, stderr) = app.run_entitle(&["failed-events"]).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("no missed event is failing"), "{stdout}");
+
+    let (ok, stdout, stderr) = app
+        .run_entitle_with(&["reconcile", "--since", "1h"], &[("RECONCILER_MAX_ATTEMPTS", "1")])
+        .await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("1 failed (1 now set aside)"), "{stdout}");
+
+    let (ok, stdout, stderr) = app.run_entitle(&["failed-events"]).await;
+    assert!(ok, "{stderr}");
+    for expected in [
+        update_id.as_str(),
+        "customer.subscription.updated",
+        "set aside",
+        "after 1 attempt",
+        "HTTP 500",
+        &format!("retry: entitle replay {update_id}"),
+    ] {
+        assert!(stdout.contains(expected), "{expected} not in:\n{stdout}");
+    }
+
+    app.emulator.fail_requests("/v1/subscriptions/", None);
+    let (ok, stdout, stderr) = app.run_entitle(&["replay", &update_id]).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("applied: subscription_synced"), "{stdout}");
+    let (_, stdout, _) = app.run_entitle(&["failed-events"]).await;
+    assert!(stdout.contains("no missed event is failing"), "{stdout}");
+    assert_eq!(app.entitlement("alice").await["cancelAtPeriodEnd"], true);
 }

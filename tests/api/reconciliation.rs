@@ -5,15 +5,19 @@
 use chrono::Utc;
 use entitle::{
     reconcile::{
-        missed_events::reconcile_since,
+        missed_events::{reconcile_from_cursor, reconcile_since},
         return_page::{SYNC_BURST, SYNC_CALLS_PER_SECOND},
     },
-    stripe_emulator::PaymentResult,
+    stripe_emulator::{InjectedFailure, PaymentResult},
 };
 use futures::{StreamExt, stream};
+use serde_json::Value;
 use uuid::Uuid;
 
-use crate::helpers::TestApp;
+use crate::{
+    helpers::{TestApp, unix_now},
+    lifecycle_helpers::event_id,
+};
 
 impl TestApp {
     /// Makes the order look as if its checkout started `seconds` ago.
@@ -24,6 +28,22 @@ impl TestApp {
             .execute(&self.db)
             .await
             .unwrap();
+    }
+
+    async fn cursor(&self) -> i64 {
+        sqlx::query_scalar("select created_up_to from reconciler_cursor")
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+
+    /// (attempts, set aside) of the reconciler's failure record for the event.
+    async fn failure_record(&self, event_id: &str) -> Option<(i32, bool)> {
+        sqlx::query_as("select attempts, set_aside_at is not null from reconciler_failures where event_id = $1")
+            .bind(event_id)
+            .fetch_optional(&self.db)
+            .await
+            .unwrap()
     }
 
     fn session_retrievals(&self) -> usize {
@@ -42,12 +62,16 @@ async fn given_a_completed_event_that_was_never_delivered_then_the_reconciler_ap
     let completed = app.pay(&session_id, PaymentResult::Card).remove(0);
 
     let since = Utc::now().timestamp() - 3600;
-    let report = reconcile_since(&app.db, &app.stripe, since).await.unwrap();
+    let report = reconcile_since(&app.db, &app.stripe, since, app.config.reconciler_max_attempts)
+        .await
+        .unwrap();
     assert_eq!(report.applied, 1, "{report:?}");
     assert_eq!(app.credits("alice").await, 100);
     assert_eq!(app.order_status("alice", order_id).await["status"], "paid");
 
-    let again = reconcile_since(&app.db, &app.stripe, since).await.unwrap();
+    let again = reconcile_since(&app.db, &app.stripe, since, app.config.reconciler_max_attempts)
+        .await
+        .unwrap();
     assert_eq!((again.listed, again.applied), (1, 0));
     let (_, body) = app.deliver(&completed).await;
     assert_eq!(body["outcome"], "duplicate");
@@ -70,9 +94,14 @@ async fn given_missed_subscription_events_then_the_reconciler_leaves_the_renewed
     let subscription_id = events[0]["data"]["object"]["subscription"].as_str().unwrap();
     app.emulator.renew_subscription(subscription_id).unwrap();
 
-    let report = reconcile_since(&app.db, &app.stripe, Utc::now().timestamp() - 60)
-        .await
-        .unwrap();
+    let report = reconcile_since(
+        &app.db,
+        &app.stripe,
+        Utc::now().timestamp() - 60,
+        app.config.reconciler_max_attempts,
+    )
+    .await
+    .unwrap();
     assert_eq!(report.applied, 5, "{report:?}");
     let entitlement = app.entitlement("alice").await;
     assert_eq!(entitlement["status"], "active");
@@ -155,9 +184,14 @@ async fn given_more_missed_events_than_one_page_then_the_reconciler_pages_throug
         let (_, session_id) = app.checkout(&user, "pro_monthly").await;
         app.pay(&session_id, PaymentResult::Card);
     }
-    let report = reconcile_since(&app.db, &app.stripe, Utc::now().timestamp() - 60)
-        .await
-        .unwrap();
+    let report = reconcile_since(
+        &app.db,
+        &app.stripe,
+        Utc::now().timestamp() - 60,
+        app.config.reconciler_max_attempts,
+    )
+    .await
+    .unwrap();
     assert_eq!((report.listed, report.applied), (105, 105));
     assert_eq!(app.entitlement("user0").await["status"], "active");
     assert_eq!(app.entitlement("user34").await["status"], "active");
@@ -172,15 +206,15 @@ async fn given_more_missed_events_than_one_page_then_the_reconciler_pages_throug
 
 #[tokio::test]
 async fn given_a_stored_cursor_then_each_run_starts_from_the_newest_event_seen_less_an_overlap() {
-    use entitle::reconcile::missed_events::reconcile_from_cursor;
-
     let app = TestApp::spawn().await;
     let (_, session_id) = app.checkout("alice", "credits_100").await;
     let created = app.pay(&session_id, PaymentResult::Card)[0]["created"]
         .as_i64()
         .unwrap();
 
-    let first = reconcile_from_cursor(&app.db, &app.stripe).await.unwrap();
+    let first = reconcile_from_cursor(&app.db, &app.stripe, app.config.reconciler_max_attempts)
+        .await
+        .unwrap();
     assert_eq!(first.applied, 1);
     let cursor: i64 = sqlx::query_scalar("select created_up_to from reconciler_cursor")
         .fetch_one(&app.db)
@@ -188,7 +222,9 @@ async fn given_a_stored_cursor_then_each_run_starts_from_the_newest_event_seen_l
         .unwrap();
     assert_eq!(cursor, created);
 
-    let second = reconcile_from_cursor(&app.db, &app.stripe).await.unwrap();
+    let second = reconcile_from_cursor(&app.db, &app.stripe, app.config.reconciler_max_attempts)
+        .await
+        .unwrap();
     assert_eq!(
         (second.listed, second.applied),
         (1, 0),
@@ -206,4 +242,99 @@ async fn given_a_stored_cursor_then_each_run_starts_from_the_newest_event_seen_l
         gte[0].parse::<i64>().unwrap() <= created - 72 * 3600 + 5,
         "first run looks back 72 h"
     );
+}
+
+#[tokio::test]
+async fn given_missed_events_from_different_seconds_then_the_reconciler_applies_them_oldest_first() {
+    let app = TestApp::spawn().await;
+    let purchase = app.paid_purchase("alice", "pro_monthly").await;
+    let subscription_id = purchase.subscription_id();
+    let renewal = app.emulator.renew_subscription(&subscription_id).unwrap();
+    let cancel = app
+        .emulator
+        .update_subscription(&subscription_id, "active", true)
+        .unwrap();
+    // completed, subscription created, first invoice paid, renewal invoice paid, renewal update,
+    // cancellation scheduled: given seconds apart, the first invoice in the subscription's second,
+    // and the cancellation before the renewal, so Stripe's list is not the order they were recorded.
+    let recorded: Vec<&Value> = purchase.events.iter().chain(&renewal).chain([&cancel]).collect();
+    let base = unix_now() - 600;
+    for (event, offset) in recorded.iter().zip([0, 10, 10, 30, 40, 20]) {
+        assert!(app.emulator.set_event_created(&event_id(event), base + offset));
+    }
+
+    let report = reconcile_since(&app.db, &app.stripe, base, app.config.reconciler_max_attempts)
+        .await
+        .unwrap();
+    assert_eq!(report.applied, 6, "{report:?}");
+
+    let applied: Vec<String> =
+        sqlx::query_scalar("select event_id from processed_webhook_events order by received_at, event_id")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    let oldest_first: Vec<String> = [0, 1, 2, 5, 3, 4].iter().map(|&i| event_id(recorded[i])).collect();
+    assert_eq!(applied, oldest_first);
+    assert_eq!(app.entitlement("alice").await["cancelAtPeriodEnd"], true);
+}
+
+#[tokio::test]
+async fn given_an_event_that_keeps_failing_then_later_events_still_apply_and_after_max_attempts_it_is_set_aside() {
+    let app = TestApp::spawn().await;
+    let max_attempts = 2;
+    // A subscription update the reconciler cannot apply: Stripe fails every retrieval of it.
+    let subscription = app.fulfilled_purchase("bob", "pro_monthly").await;
+    let update = app
+        .emulator
+        .update_subscription(&subscription.subscription_id(), "active", true)
+        .unwrap();
+    let failing_created = unix_now() - 120;
+    app.emulator.set_event_created(&event_id(&update), failing_created);
+    app.emulator
+        .fail_requests("/v1/subscriptions/", Some(InjectedFailure::Stripe(500)));
+    // And a later one-time purchase whose webhook was lost too.
+    let (_, session_id) = app.checkout("alice", "credits_100").await;
+    app.pay(&session_id, PaymentResult::Card);
+
+    let first = reconcile_from_cursor(&app.db, &app.stripe, max_attempts).await.unwrap();
+    assert_eq!((first.applied, first.failed, first.set_aside), (1, 1, 0), "{first:?}");
+    assert_eq!(
+        app.credits("alice").await,
+        100,
+        "the later event applies in the same run"
+    );
+    assert_eq!(app.failure_record(&event_id(&update)).await, Some((1, false)));
+    assert_eq!(app.cursor().await, failing_created, "the cursor waits for the retry");
+    let last_error: String = sqlx::query_scalar("select last_error from reconciler_failures")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert!(last_error.contains("HTTP 500"), "{last_error}");
+
+    let second = reconcile_from_cursor(&app.db, &app.stripe, max_attempts).await.unwrap();
+    assert_eq!(
+        (second.applied, second.failed, second.set_aside),
+        (0, 1, 1),
+        "{second:?}"
+    );
+    assert_eq!(app.failure_record(&event_id(&update)).await, Some((2, true)));
+    assert!(
+        app.cursor().await > failing_created,
+        "set aside, it no longer holds the cursor"
+    );
+
+    let third = reconcile_from_cursor(&app.db, &app.stripe, max_attempts).await.unwrap();
+    assert_eq!((third.failed, third.skipped_set_aside), (0, 1), "{third:?}");
+    assert_eq!(
+        app.failure_record(&event_id(&update)).await,
+        Some((2, true)),
+        "not tried again"
+    );
+
+    // Stripe redelivers it once Stripe answers again: the failure is resolved.
+    app.emulator.fail_requests("/v1/subscriptions/", None);
+    let (_, body) = app.deliver(&update).await;
+    assert_eq!(body["outcome"], "subscription_synced");
+    reconcile_from_cursor(&app.db, &app.stripe, max_attempts).await.unwrap();
+    assert_eq!(app.failure_record(&event_id(&update)).await, None);
 }

@@ -301,7 +301,7 @@ async fn any_order_and_any_repetition_of_a_purchases_events_ends_where_in_order_
             .collect()
             .await;
         if via_reconciler {
-            reconcile_since(&app.db, &app.stripe, since)
+            reconcile_since(&app.db, &app.stripe, since, 5)
                 .await
                 .unwrap_or_else(|err| panic!("the reconciler failed: {err:?} (REVERSAL_SEED={base_seed})"));
         }

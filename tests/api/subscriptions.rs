@@ -343,3 +343,59 @@ async fn given_stripe_answers_slowly_when_many_subscription_events_arrive_then_o
     let entitlement = app.entitlement("alice").await;
     assert_eq!(entitlement["cancelAtPeriodEnd"], false);
 }
+
+#[tokio::test]
+async fn given_stripe_refuses_the_renewal_invoice_for_good_then_invoice_paid_is_applied_without_its_payment_link() {
+    use entitle::stripe_emulator::InjectedFailure;
+
+    for refusal in [InjectedFailure::NotJson(404), InjectedFailure::Stripe(400)] {
+        let app = TestApp::spawn().await;
+        let purchase = app.fulfilled_purchase("alice", "pro_monthly").await;
+        let first_end = period_end(&app.entitlement("alice").await);
+        let renewal = app.emulator.renew_subscription(&purchase.subscription_id()).unwrap();
+        app.emulator.fail_requests("/v1/invoices/", Some(refusal));
+
+        let (status, body) = app.deliver(&renewal[0]).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{refusal:?}: {body}");
+        assert_eq!(body["outcome"], "subscription_synced", "{refusal:?}");
+        assert_eq!(
+            period_end(&app.entitlement("alice").await),
+            first_end + Duration::days(30),
+            "{refusal:?}: the subscription's state is stored"
+        );
+        let invoice_id = renewal[0]["data"]["object"]["id"].as_str().unwrap();
+        let linked: i64 = sqlx::query_scalar("select count(*) from subscription_payments where stripe_invoice_id = $1")
+            .bind(invoice_id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+        assert_eq!(linked, 0, "{refusal:?}: only the payment link is missing");
+    }
+}
+
+#[tokio::test]
+async fn given_stripe_fails_the_renewal_invoice_for_now_then_invoice_paid_is_answered_5xx_and_the_retry_links_it() {
+    use entitle::stripe_emulator::InjectedFailure;
+
+    for failure in [InjectedFailure::Stripe(500), InjectedFailure::Stripe(429)] {
+        let app = TestApp::spawn().await;
+        let purchase = app.fulfilled_purchase("alice", "pro_monthly").await;
+        let renewal = app.emulator.renew_subscription(&purchase.subscription_id()).unwrap();
+        app.emulator.fail_requests("/v1/invoices/", Some(failure));
+
+        let (status, body) = app.deliver(&renewal[0]).await;
+        assert!(status.is_server_error(), "{failure:?}: {status} {body}");
+
+        app.emulator.fail_requests("/v1/invoices/", None);
+        let (status, body) = app.deliver(&renewal[0]).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{failure:?}: {body}");
+        assert_eq!(body["outcome"], "subscription_synced");
+        let invoice_id = renewal[0]["data"]["object"]["id"].as_str().unwrap();
+        let linked: i64 = sqlx::query_scalar("select count(*) from subscription_payments where stripe_invoice_id = $1")
+            .bind(invoice_id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+        assert_eq!(linked, 1, "{failure:?}");
+    }
+}
