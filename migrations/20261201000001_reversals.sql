@@ -91,3 +91,16 @@ create function dispute_rank(status text) returns int language sql immutable as 
         else 0
     end
 $$;
+
+-- Orders reversed before facts were kept: what was decided then stands. A full refund or a lost
+-- dispute stays on the order as a hold no later fact can lift; a partial refund becomes a charge
+-- snapshot keyed by the payment intent, replaced by the first real snapshot of that payment.
+alter table orders add column legacy_hold text check (legacy_hold in ('refunded', 'dispute_lost'));
+update orders o set legacy_hold = e.hold
+    from entitlements e where e.order_id = o.id and e.hold in ('refunded', 'dispute_lost');
+update orders set legacy_hold = 'refunded' where status = 'refunded' and legacy_hold is null;
+update orders o set hold = coalesce(o.legacy_hold, case when o.status = 'disputed' then 'disputed' end);
+insert into payment_charges (stripe_charge_id, stripe_payment_intent_id, amount, amount_refunded, seen_at)
+    select 'legacy:' || stripe_payment_intent_id, stripe_payment_intent_id, amount, least(amount_refunded, amount), 0
+    from orders where amount_refunded > 0 and stripe_payment_intent_id is not null
+    on conflict do nothing;

@@ -38,6 +38,11 @@ pub async fn record_charge(conn: &mut PgConnection, charge: &ChargeObject, seen_
     .await?;
     if let Some(payment_intent) = payment_intent {
         link_charge(conn, &charge.id, payment_intent).await?;
+        // The charge's own running total replaces what an order refunded before facts were kept.
+        sqlx::query("delete from payment_charges where stripe_charge_id = 'legacy:' || $1")
+            .bind(payment_intent)
+            .execute(&mut *conn)
+            .await?;
     }
     for refund in charge.refunds.iter().flat_map(|list| &list.data) {
         record_refund(conn, refund, Some(&charge.id), seen_at).await?;

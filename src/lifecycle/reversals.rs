@@ -40,9 +40,9 @@ pub const DISPUTE_EVENT_TYPES: &[&str] = &[
     "charge.dispute.funds_reinstated",
 ];
 
-/// What stands against an order's payment, strongest first. Stored on the order and on the
-/// entitlement it grants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+/// What stands against an order's payment, strongest first (so the strongest of two is the `min`).
+/// Stored on the order and on the entitlement it grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, sqlx::Type)]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum Hold {
     /// A dispute was lost: the money is gone for good.
@@ -281,7 +281,7 @@ pub async fn settle_order(
     let intents = payment_intents_of(conn, order.id).await?;
     let facts = payment_facts::facts_for(conn, &intents).await?;
     let current: CurrentStanding = sqlx::query_as(
-        "select o.amount, o.amount_refunded, o.hold, o.entitlement,
+        "select o.amount, o.amount_refunded, o.hold, o.legacy_hold, o.entitlement,
                 coalesce((select sum(delta) from credit_ledger where order_id = o.id and kind = 'purchase'), 0)::bigint
                     as purchased,
                 coalesce((select sum(delta) from credit_ledger where order_id = o.id), 0)::bigint as held
@@ -290,7 +290,12 @@ pub async fn settle_order(
     .bind(order.id)
     .fetch_one(&mut *conn)
     .await?;
-    let standing = derive_standing(&facts, current.purchased, current.amount);
+    let mut standing = derive_standing(&facts, current.purchased, current.amount);
+    if let Some(legacy) = current.legacy_hold {
+        // Decided before facts were kept (see the migration): it stands whatever comes later.
+        standing.hold = Some(standing.hold.map_or(legacy, |hold| hold.min(legacy)));
+        standing.credits_taken = current.purchased;
+    }
 
     let target_held = current.purchased - standing.credits_taken;
     if target_held != current.held {
@@ -356,6 +361,7 @@ struct CurrentStanding {
     amount: i64,
     amount_refunded: i64,
     hold: Option<Hold>,
+    legacy_hold: Option<Hold>,
     entitlement: Option<String>,
     purchased: i64,
     held: i64,

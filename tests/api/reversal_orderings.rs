@@ -273,3 +273,32 @@ async fn given_a_converted_payment_short_on_the_merchants_side_then_the_order_is
     assert_eq!(app.credits("alice").await, 0);
     assert_eq!(app.order_status("alice", order_id).await["status"], "under_review");
 }
+
+#[tokio::test]
+async fn given_an_order_refunded_before_reversal_facts_were_kept_then_no_later_event_hands_it_back() {
+    let app = TestApp::spawn().await;
+    let purchase = app.fulfilled_purchase("alice", "pro_lifetime").await;
+    let charge = app.charge_of(&purchase);
+    // How the migration leaves an order refunded in full by the earlier code: the hold and the
+    // clawback on file, no facts about the refund.
+    sqlx::query(
+        "update orders set status = 'refunded', amount_refunded = 9900, hold = 'refunded', legacy_hold = 'refunded'
+         where id = $1",
+    )
+    .bind(purchase.order_id)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    sqlx::query("insert into credit_ledger (user_id, order_id, kind, delta) values ('alice', $1, 'refund', -100)")
+        .bind(purchase.order_id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+
+    let (dispute, opened) = app.emulator.open_inquiry(&charge).unwrap();
+    let closed = app.emulator.close_dispute_as(&dispute, "warning_closed").unwrap();
+    app.deliver_all(&[opened, closed]).await;
+
+    assert_eq!(app.credits("alice").await, 0);
+    assert_eq!(app.order_summary("alice", &purchase).await.0, "refunded");
+}
