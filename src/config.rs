@@ -74,6 +74,55 @@ impl StripeBackend {
     pub fn is_emulator(&self) -> bool {
         matches!(self, Self::Emulator)
     }
+
+    /// Which of Stripe's worlds this backend's money lives in. Keys are checked in `from_lookup`;
+    /// one built by hand with another prefix counts as live, the mode that guards real money.
+    pub fn mode(&self) -> StripeMode {
+        match self {
+            Self::Emulator => StripeMode::Emulator,
+            Self::Api { secret_key, .. } => StripeMode::of_key(secret_key.expose()).unwrap_or(StripeMode::Live),
+        }
+    }
+}
+
+/// The world a service's data belongs to: emulated purchases, Stripe's test mode, or real money.
+/// A database records the one it serves, so a lost key cannot turn production into a playground.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum StripeMode {
+    Emulator,
+    Test,
+    Live,
+}
+
+impl StripeMode {
+    /// The mode a secret or restricted key belongs to; `None` for anything else.
+    pub fn of_key(key: &str) -> Option<Self> {
+        match key.get(..8) {
+            Some("sk_test_" | "rk_test_") => Some(Self::Test),
+            Some("sk_live_" | "rk_live_") => Some(Self::Live),
+            _ => None,
+        }
+    }
+
+    /// The `livemode` Stripe puts on this mode's events; the emulator's are test-mode events.
+    pub fn livemode(self) -> bool {
+        self == Self::Live
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Emulator => "emulator",
+            Self::Test => "test",
+            Self::Live => "live",
+        }
+    }
+}
+
+impl fmt::Display for StripeMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Why the configuration was refused; its `Display` is the one line printed before exiting.
@@ -144,7 +193,9 @@ impl Config {
                 .map(Secret::new)
                 .collect(),
         };
-        if webhook_secrets.is_empty() || webhook_secrets.iter().any(|s| !s.expose().starts_with("whsec_")) {
+        // `whsec_` alone would be an HMAC key anyone can guess, so every entry needs a secret after it.
+        let well_formed = |s: &Secret| s.expose().strip_prefix("whsec_").is_some_and(|rest| !rest.is_empty());
+        if webhook_secrets.is_empty() || !webhook_secrets.iter().all(well_formed) {
             return Err(invalid(
                 "STRIPE_WEBHOOK_SECRET",
                 "must be one or more comma-separated whsec_… secrets",
@@ -254,10 +305,11 @@ fn stripe_backend(get: &impl Fn(&str) -> Option<String>) -> Result<StripeBackend
             Ok(StripeBackend::Emulator)
         }
         (Some(secret_key), _) => {
-            if !(secret_key.starts_with("sk_") || secret_key.starts_with("rk_")) {
+            // The prefix names the mode, which the database and every event are checked against.
+            if StripeMode::of_key(&secret_key).is_none() {
                 return Err(invalid(
                     "STRIPE_SECRET_KEY",
-                    "must be a Stripe secret key (sk_… or rk_…)",
+                    "must be a Stripe secret or restricted key (sk_test_…, sk_live_…, rk_test_… or rk_live_…)",
                 ));
             }
             let api_base = get("STRIPE_API_BASE").unwrap_or_else(|| "https://api.stripe.com".into());
@@ -386,6 +438,10 @@ mod tests {
             ("APP_BASE_URL", "example.com"),
             ("STRIPE_WEBHOOK_SECRET", "not-a-secret"),
             ("STRIPE_SECRET_KEY", "pk_test_123"),
+            ("STRIPE_SECRET_KEY", "sk_123"),
+            ("STRIPE_SECRET_KEY", "sk_prod_123"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_one,whsec_"),
             ("STRIPE_API_BASE", "ftp://x"),
             ("WEBHOOK_TOLERANCE_SECS", "-5"),
             ("AUTH_JWT_SECRET", "short"),
@@ -400,6 +456,22 @@ mod tests {
             vars.insert(name, value);
             assert_eq!(load(&vars).unwrap_err().variable, name, "{name}={value}");
         }
+    }
+
+    #[test]
+    fn the_key_prefix_names_the_mode_and_no_key_means_the_emulator() {
+        for (key, mode) in [
+            ("sk_test_1", StripeMode::Test),
+            ("rk_test_1", StripeMode::Test),
+            ("sk_live_1", StripeMode::Live),
+            ("rk_live_1", StripeMode::Live),
+        ] {
+            let mut vars = with_stripe_key();
+            vars.insert("STRIPE_SECRET_KEY", key);
+            assert_eq!(load(&vars).unwrap().stripe.mode(), mode, "{key}");
+        }
+        assert_eq!(load(&HashMap::new()).unwrap().stripe.mode(), StripeMode::Emulator);
+        assert!(StripeMode::Live.livemode() && !StripeMode::Test.livemode() && !StripeMode::Emulator.livemode());
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct Options {
     /// Longer than any wait in the tests by default, so a long-poll answered early was woken by
     /// its notification and not by the re-read timer.
     pub order_status_reread: std::time::Duration,
+    /// The key the app runs with; its prefix sets the mode (the emulator accepts any key).
+    pub stripe_secret_key: &'static str,
 }
 
 impl Default for Options {
@@ -49,6 +51,7 @@ impl Default for Options {
         Self {
             extra_webhook_secrets: Vec::new(),
             order_status_reread: std::time::Duration::from_secs(600),
+            stripe_secret_key: "sk_test_emulated",
         }
     }
 }
@@ -75,7 +78,7 @@ impl TestApp {
             bind_addr: "127.0.0.1:0".parse().unwrap(),
             app_base_url: "http://localhost:5173".into(),
             stripe: StripeBackend::Api {
-                secret_key: Secret::new("sk_test_emulated"),
+                secret_key: Secret::new(options.stripe_secret_key),
                 api_base: emulator_base,
             },
             webhook_secrets,

@@ -6,6 +6,7 @@ mod checkout;
 mod emulator_mode;
 mod helpers;
 mod lifecycle_helpers;
+mod livemode;
 mod long_polling;
 mod lookup_indexes;
 mod operator_commands;
