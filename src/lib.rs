@@ -16,6 +16,7 @@ pub mod order_lookup;
 pub mod orders;
 pub mod reconcile;
 pub mod routes;
+pub mod service_mode;
 pub mod startup;
 pub mod stripe;
 pub mod stripe_emulator;

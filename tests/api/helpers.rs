@@ -151,6 +151,23 @@ impl TestApp {
         }
     }
 
+    /// The configuration of another deployment on this app's database, with another Stripe backend:
+    /// for starting a second instance, as after a redeploy that changed the environment.
+    pub fn config_on_same_database(&self, stripe: StripeBackend) -> Config {
+        Config {
+            stripe,
+            ..self.config.clone()
+        }
+    }
+
+    /// Starts another instance with `config` (e.g. on this app's database) and returns its address.
+    pub async fn start_beside(&self, config: Config) -> String {
+        let other = Application::build(config).await.expect("the other instance starts");
+        let address = format!("http://127.0.0.1:{}", other.port());
+        tokio::spawn(other.run_until_stopped());
+        address
+    }
+
     /// Signs in through the emulator-mode dev endpoint, as the demo shop does.
     pub async fn dev_token(&self, user: &str) -> String {
         let (status, body) = self.post_json("/dev/token", None, &json!({ "userId": user })).await;
@@ -265,6 +282,11 @@ impl TestApp {
             .await
             .unwrap()
     }
+}
+
+/// A fresh, empty database nobody has started on yet: (name, URL).
+pub async fn fresh_database() -> (String, String) {
+    create_test_database().await
 }
 
 async fn create_test_database() -> (String, String) {

@@ -13,6 +13,7 @@ mod operator_commands;
 mod reconciliation;
 mod refunds_and_disputes;
 mod resilience;
+mod service_mode;
 mod signatures;
 mod subscription_checkouts;
 mod subscriptions;
