@@ -50,6 +50,46 @@ pub struct Config {
     pub order_status_reread: Duration,
     /// Emulator mode only: chaos for its webhook deliveries.
     pub emulator_chaos: EmulatorChaos,
+    pub checkout_limits: CheckoutLimits,
+    /// The Stripe calls polling return pages may cause in this process. Not read from the
+    /// environment: `RETURN_SYNC_RATE` always, except in tests that need an empty bucket.
+    pub return_sync_rate: Rate,
+}
+
+/// A token bucket's settings: calls per second on average, and how many may come at once.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+/// Far below Stripe's 25 requests per second per endpoint, which webhooks and checkout also need.
+pub const RETURN_SYNC_RATE: Rate = Rate {
+    per_second: 5.0,
+    burst: 5,
+};
+
+/// How fast checkouts may open (see `checkout_limits`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CheckoutLimits {
+    /// Checkouts one user may open in any 60 seconds, counted in the database across instances.
+    pub per_user_per_minute: u32,
+    /// The Checkout Sessions this process may ask Stripe for.
+    pub sessions: Rate,
+}
+
+impl Default for CheckoutLimits {
+    /// Ten a minute is more than any buyer clicking needs; the session rate keeps most of
+    /// Stripe's 25 per second for webhooks' follow-up calls and return-page syncs.
+    fn default() -> Self {
+        Self {
+            per_user_per_minute: 10,
+            sessions: Rate {
+                per_second: 20.0,
+                burst: 40,
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -239,6 +279,29 @@ impl Config {
             reorder,
         };
 
+        let defaults = CheckoutLimits::default();
+        let checkout_limits = CheckoutLimits {
+            per_user_per_minute: count(
+                &get,
+                "CHECKOUT_RATE_PER_USER_PER_MINUTE",
+                defaults.per_user_per_minute,
+                1..=10_000,
+            )?,
+            sessions: Rate {
+                per_second: match get("CHECKOUT_SESSIONS_PER_SECOND") {
+                    None => defaults.sessions.per_second,
+                    Some(v) => v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|rate| *rate > 0.0 && *rate <= 1000.0)
+                        .ok_or_else(|| {
+                            invalid("CHECKOUT_SESSIONS_PER_SECOND", "must be a number above 0, at most 1000")
+                        })?,
+                },
+                burst: count(&get, "CHECKOUT_SESSIONS_BURST", defaults.sessions.burst, 1..=10_000)?,
+            },
+        };
+
         Ok(Self {
             database_url: Secret::new(database_url),
             database_max_connections,
@@ -252,7 +315,27 @@ impl Config {
             entitlement_grace,
             order_status_reread,
             emulator_chaos,
+            checkout_limits,
+            return_sync_rate: RETURN_SYNC_RATE,
         })
+    }
+}
+
+/// A whole number, `default` when unset.
+fn count(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: u32,
+    allowed: RangeInclusive<u32>,
+) -> Result<u32, ConfigError> {
+    match get(variable) {
+        None => Ok(default),
+        Some(v) => v.parse::<u32>().ok().filter(|n| allowed.contains(n)).ok_or_else(|| {
+            invalid(
+                variable,
+                format!("must be a number from {} to {}", allowed.start(), allowed.end()),
+            )
+        }),
     }
 }
 
@@ -405,6 +488,27 @@ mod tests {
         assert_eq!(config.plans_file, PathBuf::from("plans.toml"));
         assert_eq!(config.entitlement_grace, Duration::from_secs(86_400));
         assert_eq!(config.order_status_reread, Duration::from_secs(5));
+        assert_eq!(config.checkout_limits, CheckoutLimits::default());
+        assert_eq!(config.checkout_limits.per_user_per_minute, 10);
+    }
+
+    #[test]
+    fn checkout_limits_can_be_set() {
+        let mut vars = with_stripe_key();
+        vars.insert("CHECKOUT_RATE_PER_USER_PER_MINUTE", "3");
+        vars.insert("CHECKOUT_SESSIONS_PER_SECOND", "0.5");
+        vars.insert("CHECKOUT_SESSIONS_BURST", "2");
+        let limits = load(&vars).unwrap().checkout_limits;
+        assert_eq!(
+            limits,
+            CheckoutLimits {
+                per_user_per_minute: 3,
+                sessions: Rate {
+                    per_second: 0.5,
+                    burst: 2
+                }
+            }
+        );
     }
 
     #[test]
@@ -451,6 +555,10 @@ mod tests {
             ("EMULATOR_REORDER", "sometimes"),
             ("ENTITLEMENT_GRACE_SECS", "a day"),
             ("ORDER_STATUS_REREAD_SECS", "0"),
+            ("CHECKOUT_RATE_PER_USER_PER_MINUTE", "0"),
+            ("CHECKOUT_SESSIONS_PER_SECOND", "0"),
+            ("CHECKOUT_SESSIONS_PER_SECOND", "fast"),
+            ("CHECKOUT_SESSIONS_BURST", "-1"),
         ] {
             let mut vars = with_stripe_key();
             vars.insert(name, value);

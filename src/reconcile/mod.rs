@@ -2,5 +2,4 @@
 //! the same functions the webhook uses, so whichever notices a payment first grants it, once.
 
 pub mod missed_events;
-pub mod rate_limit;
 pub mod return_page;

@@ -7,7 +7,7 @@ use std::{
 };
 
 use entitle::{
-    config::{Config, Secret, StripeBackend},
+    config::{CheckoutLimits, Config, RETURN_SYNC_RATE, Secret, StripeBackend},
     startup::Application,
     stripe::signature::sign_stripe_payload,
     stripe_emulator::{PaymentResult, StripeEmulator},
@@ -44,6 +44,8 @@ pub struct Options {
     pub order_status_reread: std::time::Duration,
     /// The key the app runs with; its prefix sets the mode (the emulator accepts any key).
     pub stripe_secret_key: &'static str,
+    /// By default far above what any test opens as one user, so only the limit's own tests meet it.
+    pub checkout_limits: CheckoutLimits,
 }
 
 impl Default for Options {
@@ -52,6 +54,10 @@ impl Default for Options {
             extra_webhook_secrets: Vec::new(),
             order_status_reread: std::time::Duration::from_secs(600),
             stripe_secret_key: "sk_test_emulated",
+            checkout_limits: CheckoutLimits {
+                per_user_per_minute: 1000,
+                ..CheckoutLimits::default()
+            },
         }
     }
 }
@@ -88,6 +94,8 @@ impl TestApp {
             emulator_chaos: Default::default(),
             entitlement_grace: std::time::Duration::from_secs(86_400),
             order_status_reread: options.order_status_reread,
+            checkout_limits: options.checkout_limits,
+            return_sync_rate: RETURN_SYNC_RATE,
         };
         let stripe = entitle::startup::stripe_client(&config, config.bind_addr).unwrap();
         let app = Application::build(config.clone())

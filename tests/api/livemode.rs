@@ -18,7 +18,11 @@ async fn assert_refused_and_nothing_changed(app: &TestApp, event: &Value, user: 
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(error_code(&body), "livemode_mismatch");
     assert_eq!(app.credits(user).await, 0);
-    assert_eq!(app.processed_event_count().await, 0, "a refused event is never recorded");
+    assert_eq!(
+        app.processed_event_count().await,
+        0,
+        "a refused event is never recorded"
+    );
 }
 
 #[tokio::test]
@@ -31,7 +35,11 @@ async fn given_a_test_key_when_a_signed_live_mode_event_arrives_then_it_is_refus
     // Nothing was consumed: the same event from test mode is applied.
     event["livemode"] = false.into();
     let (status, body) = app.deliver(&event).await;
-    assert_eq!((status, body["outcome"].as_str()), (StatusCode::OK, Some("fulfilled")), "{body}");
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (StatusCode::OK, Some("fulfilled")),
+        "{body}"
+    );
     assert_eq!(app.credits("alice").await, 100);
 }
 
@@ -48,7 +56,11 @@ async fn given_a_live_key_when_a_signed_test_mode_event_arrives_then_it_is_refus
 
     event["livemode"] = true.into();
     let (status, body) = app.deliver(&event).await;
-    assert_eq!((status, body["outcome"].as_str()), (StatusCode::OK, Some("fulfilled")), "{body}");
+    assert_eq!(
+        (status, body["outcome"].as_str()),
+        (StatusCode::OK, Some("fulfilled")),
+        "{body}"
+    );
     assert_eq!(app.credits("alice").await, 100);
 }
 

@@ -3,6 +3,7 @@
 
 mod auth_and_ownership;
 mod checkout;
+mod checkout_limits;
 mod emulator_mode;
 mod helpers;
 mod lifecycle_helpers;

@@ -65,7 +65,11 @@ async fn given_a_test_mode_database_when_the_key_is_lost_then_emulator_mode_refu
             app.db_name
         )
     );
-    assert_eq!(recorded_mode(&app).await, ["test"], "the refused instance changed nothing");
+    assert_eq!(
+        recorded_mode(&app).await,
+        ["test"],
+        "the refused instance changed nothing"
+    );
 }
 
 #[tokio::test]
@@ -137,6 +141,10 @@ async fn given_a_fresh_database_when_instances_in_two_modes_start_at_once_then_o
         .filter(|(_, result)| result.is_ok())
         .map(|(mode, _)| *mode)
         .collect();
-    assert_eq!(started.len(), 2, "both instances of the first mode recorded, and only they, start");
+    assert_eq!(
+        started.len(),
+        2,
+        "both instances of the first mode recorded, and only they, start"
+    );
     assert_eq!(started[0], started[1]);
 }
