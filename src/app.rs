@@ -20,16 +20,8 @@ use tower_http::{
 };
 
 use crate::{
-    auth::token_validation,
-    config::Config,
-    error::AppError,
-    order_events::OrderEvents,
-    order_lookup::OrderLookup,
-    reconcile::{
-        rate_limit::RateLimit,
-        return_page::{SYNC_BURST, SYNC_CALLS_PER_SECOND},
-    },
-    routes,
+    auth::token_validation, checkout_limits::CheckoutLimiter, config::Config, error::AppError,
+    order_events::OrderEvents, order_lookup::OrderLookup, rate_limit::RateLimit, routes,
 };
 
 /// What every handler shares. Axum clones the state for each request (and each extractor that
@@ -54,6 +46,8 @@ pub struct Shared {
     pub jwt_validation: Arc<Validation>,
     /// Caps the Stripe calls that polling return pages may cause.
     pub stripe_sync_limit: Arc<RateLimit>,
+    /// Bounds how fast checkouts open, per user and per process.
+    pub checkout_limiter: CheckoutLimiter,
     pub order_events: OrderEvents,
     /// Batches the owner-scoped lookups that polling return pages make.
     pub order_lookup: OrderLookup,
@@ -62,6 +56,9 @@ pub struct Shared {
 impl AppState {
     pub fn new(db: PgPool, config: Config, stripe: stripe::Client, order_events: OrderEvents) -> Self {
         let jwt_key = DecodingKey::from_secret(config.jwt_secret.expose().as_bytes());
+        let sync_rate = config.return_sync_rate;
+        let stripe_sync_limit = Arc::new(RateLimit::new(sync_rate.per_second, sync_rate.burst));
+        let checkout_limiter = CheckoutLimiter::new(&config.checkout_limits);
         Self(Arc::new(Shared {
             order_lookup: OrderLookup::start(db.clone()),
             db,
@@ -69,7 +66,8 @@ impl AppState {
             stripe,
             jwt_key: Arc::new(jwt_key),
             jwt_validation: Arc::new(token_validation()),
-            stripe_sync_limit: Arc::new(RateLimit::new(SYNC_CALLS_PER_SECOND, SYNC_BURST)),
+            stripe_sync_limit,
+            checkout_limiter,
             order_events,
         }))
     }

@@ -13,7 +13,7 @@ use crate::{
     error::AppError,
     fulfillment::process_event,
     reconcile::{failures, missed_events::reconcile_since},
-    startup::{StartupError, connect, stripe_client},
+    startup::{StartupError, check_service_mode, connect, stripe_client},
     stripe::{ProviderError, retrieve::retrieve_event},
 };
 
@@ -97,6 +97,7 @@ pub enum CommandError {
 /// Runs an operator command and returns its report.
 pub async fn run_operator_command(config: Config, command: OperatorCommand) -> Result<String, CommandError> {
     let db = connect(&config).await?;
+    check_service_mode(&db, &config).await?;
     let stripe = stripe_client(&config, config.bind_addr).map_err(StartupError::from)?;
     match command {
         OperatorCommand::Reconcile { since } => {

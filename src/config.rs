@@ -53,6 +53,46 @@ pub struct Config {
     pub reconciler_max_attempts: u32,
     /// Emulator mode only: chaos for its webhook deliveries.
     pub emulator_chaos: EmulatorChaos,
+    pub checkout_limits: CheckoutLimits,
+    /// The Stripe calls polling return pages may cause in this process. Not read from the
+    /// environment: `RETURN_SYNC_RATE` always, except in tests that need an empty bucket.
+    pub return_sync_rate: Rate,
+}
+
+/// A token bucket's settings: calls per second on average, and how many may come at once.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+/// Far below Stripe's 25 requests per second per endpoint, which webhooks and checkout also need.
+pub const RETURN_SYNC_RATE: Rate = Rate {
+    per_second: 5.0,
+    burst: 5,
+};
+
+/// How fast checkouts may open (see `checkout_limits`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CheckoutLimits {
+    /// Checkouts one user may open in any 60 seconds, counted in the database across instances.
+    pub per_user_per_minute: u32,
+    /// The Checkout Sessions this process may ask Stripe for.
+    pub sessions: Rate,
+}
+
+impl Default for CheckoutLimits {
+    /// Ten a minute is more than any buyer clicking needs; the session rate keeps most of
+    /// Stripe's 25 per second for webhooks' follow-up calls and return-page syncs.
+    fn default() -> Self {
+        Self {
+            per_user_per_minute: 10,
+            sessions: Rate {
+                per_second: 20.0,
+                burst: 40,
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -76,6 +116,55 @@ pub enum StripeBackend {
 impl StripeBackend {
     pub fn is_emulator(&self) -> bool {
         matches!(self, Self::Emulator)
+    }
+
+    /// Which of Stripe's worlds this backend's money lives in. Keys are checked in `from_lookup`;
+    /// one built by hand with another prefix counts as live, the mode that guards real money.
+    pub fn mode(&self) -> StripeMode {
+        match self {
+            Self::Emulator => StripeMode::Emulator,
+            Self::Api { secret_key, .. } => StripeMode::of_key(secret_key.expose()).unwrap_or(StripeMode::Live),
+        }
+    }
+}
+
+/// The world a service's data belongs to: emulated purchases, Stripe's test mode, or real money.
+/// A database records the one it serves, so a lost key cannot turn production into a playground.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum StripeMode {
+    Emulator,
+    Test,
+    Live,
+}
+
+impl StripeMode {
+    /// The mode a secret or restricted key belongs to; `None` for anything else.
+    pub fn of_key(key: &str) -> Option<Self> {
+        match key.get(..8) {
+            Some("sk_test_" | "rk_test_") => Some(Self::Test),
+            Some("sk_live_" | "rk_live_") => Some(Self::Live),
+            _ => None,
+        }
+    }
+
+    /// The `livemode` Stripe puts on this mode's events; the emulator's are test-mode events.
+    pub fn livemode(self) -> bool {
+        self == Self::Live
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Emulator => "emulator",
+            Self::Test => "test",
+            Self::Live => "live",
+        }
+    }
+}
+
+impl fmt::Display for StripeMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -147,7 +236,9 @@ impl Config {
                 .map(Secret::new)
                 .collect(),
         };
-        if webhook_secrets.is_empty() || webhook_secrets.iter().any(|s| !s.expose().starts_with("whsec_")) {
+        // `whsec_` alone would be an HMAC key anyone can guess, so every entry needs a secret after it.
+        let well_formed = |s: &Secret| s.expose().strip_prefix("whsec_").is_some_and(|rest| !rest.is_empty());
+        if webhook_secrets.is_empty() || !webhook_secrets.iter().all(well_formed) {
             return Err(invalid(
                 "STRIPE_WEBHOOK_SECRET",
                 "must be one or more comma-separated whsec_… secrets",
@@ -199,6 +290,29 @@ impl Config {
             reorder,
         };
 
+        let defaults = CheckoutLimits::default();
+        let checkout_limits = CheckoutLimits {
+            per_user_per_minute: count(
+                &get,
+                "CHECKOUT_RATE_PER_USER_PER_MINUTE",
+                defaults.per_user_per_minute,
+                1..=10_000,
+            )?,
+            sessions: Rate {
+                per_second: match get("CHECKOUT_SESSIONS_PER_SECOND") {
+                    None => defaults.sessions.per_second,
+                    Some(v) => v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|rate| *rate > 0.0 && *rate <= 1000.0)
+                        .ok_or_else(|| {
+                            invalid("CHECKOUT_SESSIONS_PER_SECOND", "must be a number above 0, at most 1000")
+                        })?,
+                },
+                burst: count(&get, "CHECKOUT_SESSIONS_BURST", defaults.sessions.burst, 1..=10_000)?,
+            },
+        };
+
         Ok(Self {
             database_url: Secret::new(database_url),
             database_max_connections,
@@ -213,7 +327,27 @@ impl Config {
             order_status_reread,
             reconciler_max_attempts,
             emulator_chaos,
+            checkout_limits,
+            return_sync_rate: RETURN_SYNC_RATE,
         })
+    }
+}
+
+/// A whole number, `default` when unset.
+fn count(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: u32,
+    allowed: RangeInclusive<u32>,
+) -> Result<u32, ConfigError> {
+    match get(variable) {
+        None => Ok(default),
+        Some(v) => v.parse::<u32>().ok().filter(|n| allowed.contains(n)).ok_or_else(|| {
+            invalid(
+                variable,
+                format!("must be a number from {} to {}", allowed.start(), allowed.end()),
+            )
+        }),
     }
 }
 
@@ -266,10 +400,11 @@ fn stripe_backend(get: &impl Fn(&str) -> Option<String>) -> Result<StripeBackend
             Ok(StripeBackend::Emulator)
         }
         (Some(secret_key), _) => {
-            if !(secret_key.starts_with("sk_") || secret_key.starts_with("rk_")) {
+            // The prefix names the mode, which the database and every event are checked against.
+            if StripeMode::of_key(&secret_key).is_none() {
                 return Err(invalid(
                     "STRIPE_SECRET_KEY",
-                    "must be a Stripe secret key (sk_… or rk_…)",
+                    "must be a Stripe secret or restricted key (sk_test_…, sk_live_…, rk_test_… or rk_live_…)",
                 ));
             }
             let api_base = get("STRIPE_API_BASE").unwrap_or_else(|| "https://api.stripe.com".into());
@@ -366,6 +501,27 @@ mod tests {
         assert_eq!(config.entitlement_grace, Duration::from_secs(86_400));
         assert_eq!(config.order_status_reread, Duration::from_secs(5));
         assert_eq!(config.reconciler_max_attempts, 5);
+        assert_eq!(config.checkout_limits, CheckoutLimits::default());
+        assert_eq!(config.checkout_limits.per_user_per_minute, 10);
+    }
+
+    #[test]
+    fn checkout_limits_can_be_set() {
+        let mut vars = with_stripe_key();
+        vars.insert("CHECKOUT_RATE_PER_USER_PER_MINUTE", "3");
+        vars.insert("CHECKOUT_SESSIONS_PER_SECOND", "0.5");
+        vars.insert("CHECKOUT_SESSIONS_BURST", "2");
+        let limits = load(&vars).unwrap().checkout_limits;
+        assert_eq!(
+            limits,
+            CheckoutLimits {
+                per_user_per_minute: 3,
+                sessions: Rate {
+                    per_second: 0.5,
+                    burst: 2
+                }
+            }
+        );
     }
 
     #[test]
@@ -399,6 +555,10 @@ mod tests {
             ("APP_BASE_URL", "example.com"),
             ("STRIPE_WEBHOOK_SECRET", "not-a-secret"),
             ("STRIPE_SECRET_KEY", "pk_test_123"),
+            ("STRIPE_SECRET_KEY", "sk_123"),
+            ("STRIPE_SECRET_KEY", "sk_prod_123"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_one,whsec_"),
             ("STRIPE_API_BASE", "ftp://x"),
             ("WEBHOOK_TOLERANCE_SECS", "-5"),
             ("AUTH_JWT_SECRET", "short"),
@@ -410,11 +570,31 @@ mod tests {
             ("ORDER_STATUS_REREAD_SECS", "0"),
             ("RECONCILER_MAX_ATTEMPTS", "0"),
             ("RECONCILER_MAX_ATTEMPTS", "five"),
+            ("CHECKOUT_RATE_PER_USER_PER_MINUTE", "0"),
+            ("CHECKOUT_SESSIONS_PER_SECOND", "0"),
+            ("CHECKOUT_SESSIONS_PER_SECOND", "fast"),
+            ("CHECKOUT_SESSIONS_BURST", "-1"),
         ] {
             let mut vars = with_stripe_key();
             vars.insert(name, value);
             assert_eq!(load(&vars).unwrap_err().variable, name, "{name}={value}");
         }
+    }
+
+    #[test]
+    fn the_key_prefix_names_the_mode_and_no_key_means_the_emulator() {
+        for (key, mode) in [
+            ("sk_test_1", StripeMode::Test),
+            ("rk_test_1", StripeMode::Test),
+            ("sk_live_1", StripeMode::Live),
+            ("rk_live_1", StripeMode::Live),
+        ] {
+            let mut vars = with_stripe_key();
+            vars.insert("STRIPE_SECRET_KEY", key);
+            assert_eq!(load(&vars).unwrap().stripe.mode(), mode, "{key}");
+        }
+        assert_eq!(load(&HashMap::new()).unwrap().stripe.mode(), StripeMode::Emulator);
+        assert!(StripeMode::Live.livemode() && !StripeMode::Test.livemode() && !StripeMode::Emulator.livemode());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use axum::{
     Json,
-    http::StatusCode,
+    http::{HeaderValue, StatusCode, header::RETRY_AFTER},
     response::{IntoResponse, Response},
 };
 use serde_json::json;
@@ -19,6 +19,13 @@ pub enum AppError {
     NotFound { code: &'static str, message: &'static str },
     #[error("{message}")]
     Conflict { code: &'static str, message: &'static str },
+    /// Answered with `Retry-After`: the client may come back then, and not before.
+    #[error("{message}")]
+    TooManyRequests {
+        code: &'static str,
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error("This route does not accept that method.")]
     MethodNotAllowed,
     #[error("The request body is larger than allowed.")]
@@ -47,6 +54,7 @@ impl AppError {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, code),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            Self::TooManyRequests { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Database(err) if is_unstorable_input(err) => (StatusCode::BAD_REQUEST, "invalid_body"),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
@@ -84,6 +92,10 @@ fn is_unavailable(err: &sqlx::Error) -> bool {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
+        let retry_after = match &self {
+            Self::TooManyRequests { retry_after_secs, .. } => Some(HeaderValue::from(*retry_after_secs)),
+            _ => None,
+        };
         let message = if status.is_server_error() {
             match &self {
                 Self::PaymentProvider(crate::stripe::ProviderError::Stripe(err)) => tracing::error!(
@@ -106,6 +118,10 @@ impl IntoResponse for AppError {
         } else {
             self.to_string()
         };
-        (status, Json(json!({ "error": { "code": code, "message": message } }))).into_response()
+        let mut response = (status, Json(json!({ "error": { "code": code, "message": message } }))).into_response();
+        if let Some(retry_after) = retry_after {
+            response.headers_mut().insert(RETRY_AFTER, retry_after);
+        }
+        response
     }
 }

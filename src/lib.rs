@@ -4,6 +4,7 @@
 pub mod app;
 pub mod auth;
 pub mod catalog;
+pub mod checkout_limits;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -14,8 +15,10 @@ pub mod lifecycle;
 pub mod order_events;
 pub mod order_lookup;
 pub mod orders;
+pub mod rate_limit;
 pub mod reconcile;
 pub mod routes;
+pub mod service_mode;
 pub mod startup;
 pub mod stripe;
 pub mod stripe_emulator;

@@ -1,9 +1,9 @@
 use std::process::ExitCode;
 
 use entitle::{
-    cli::{Command, USAGE, parse_command, run_operator_command},
+    cli::{Command, CommandError, USAGE, parse_command, run_operator_command},
     config::Config,
-    startup::Application,
+    startup::{Application, StartupError},
 };
 use tracing_subscriber::EnvFilter;
 
@@ -52,7 +52,9 @@ async fn main() -> ExitCode {
             }
             Err(err) => {
                 eprintln!("entitle: {}", error_chain(&err));
-                if emulated {
+                // A refused mode already says what is wrong and what to do; the hint would mislead.
+                let mode_refused = matches!(err, CommandError::Startup(StartupError::ServiceMode(_)));
+                if emulated && !mode_refused {
                     eprintln!(
                         "entitle: (no STRIPE_SECRET_KEY is set: these commands talk to the emulator of the server running at BIND_ADDR; is it running?)"
                     );

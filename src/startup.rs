@@ -13,6 +13,7 @@ use crate::{
     config::{Config, StripeBackend},
     order_events::OrderEvents,
     reconcile::missed_events::run_periodically,
+    service_mode::{ServiceModeError, ensure_service_mode},
     stripe::build_client,
     stripe_emulator::{DeliveryConfig, StripeEmulator},
 };
@@ -40,6 +41,8 @@ pub enum StartupError {
     Stripe(#[from] stripe::StripeError),
     #[error("cannot listen on BIND_ADDR: {0}")]
     Bind(#[source] std::io::Error),
+    #[error(transparent)]
+    ServiceMode(#[from] ServiceModeError),
 }
 
 pub struct Application {
@@ -58,6 +61,8 @@ impl Application {
     pub async fn build_on(listener: TcpListener, config: Config) -> Result<Self, StartupError> {
         let db = connect(&config).await?;
         sqlx::migrate!("./migrations").run(&db).await?;
+        // Before anything is served, or the emulator's `/dev/token` could sign anyone in on real data.
+        check_service_mode(&db, &config).await?;
         let plans = load_plans_file(&config.plans_file)?;
         sync_catalog(&db, &plans).await?;
 
@@ -162,6 +167,19 @@ fn print_emulator_banner(addr: SocketAddr) {
     tracing::warn!(
         "\n{line}\n  STRIPE EMULATOR MODE: no STRIPE_SECRET_KEY is set, so no real payment can happen.\n  Payments go to the built-in Stripe emulator at {origin}{EMULATOR_PATH},\n  which signs and delivers webhooks to this service. Open {origin}/ to try the shop.\n  Set STRIPE_SECRET_KEY (and STRIPE_WEBHOOK_SECRET, AUTH_JWT_SECRET) to use real Stripe.\n{line}"
     );
+}
+
+/// Refuses a database recorded for another Stripe mode (see `service_mode`); the server and the
+/// operator commands both call it, after connecting and before touching any data.
+pub async fn check_service_mode(db: &PgPool, config: &Config) -> Result<(), StartupError> {
+    let options = connect_options(config)?;
+    let database = format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or_default()
+    );
+    Ok(ensure_service_mode(db, config.stripe.mode(), database).await?)
 }
 
 /// Connects, creating the database first when the server is there but the database is not, so a

@@ -3,5 +3,4 @@
 
 pub mod failures;
 pub mod missed_events;
-pub mod rate_limit;
 pub mod return_page;

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
@@ -20,20 +21,19 @@ use crate::{
 const SESSION_MIN_AGE: Duration = Duration::from_secs(3);
 /// At most one retrieval per order per interval.
 const PER_ORDER_INTERVAL: Duration = Duration::from_secs(10);
-/// Shared by all orders: far below Stripe's 25 per second per endpoint.
-pub const SYNC_CALLS_PER_SECOND: f64 = 5.0;
-pub const SYNC_BURST: u32 = 5;
 
 /// Returns whether the order may have changed, so the caller reads it again.
 pub async fn sync_pending_order(state: &AppState, order_id: Uuid) -> Result<bool, AppError> {
-    // Only stamps the time of this check: running it again is harmless.
-    let session_id: Option<String> = db::retry_idempotent(&state.db, || {
-        sqlx::query_scalar(
-            "update orders set stripe_synced_at = now()
-         where id = $1 and status = 'pending' and stripe_checkout_session_id is not null
-           and created_at < now() - make_interval(secs => $2)
-           and (stripe_synced_at is null or stripe_synced_at < now() - make_interval(secs => $3))
-         returning stripe_checkout_session_id",
+    // Claims the order's slot by stamping the time of this check: running it again is harmless.
+    let claimed: Option<(String, DateTime<Utc>, Option<DateTime<Utc>>)> = db::retry_idempotent(&state.db, || {
+        sqlx::query_as(
+            "update orders o set stripe_synced_at = now()
+         from orders before
+         where o.id = $1 and before.id = o.id and o.status = 'pending'
+           and o.stripe_checkout_session_id is not null
+           and o.created_at < now() - make_interval(secs => $2)
+           and (o.stripe_synced_at is null or o.stripe_synced_at < now() - make_interval(secs => $3))
+         returning o.stripe_checkout_session_id, o.stripe_synced_at, before.stripe_synced_at",
         )
         .bind(order_id)
         .bind(SESSION_MIN_AGE.as_secs_f64())
@@ -41,11 +41,24 @@ pub async fn sync_pending_order(state: &AppState, order_id: Uuid) -> Result<bool
         .fetch_optional(&state.db)
     })
     .await?;
-    let Some(session_id) = session_id else {
+    let Some((session_id, claimed_at, synced_before)) = claimed else {
         return Ok(false);
     };
+    // The slot is claimed before the token is taken (a poll of an order that is not due must not
+    // spend one), so without a token it is given back: the next poll, here or on an instance with
+    // tokens left, asks Stripe instead of waiting out the interval. Only this claim is undone, and
+    // a claim is held by one poller at a time, so one order still causes at most one call per
+    // interval.
     if !state.stripe_sync_limit.try_acquire() {
         tracing::debug!(%order_id, "return-page sync skipped: global rate cap reached");
+        db::retry_idempotent(&state.db, || {
+            sqlx::query("update orders set stripe_synced_at = $3 where id = $1 and stripe_synced_at = $2")
+                .bind(order_id)
+                .bind(claimed_at)
+                .bind(synced_before)
+                .execute(&state.db)
+        })
+        .await?;
         return Ok(false);
     }
     let session = match retrieve_checkout_session(&state.stripe, &session_id).await {

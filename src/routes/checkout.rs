@@ -56,7 +56,18 @@ pub async fn create_checkout(
             message: "You already hold this plan's entitlement through an active subscription.",
         });
     }
-    let inserted = insert_pending_order(&mut conn, &user, &plan).await;
+    // Admitted and written in one transaction, so the per-user count holds under concurrency;
+    // a refusal leaves no order and asks Stripe nothing.
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    state.checkout_limiter.admit(&mut tx, &user.user_id).await?;
+    let inserted = match insert_pending_order(&mut tx, &user, &plan).await {
+        Ok(order_id) => tx.commit().await.map(|()| order_id),
+        // Rolled back; an open checkout's conflict is handled below, outside it.
+        Err(err) => {
+            drop(tx);
+            Err(err)
+        }
+    };
     // Not held across the calls to Stripe, which may take seconds.
     drop(conn);
     let order_id = match inserted {

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::{
     app::AppState,
+    config::StripeMode,
     error::AppError,
     fulfillment::process_event,
     stripe::{event::WebhookEvent, signature::verify_stripe_signature},
@@ -57,8 +58,29 @@ pub async fn payment_webhook(
     let span = tracing::Span::current();
     span.record("event_id", event.id.as_str());
     span.record("event_type", event.event_type.as_str());
+    refuse_other_mode(&event, state.config.stripe.mode())?;
 
     let outcome = process_event(&state.db, &state.stripe, &event).await?;
     tracing::info!(outcome = outcome.as_str(), "webhook processed");
     Ok(Json(json!({ "received": true, "outcome": outcome.as_str() })))
+}
+
+/// A correctly signed event from the other mode means an endpoint or secret shared between test
+/// and live: a test payment must never grant anything on a live service, nor the reverse. Refused
+/// before anything is recorded, so it stays visible (and retried) in Stripe's dashboard. An event
+/// without `livemode` is not one Stripe sent, so it is refused too (fail closed).
+fn refuse_other_mode(event: &WebhookEvent, mode: StripeMode) -> Result<(), AppError> {
+    if event.livemode == Some(mode.livemode()) {
+        return Ok(());
+    }
+    let event_mode = match event.livemode {
+        Some(true) => "a live-mode event",
+        Some(false) => "a test-mode event",
+        None => "an event without livemode",
+    };
+    tracing::warn!(%mode, livemode = ?event.livemode, "webhook refused: event from another Stripe mode");
+    Err(AppError::bad_request(
+        "livemode_mismatch",
+        format!("This service runs in Stripe {mode} mode and does not accept {event_mode}."),
+    ))
 }

@@ -13,6 +13,9 @@ pub struct WebhookEvent {
     pub event_type: String,
     #[serde(default)]
     pub created: i64,
+    /// Whether the event belongs to live mode; Stripe always sends it. `None` when missing.
+    #[serde(default)]
+    pub livemode: Option<bool>,
     pub data: EventData,
 }
 

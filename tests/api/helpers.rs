@@ -7,7 +7,7 @@ use std::{
 };
 
 use entitle::{
-    config::{Config, Secret, StripeBackend},
+    config::{CheckoutLimits, Config, RETURN_SYNC_RATE, Secret, StripeBackend},
     startup::Application,
     stripe::signature::sign_stripe_payload,
     stripe_emulator::{PaymentResult, StripeEmulator},
@@ -42,6 +42,10 @@ pub struct Options {
     /// Longer than any wait in the tests by default, so a long-poll answered early was woken by
     /// its notification and not by the re-read timer.
     pub order_status_reread: std::time::Duration,
+    /// The key the app runs with; its prefix sets the mode (the emulator accepts any key).
+    pub stripe_secret_key: &'static str,
+    /// By default far above what any test opens as one user, so only the limit's own tests meet it.
+    pub checkout_limits: CheckoutLimits,
 }
 
 impl Default for Options {
@@ -49,6 +53,11 @@ impl Default for Options {
         Self {
             extra_webhook_secrets: Vec::new(),
             order_status_reread: std::time::Duration::from_secs(600),
+            stripe_secret_key: "sk_test_emulated",
+            checkout_limits: CheckoutLimits {
+                per_user_per_minute: 1000,
+                ..CheckoutLimits::default()
+            },
         }
     }
 }
@@ -75,7 +84,7 @@ impl TestApp {
             bind_addr: "127.0.0.1:0".parse().unwrap(),
             app_base_url: "http://localhost:5173".into(),
             stripe: StripeBackend::Api {
-                secret_key: Secret::new("sk_test_emulated"),
+                secret_key: Secret::new(options.stripe_secret_key),
                 api_base: emulator_base,
             },
             webhook_secrets,
@@ -86,6 +95,8 @@ impl TestApp {
             entitlement_grace: std::time::Duration::from_secs(86_400),
             order_status_reread: options.order_status_reread,
             reconciler_max_attempts: 5,
+            checkout_limits: options.checkout_limits,
+            return_sync_rate: RETURN_SYNC_RATE,
         };
         let stripe = entitle::startup::stripe_client(&config, config.bind_addr).unwrap();
         let app = Application::build(config.clone())
@@ -147,6 +158,23 @@ impl TestApp {
             config,
             stripe,
         }
+    }
+
+    /// The configuration of another deployment on this app's database, with another Stripe backend:
+    /// for starting a second instance, as after a redeploy that changed the environment.
+    pub fn config_on_same_database(&self, stripe: StripeBackend) -> Config {
+        Config {
+            stripe,
+            ..self.config.clone()
+        }
+    }
+
+    /// Starts another instance with `config` (e.g. on this app's database) and returns its address.
+    pub async fn start_beside(&self, config: Config) -> String {
+        let other = Application::build(config).await.expect("the other instance starts");
+        let address = format!("http://127.0.0.1:{}", other.port());
+        tokio::spawn(other.run_until_stopped());
+        address
     }
 
     /// Signs in through the emulator-mode dev endpoint, as the demo shop does.
@@ -263,6 +291,11 @@ impl TestApp {
             .await
             .unwrap()
     }
+}
+
+/// A fresh, empty database nobody has started on yet: (name, URL).
+pub async fn fresh_database() -> (String, String) {
+    create_test_database().await
 }
 
 async fn create_test_database() -> (String, String) {

@@ -3,9 +3,11 @@
 
 mod auth_and_ownership;
 mod checkout;
+mod checkout_limits;
 mod emulator_mode;
 mod helpers;
 mod lifecycle_helpers;
+mod livemode;
 mod long_polling;
 mod lookup_indexes;
 mod operator_commands;
@@ -14,6 +16,7 @@ mod refunds_and_disputes;
 mod resilience;
 mod reversal_orderings;
 mod reversal_properties;
+mod service_mode;
 mod signatures;
 mod subscription_checkouts;
 mod subscriptions;

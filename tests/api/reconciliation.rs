@@ -4,10 +4,8 @@
 
 use chrono::Utc;
 use entitle::{
-    reconcile::{
-        missed_events::{reconcile_from_cursor, reconcile_since},
-        return_page::{SYNC_BURST, SYNC_CALLS_PER_SECOND},
-    },
+    config::{Config, Rate},
+    reconcile::missed_events::{reconcile_from_cursor, reconcile_since},
     stripe_emulator::{InjectedFailure, PaymentResult},
 };
 use futures::{StreamExt, stream};
@@ -15,7 +13,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{
-    helpers::{TestApp, unix_now},
+    helpers::{TestApp, token_for, unix_now},
     lifecycle_helpers::event_id,
 };
 
@@ -168,7 +166,8 @@ async fn given_many_pending_orders_polled_at_once_then_a_global_cap_bounds_the_s
     let started = std::time::Instant::now();
     futures::future::join_all(orders.iter().map(|id| app.order_status("alice", *id))).await;
     // The bucket refills while the polls run, so the bound depends on how long they took.
-    let allowed = f64::from(SYNC_BURST) + started.elapsed().as_secs_f64() * SYNC_CALLS_PER_SECOND + 1.0;
+    let Rate { per_second, burst } = app.config.return_sync_rate;
+    let allowed = f64::from(burst) + started.elapsed().as_secs_f64() * per_second + 1.0;
     let calls = app.session_retrievals();
     assert!(
         calls >= 1 && calls as f64 <= allowed,
@@ -337,4 +336,41 @@ async fn given_an_event_that_keeps_failing_then_later_events_still_apply_and_aft
     assert_eq!(body["outcome"], "subscription_synced");
     reconcile_from_cursor(&app.db, &app.stripe, max_attempts).await.unwrap();
     assert_eq!(app.failure_record(&event_id(&update)).await, None);
+}
+
+#[tokio::test]
+async fn given_an_instance_out_of_stripe_calls_when_it_is_polled_then_the_orders_sync_slot_is_left_for_another() {
+    let app = TestApp::spawn().await;
+    let (order_id, session_id) = app.checkout("alice", "credits_100").await;
+    app.pay(&session_id, PaymentResult::Card);
+    app.age_order(order_id, 10).await;
+    // A second instance on the same database whose return-page bucket is empty.
+    let spent = app
+        .start_beside(Config {
+            return_sync_rate: Rate {
+                per_second: 1.0,
+                burst: 0,
+            },
+            ..app.config.clone()
+        })
+        .await;
+
+    let polled_there: serde_json::Value = app
+        .http
+        .post(format!("{spent}/order-status"))
+        .bearer_auth(token_for("alice"))
+        .json(&serde_json::json!({ "orderId": order_id }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(polled_there["status"], "pending");
+    assert_eq!(app.session_retrievals(), 0, "no token, no call");
+
+    // The slot was not used up by the poll that could not call: the next one asks Stripe at once.
+    assert_eq!(app.order_status("alice", order_id).await["status"], "paid");
+    assert_eq!(app.session_retrievals(), 1);
+    assert_eq!(app.credits("alice").await, 100);
 }

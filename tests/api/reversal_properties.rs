@@ -8,11 +8,17 @@
 //! `REVERSAL_SEED=<n>` replays a run; `REVERSAL_HISTORIES=<n>` sets how many (default 300).
 
 use chrono::Utc;
-use entitle::reconcile::missed_events::reconcile_since;
+use entitle::{
+    config::{CheckoutLimits, Rate},
+    reconcile::missed_events::reconcile_since,
+};
 use futures::{StreamExt, stream};
 use serde_json::Value;
 
-use crate::{helpers::TestApp, lifecycle_helpers::Purchase};
+use crate::{
+    helpers::{Options, TestApp},
+    lifecycle_helpers::Purchase,
+};
 
 const PLAN: &str = "pro_lifetime";
 const PRICE: i64 = 9900;
@@ -288,7 +294,18 @@ async fn any_order_and_any_repetition_of_a_purchases_events_ends_where_in_order_
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
     println!("reversal histories: REVERSAL_SEED={base_seed} REVERSAL_HISTORIES={histories}");
-    let app = TestApp::spawn().await;
+    // Hundreds of checkouts in seconds: the per-process session limit is not what is tested here.
+    let app = TestApp::spawn_with(Options {
+        checkout_limits: CheckoutLimits {
+            per_user_per_minute: 10,
+            sessions: Rate {
+                per_second: 100_000.0,
+                burst: 100_000,
+            },
+        },
+        ..Options::default()
+    })
+    .await;
 
     let seeds: Vec<u64> = (0..histories as u64).map(|i| base_seed.wrapping_add(i)).collect();
     for (batch_index, batch) in seeds.chunks(BATCH).enumerate() {

@@ -131,3 +131,39 @@ async fn headers_from_the_official_stripe_library_are_accepted() {
     let (status, _) = app.deliver_raw(body, Some(header.trim())).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+/// `whsec_` alone would make the empty string the HMAC key, which anyone can sign with; a key must
+/// say its mode, which every event is checked against. Both stop the binary before it serves.
+#[tokio::test]
+async fn the_binary_refuses_an_empty_webhook_secret_and_a_key_that_names_no_mode() {
+    for (variable, key, webhook_secrets) in [
+        ("STRIPE_WEBHOOK_SECRET", "sk_test_real_looking_key", "whsec_"),
+        (
+            "STRIPE_WEBHOOK_SECRET",
+            "sk_test_real_looking_key",
+            "whsec_kept_secret,whsec_",
+        ),
+        ("STRIPE_SECRET_KEY", "sk_real_looking_key", "whsec_kept_secret"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_entitle"))
+            .env_clear()
+            .env("STRIPE_SECRET_KEY", key)
+            .env("STRIPE_WEBHOOK_SECRET", webhook_secrets)
+            .env("AUTH_JWT_SECRET", "0123456789abcdef0123456789abcdef")
+            // Where nothing listens: a binary that accepted the values stops there, never serving.
+            .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/entitle_unused")
+            .current_dir(std::env::temp_dir())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{variable}={webhook_secrets}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.lines().count() == 1 && stderr.contains(&format!("configuration error: {variable}")),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("real_looking") && !stderr.contains("kept_secret"),
+            "{stderr}"
+        );
+    }
+}

@@ -189,6 +189,7 @@ async fn given_an_event_for_a_subscription_stripe_does_not_know_then_it_is_recor
     let event = serde_json::json!({
         "id": "evt_test_unknown_subscription",
         "object": "event",
+        "livemode": false,
         "type": "customer.subscription.updated",
         "created": crate::helpers::unix_now(),
         "data": { "object": { "id": "sub_unknown", "object": "subscription", "status": "active" } }
@@ -211,6 +212,7 @@ async fn given_a_subscription_on_file_that_stripe_does_not_know_then_the_event_i
     let event = serde_json::json!({
         "id": "evt_test_known_subscription",
         "object": "event",
+        "livemode": false,
         "type": "customer.subscription.updated",
         "created": crate::helpers::unix_now(),
         "data": { "object": { "id": "sub_on_file", "object": "subscription", "status": "canceled" } }

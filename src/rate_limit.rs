@@ -1,7 +1,7 @@
-//! A token bucket for calls to Stripe that users can trigger (polling a return page), so no number
-//! of browsers can spend the account's rate limit (25 requests per second per endpoint in live
-//! mode) that webhooks and checkout need. Per process: with several instances, the cap multiplies,
-//! which is why it sits far below Stripe's.
+//! A token bucket for calls to Stripe that users can trigger (opening checkouts, polling a return
+//! page), so no number of browsers can spend the account's rate limit (25 requests per second per
+//! endpoint in live mode) that webhooks need. Per process: with several instances, the cap
+//! multiplies, which is why the defaults sit far below Stripe's.
 
 use std::{
     sync::Mutex,
@@ -26,6 +26,11 @@ impl RateLimit {
 
     /// Takes a token if one is left; never waits.
     pub fn try_acquire(&self) -> bool {
+        self.try_take().is_ok()
+    }
+
+    /// Takes a token if one is left, or says how long until the next one arrives; never waits.
+    pub fn try_take(&self) -> Result<(), Duration> {
         let mut bucket = self.bucket.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let (tokens, last) = &mut *bucket;
         let now = Instant::now();
@@ -34,9 +39,10 @@ impl RateLimit {
         *last = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
-            true
+            Ok(())
         } else {
-            false
+            // A bucket that never refills (rate 0) answers "not for a long time", not a panic.
+            Err(Duration::try_from_secs_f64((1.0 - *tokens) / self.per_second).unwrap_or(Duration::MAX))
         }
     }
 
@@ -48,6 +54,8 @@ impl RateLimit {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::RateLimit;
 
     #[test]
@@ -57,5 +65,17 @@ mod tests {
         assert!(!limit.try_acquire());
         std::thread::sleep(limit.interval());
         assert!(limit.try_acquire());
+    }
+
+    #[test]
+    fn a_refusal_says_when_the_next_token_arrives() {
+        let limit = RateLimit::new(0.001, 1);
+        assert_eq!(limit.try_take(), Ok(()));
+        let wait = limit.try_take().unwrap_err();
+        assert!(
+            wait > Duration::from_secs(990) && wait <= Duration::from_secs(1000),
+            "{wait:?}"
+        );
+        assert!(RateLimit::new(0.0, 0).try_take().is_err());
     }
 }
