@@ -168,6 +168,11 @@ pub async fn apply_session(
     session: &CheckoutSessionObject,
     event_id: &str,
 ) -> Result<(Outcome, Option<Uuid>), sqlx::Error> {
+    if let Some(payment_intent) = &session.payment_intent {
+        // Before the order's lock, as reversals take it: a refund of this payment committing
+        // meanwhile is then seen here or sees the order paid.
+        lifecycle::payment_facts::lock_payment(conn, "payment", payment_intent.id()).await?;
+    }
     let Some(order) = lock_order_for_session(conn, session).await? else {
         return Ok((Outcome::NoMatchingOrder, None));
     };

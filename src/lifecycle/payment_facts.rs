@@ -11,6 +11,20 @@ use crate::stripe::lifecycle_objects::{ChargeObject, DisputeObject, RefundObject
 /// A refund that no longer takes money back.
 pub const REFUND_UNDONE: &[&str] = &["failed", "canceled"];
 
+/// Serialises everything done about one charge or one payment intent, until commit. A reversal
+/// takes its charge's lock, then its payment intent's, before it looks for the order; fulfilment
+/// and an invoice naming its payments take the payment intent's before the order's. So a refund
+/// committing while its payment is being fulfilled is seen by one or the other, never by neither.
+/// Always charge, then payment intent, then order.
+pub async fn lock_payment(conn: &mut PgConnection, kind: &str, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("select pg_advisory_xact_lock(hashtext($1 || ':' || $2))")
+        .bind(kind)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// A charge as an event showed it, `seen_at` being that event's `created`.
 pub async fn record_charge(conn: &mut PgConnection, charge: &ChargeObject, seen_at: i64) -> Result<(), sqlx::Error> {
     let payment_intent = charge.payment_intent.as_ref().map(|p| p.id());

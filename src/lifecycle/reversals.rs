@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{
     entitlement_state::refresh_entitlement,
-    payment_facts::{self, PaymentFacts, REFUND_UNDONE},
+    payment_facts::{self, ChargeFact, PaymentFacts, REFUND_UNDONE, RefundFact},
     payment_owner::{LockedPaidOrder, lock_order_for_payment},
 };
 use crate::{
@@ -115,23 +115,37 @@ pub fn derive_standing(facts: &PaymentFacts, purchased: i64, order_amount: i64) 
     }
 }
 
-/// The payments (by payment intent, else by charge) the facts speak of.
-fn payment_keys(facts: &PaymentFacts) -> Vec<String> {
-    let mut keys: Vec<String> = facts
+/// The payment a charge belongs to: its payment intent, else the charge itself.
+fn charge_payment(charge: &ChargeFact) -> &str {
+    charge
+        .stripe_payment_intent_id
+        .as_deref()
+        .unwrap_or(&charge.stripe_charge_id)
+}
+
+/// The payment a refund belongs to: its payment intent, else its charge's, else its charge.
+fn refund_payment<'a>(facts: &'a PaymentFacts, refund: &'a RefundFact) -> Option<&'a str> {
+    refund.stripe_payment_intent_id.as_deref().or_else(|| {
+        let charge = refund.stripe_charge_id.as_deref()?;
+        Some(
+            facts
+                .charges
+                .iter()
+                .find(|c| c.stripe_charge_id == charge)
+                .map_or(charge, charge_payment),
+        )
+    })
+}
+
+/// The payments the facts speak of.
+fn payment_keys(facts: &PaymentFacts) -> Vec<&str> {
+    let mut keys: Vec<&str> = facts
         .charges
         .iter()
-        .map(|c| {
-            c.stripe_payment_intent_id
-                .clone()
-                .unwrap_or_else(|| c.stripe_charge_id.clone())
-        })
-        .chain(facts.refunds.iter().filter_map(|r| {
-            r.stripe_payment_intent_id
-                .clone()
-                .or_else(|| r.stripe_charge_id.clone())
-        }))
+        .map(charge_payment)
+        .chain(facts.refunds.iter().filter_map(|r| refund_payment(facts, r)))
         .collect();
-    keys.sort();
+    keys.sort_unstable();
     keys.dedup();
     keys
 }
@@ -141,24 +155,17 @@ fn payment_keys(facts: &PaymentFacts) -> Vec<String> {
 /// than the refunds known to stand. Without a snapshot (its `charge.refunded` is still on its way),
 /// the standing refunds count against the order's amount.
 fn refunded_of(facts: &PaymentFacts, payment: &str, order_amount: i64) -> (i64, i64) {
-    let belongs = |intent: &Option<String>, charge: &Option<String>| {
-        intent.as_deref() == Some(payment) || (intent.is_none() && charge.as_deref() == Some(payment))
-    };
     let refunds: Vec<_> = facts
         .refunds
         .iter()
-        .filter(|r| belongs(&r.stripe_payment_intent_id, &r.stripe_charge_id))
+        .filter(|r| refund_payment(facts, r) == Some(payment))
         .collect();
     let standing: i64 = refunds
         .iter()
         .filter(|r| !REFUND_UNDONE.contains(&r.status.as_str()))
         .map(|r| r.amount)
         .sum();
-    let snapshots: Vec<_> = facts
-        .charges
-        .iter()
-        .filter(|c| belongs(&c.stripe_payment_intent_id, &Some(c.stripe_charge_id.clone())))
-        .collect();
+    let snapshots: Vec<_> = facts.charges.iter().filter(|c| charge_payment(c) == payment).collect();
     if snapshots.is_empty() {
         return (standing, order_amount);
     }
@@ -209,6 +216,7 @@ pub async fn apply_reversal_event(
         let Some(charge) = event.object_as::<ChargeObject>() else {
             return Ok((Outcome::MalformedObject, None));
         };
+        payment_facts::lock_payment(conn, "charge", &charge.id).await?;
         payment_facts::record_charge(conn, &charge, event.created).await?;
         let intent = match charge.payment_intent.as_ref() {
             Some(intent) => Some(intent.id().to_owned()),
@@ -219,6 +227,9 @@ pub async fn apply_reversal_event(
         let Some(refund) = event.object_as::<RefundObject>() else {
             return Ok((Outcome::MalformedObject, None));
         };
+        if let Some(charge) = &refund.charge {
+            payment_facts::lock_payment(conn, "charge", charge.id()).await?;
+        }
         payment_facts::record_refund(conn, &refund, None, event.created).await?;
         let intent = match (refund.payment_intent.as_ref(), refund.charge.as_ref()) {
             (Some(intent), _) => Some(intent.id().to_owned()),
@@ -230,6 +241,9 @@ pub async fn apply_reversal_event(
         let Some(dispute) = event.object_as::<DisputeObject>() else {
             return Ok((Outcome::MalformedObject, None));
         };
+        if let Some(charge) = &dispute.charge {
+            payment_facts::lock_payment(conn, "charge", charge.id()).await?;
+        }
         payment_facts::record_dispute(conn, &dispute, event.created).await?;
         dispute_status = Some(dispute_state(&dispute.status));
         let intent = match (dispute.payment_intent.as_ref(), dispute.charge.as_ref()) {
@@ -244,6 +258,7 @@ pub async fn apply_reversal_event(
         // Recorded by charge; a later event naming the charge's payment intent links it.
         return Ok((Outcome::AwaitingOrder, None));
     };
+    payment_facts::lock_payment(conn, "payment", &payment_intent).await?;
     let Some(order) = lock_order_for_payment(conn, &payment_intent).await? else {
         return Ok((Outcome::AwaitingOrder, None));
     };
@@ -415,7 +430,6 @@ pub async fn settle_if_reversed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lifecycle::payment_facts::{ChargeFact, RefundFact};
 
     fn charge(refunded: i64, seen_at: i64) -> ChargeFact {
         ChargeFact {

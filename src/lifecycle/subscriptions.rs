@@ -132,6 +132,15 @@ pub async fn apply_subscription_event(
         .ok()
         .and_then(|current| current.metadata_value("order_id"))
         .and_then(|id| Uuid::parse_str(id).ok());
+    if let Some(invoice) = &stripe_state.paid_invoice {
+        // The payments it names, before the order, as reversals and fulfilment take them.
+        let with_payments = stripe_state.paid_invoice_payments.as_ref().unwrap_or(invoice);
+        let mut intents = with_payments.payment_intent_ids();
+        intents.sort_unstable();
+        for intent in intents {
+            super::payment_facts::lock_payment(conn, "payment", intent).await?;
+        }
+    }
     lock_order_of_subscription(conn, subscription_id, order_hint).await?;
     lock_subscription(conn, subscription_id).await?;
     let current = match stripe_state.current {

@@ -1,7 +1,7 @@
 //! Generated histories of a purchase and its reversals (partial, full, failed and canceled refunds;
 //! inquiries and chargebacks opened, escalated, won, lost or closed), each enacted on two identical
 //! purchases. One twin gets its events in order; the other in a random order with duplicates,
-//! through the webhook and, for some histories, partly through the reconciler. Then both must hold
+//! through the webhook (some histories all at once) and, for some, partly through the reconciler. Then both must hold
 //! exactly the same, and that must respect the invariants: credits never above the purchase less
 //! its refunded share, no access while a full refund, a lost or an open dispute stands.
 //!
@@ -209,6 +209,7 @@ struct History {
     adverse: (String, Purchase),
     /// Event types as the adverse twin received them by webhook; the rest went to the reconciler.
     delivered: Vec<String>,
+    concurrently: bool,
 }
 
 /// Buys both twins, enacts the steps on each, delivers the in-order twin's events in order and the
@@ -238,7 +239,21 @@ async fn run_history(app: &TestApp, seed: u64, leave_some: bool) -> History {
     for i in (1..delivery.len()).rev() {
         delivery.swap(i, rng.below(i + 1));
     }
-    app.deliver_all(&delivery).await;
+    let concurrently = rng.chance(33);
+    if concurrently {
+        // All at once: the claims, the order's lock and the facts' merge must still add up.
+        let answers = futures::future::join_all(delivery.iter().map(|event| app.deliver(event))).await;
+        for (event, (status, body)) in delivery.iter().zip(answers) {
+            assert_eq!(
+                status,
+                reqwest::StatusCode::OK,
+                "{} -> {body} (seed {seed})",
+                event["type"]
+            );
+        }
+    } else {
+        app.deliver_all(&delivery).await;
+    }
     History {
         seed,
         steps,
@@ -249,6 +264,7 @@ async fn run_history(app: &TestApp, seed: u64, leave_some: bool) -> History {
             .iter()
             .map(|e| e["type"].as_str().unwrap().to_owned())
             .collect(),
+        concurrently,
     }
 }
 
@@ -256,8 +272,8 @@ async fn check(app: &TestApp, history: &History, via_reconciler: bool) {
     let expected = held(app, &history.in_order.0, &history.in_order.1).await;
     let got = held(app, &history.adverse.0, &history.adverse.1).await;
     let context = format!(
-        "REVERSAL_SEED history seed {} (reconciler: {via_reconciler})\n  steps: {:?}\n  truth: {:?}\n  adverse delivery: {:?}",
-        history.seed, history.steps, history.truth, history.delivered
+        "REVERSAL_SEED history seed {} (reconciler: {via_reconciler}, concurrently: {})\n  steps: {:?}\n  truth: {:?}\n  adverse delivery: {:?}",
+        history.seed, history.concurrently, history.steps, history.truth, history.delivered
     );
     assert_eq!(
         got, expected,
