@@ -20,6 +20,7 @@ pub mod reconcile;
 pub mod routes;
 pub mod service_mode;
 pub mod startup;
+pub mod store;
 pub mod stripe;
 pub mod stripe_emulator;
 pub mod subscription_checkout;
