@@ -24,6 +24,7 @@ use crate::{
         subscriptions::{self, FetchedForEvent},
     },
     orders::OrderStatus,
+    store::{credit_ledger, entitlements},
     stripe::event::{CheckoutSessionObject, WebhookEvent},
 };
 
@@ -314,7 +315,7 @@ async fn fulfil_order(
         .await?;
 
     if order.credits > 0 {
-        grant_credits_once(conn, order, event_id).await?;
+        credit_ledger::grant_purchase_once(conn, &order.user_id, order.id, order.credits, event_id).await?;
     }
     let paid = LockedPaidOrder {
         id: order.id,
@@ -337,7 +338,17 @@ async fn fulfil_order(
         }
     }
     if let Some(key) = &order.entitlement {
-        record_grant_once(conn, order, key, event_id).await?;
+        // The history's `grant` row, once per order; the entitlement itself is derived from every
+        // order that grants it.
+        let grant = entitlements::Change {
+            user_id: &order.user_id,
+            key,
+            order_id: order.id,
+            change: "grant",
+            event_id,
+            detail: None,
+        };
+        entitlements::record(conn, &grant).await?;
         refresh_entitlement(conn, order.id, event_id, "checkout completed").await?;
     }
     tracing::info!(order_id = %order.id, user_id = %order.user_id, credits = order.credits, "order fulfilled");
@@ -380,43 +391,6 @@ async fn put_under_review(
     )
     .bind(order.id)
     .bind(reason)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-async fn grant_credits_once(conn: &mut PgConnection, order: &LockedOrder, event_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "insert into credit_ledger (user_id, order_id, kind, delta, stripe_event_id)
-         values ($1, $2, 'purchase', $3, $4)
-         on conflict do nothing",
-    )
-    .bind(&order.user_id)
-    .bind(order.id)
-    .bind(order.credits)
-    .bind(event_id)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// The history's `grant` row, once per order: the entitlement itself is derived from every order
-/// that grants it (`refresh_entitlement`).
-async fn record_grant_once(
-    conn: &mut PgConnection,
-    order: &LockedOrder,
-    key: &str,
-    event_id: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "insert into entitlement_history (user_id, key, order_id, change, stripe_event_id)
-         values ($1, $2, $3, 'grant', $4)
-         on conflict do nothing",
-    )
-    .bind(&order.user_id)
-    .bind(key)
-    .bind(order.id)
-    .bind(event_id)
     .execute(conn)
     .await?;
     Ok(())

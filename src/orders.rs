@@ -29,6 +29,19 @@ impl OrderStatus {
     }
 }
 
+/// What stands against an order's payment, strongest first (so the strongest of two is the `min`).
+/// Stored on the order and on the entitlement it grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum Hold {
+    /// A dispute was lost: the money is gone for good.
+    DisputeLost,
+    /// Refunded in full.
+    Refunded,
+    /// A dispute (or an inquiry) is open: suspended until the bank decides.
+    Disputed,
+}
+
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderView {

@@ -4,11 +4,11 @@
 //! keeps it when one purchase is reversed. Every write goes through `refresh_entitlement`, which
 //! records a history row naming the event for each change.
 
-use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::reversals::Hold;
+use crate::store::entitlements;
 
 /// The stored status. `past_due` still grants until the period end plus the grace; the read side
 /// (`GET /entitlements`) applies the clock.
@@ -37,25 +37,6 @@ fn rank(status: &str) -> u8 {
     }
 }
 
-/// One order's claim on the entitlement.
-#[derive(sqlx::FromRow)]
-struct Grant {
-    order_id: Uuid,
-    hold: Option<Hold>,
-    stripe_subscription_id: Option<String>,
-    stripe_status: Option<String>,
-    current_period_end: Option<DateTime<Utc>>,
-    cancel_at_period_end: Option<bool>,
-}
-
-#[derive(sqlx::FromRow)]
-struct Stored {
-    status: String,
-    order_id: Option<Uuid>,
-    current_period_end: Option<DateTime<Utc>>,
-    cancel_at_period_end: bool,
-}
-
 /// Recomputes the entitlement `order_id` grants from every fulfilled order of the same user that
 /// grants it, and writes it. Returns whether anything changed. Callers hold the order's (and for a
 /// subscription, the subscription's) lock; the entitlement row is locked here, last.
@@ -65,33 +46,11 @@ pub async fn refresh_entitlement(
     event_id: &str,
     detail: &str,
 ) -> Result<bool, sqlx::Error> {
-    let owner: Option<(String, Option<String>)> =
-        sqlx::query_as("select user_id, entitlement from orders where id = $1")
-            .bind(order_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let Some((user_id, Some(key))) = owner else {
+    let Some((user_id, Some(key))) = entitlements::grantee(conn, order_id).await? else {
         return Ok(false);
     };
-    let stored: Option<Stored> = sqlx::query_as(
-        "select status, order_id, current_period_end, cancel_at_period_end
-         from entitlements where user_id = $1 and key = $2 for update",
-    )
-    .bind(&user_id)
-    .bind(&key)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let grants: Vec<Grant> = sqlx::query_as(
-        "select o.id as order_id, o.hold, o.stripe_subscription_id, s.status as stripe_status,
-                s.current_period_end, s.cancel_at_period_end
-         from orders o
-         left join subscriptions s on s.stripe_subscription_id = o.stripe_subscription_id
-         where o.user_id = $1 and o.entitlement = $2 and o.status in ('paid', 'refunded', 'disputed')",
-    )
-    .bind(&user_id)
-    .bind(&key)
-    .fetch_all(&mut *conn)
-    .await?;
+    let stored = entitlements::lock_stored(conn, &user_id, &key).await?;
+    let grants = entitlements::grants(conn, &user_id, &key).await?;
     // The best claim: the status that grants most; then one that never lapses (a one-time
     // purchase); then the latest period end.
     let Some(best) = grants.iter().max_by_key(|g| {
@@ -108,26 +67,15 @@ pub async fn refresh_entitlement(
         _ => best.current_period_end,
     };
     let cancel_at_period_end = best.cancel_at_period_end.unwrap_or(false);
-
-    sqlx::query(
-        "insert into entitlements as e
-             (user_id, key, status, stripe_subscription_id, order_id, current_period_end, cancel_at_period_end, hold)
-         values ($1, $2, $3, $4, $5, $6, $7, $8)
-         on conflict (user_id, key) do update set
-             status = excluded.status, stripe_subscription_id = excluded.stripe_subscription_id,
-             order_id = excluded.order_id, current_period_end = excluded.current_period_end,
-             cancel_at_period_end = excluded.cancel_at_period_end, hold = excluded.hold, updated_at = now()",
-    )
-    .bind(&user_id)
-    .bind(&key)
-    .bind(status)
-    .bind(&best.stripe_subscription_id)
-    .bind(best.order_id)
-    .bind(period_end)
-    .bind(cancel_at_period_end)
-    .bind(best.hold)
-    .execute(&mut *conn)
-    .await?;
+    let derived = entitlements::Derived {
+        status,
+        stripe_subscription_id: best.stripe_subscription_id.as_deref(),
+        order_id: best.order_id,
+        current_period_end: period_end,
+        cancel_at_period_end,
+        hold: best.hold,
+    };
+    entitlements::write(conn, &user_id, &key, &derived).await?;
 
     // A first grant is recorded by fulfilment as `grant`; later changes are recorded here.
     let Some(stored) = stored else {
@@ -146,18 +94,15 @@ pub async fn refresh_entitlement(
     } else {
         return Ok(false);
     };
-    sqlx::query(
-        "insert into entitlement_history (user_id, key, order_id, change, stripe_event_id, detail)
-         values ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(&user_id)
-    .bind(&key)
-    .bind(order_id)
-    .bind(change)
-    .bind(event_id)
-    .bind(detail)
-    .execute(conn)
-    .await?;
+    let change = entitlements::Change {
+        user_id: &user_id,
+        key: &key,
+        order_id,
+        change,
+        event_id,
+        detail: Some(detail),
+    };
+    entitlements::record(conn, &change).await?;
     Ok(true)
 }
 

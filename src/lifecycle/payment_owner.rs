@@ -5,6 +5,8 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::store::order_standing;
+
 pub struct LockedPaidOrder {
     pub id: Uuid,
     pub user_id: String,
@@ -13,45 +15,19 @@ pub struct LockedPaidOrder {
     pub via_subscription: bool,
 }
 
-/// Finds and locks the order the payment intent paid for (`no key update`, as checkout does, so
-/// rows referencing the order can still be inserted by other events).
+/// Finds and locks the order the payment intent paid for.
 pub async fn lock_order_for_payment(
     conn: &mut PgConnection,
     payment_intent_id: &str,
 ) -> Result<Option<LockedPaidOrder>, sqlx::Error> {
-    let one_time: Option<Uuid> = sqlx::query_scalar("select id from orders where stripe_payment_intent_id = $1")
-        .bind(payment_intent_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let (order_id, via_subscription) = match one_time {
-        Some(id) => (id, false),
-        None => {
-            let by_subscription: Option<Option<Uuid>> = sqlx::query_scalar(
-                "select coalesce(s.order_id, o.id)
-                 from subscription_payments p
-                 left join subscriptions s on s.stripe_subscription_id = p.stripe_subscription_id
-                 left join orders o on o.stripe_subscription_id = p.stripe_subscription_id
-                 where p.stripe_payment_intent_id = $1
-                 limit 1",
-            )
-            .bind(payment_intent_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-            match by_subscription.flatten() {
-                Some(id) => (id, true),
-                None => return Ok(None),
-            }
-        }
+    let Some((order_id, via_subscription)) = order_standing::order_for_payment(conn, payment_intent_id).await? else {
+        return Ok(None);
     };
-    let row: Option<(String, crate::orders::OrderStatus)> =
-        sqlx::query_as("select user_id, status from orders where id = $1 for no key update")
-            .bind(order_id)
-            .fetch_optional(conn)
-            .await?;
-    Ok(row.map(|(user_id, status)| LockedPaidOrder {
+    let locked = order_standing::lock(conn, order_id).await?;
+    Ok(locked.map(|owner| LockedPaidOrder {
         id: order_id,
-        user_id,
-        status,
+        user_id: owner.user_id,
+        status: owner.status,
         via_subscription,
     }))
 }

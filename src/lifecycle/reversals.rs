@@ -15,9 +15,14 @@ use super::{
     payment_facts::{self, ChargeFact, PaymentFacts, REFUND_UNDONE, RefundFact},
     payment_owner::{LockedPaidOrder, lock_order_for_payment},
 };
+pub use crate::orders::Hold;
 use crate::{
     fulfillment::Outcome,
     orders::OrderStatus,
+    store::{
+        credit_ledger::{self, LedgerKind},
+        order_standing,
+    },
     stripe::{
         event::WebhookEvent,
         lifecycle_objects::{ChargeObject, DisputeObject, RefundObject},
@@ -39,19 +44,6 @@ pub const DISPUTE_EVENT_TYPES: &[&str] = &[
     "charge.dispute.funds_withdrawn",
     "charge.dispute.funds_reinstated",
 ];
-
-/// What stands against an order's payment, strongest first (so the strongest of two is the `min`).
-/// Stored on the order and on the entitlement it grants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, sqlx::Type)]
-#[sqlx(type_name = "text", rename_all = "snake_case")]
-pub enum Hold {
-    /// A dispute was lost: the money is gone for good.
-    DisputeLost,
-    /// Refunded in full.
-    Refunded,
-    /// A dispute (or an inquiry) is open: suspended until the bank decides.
-    Disputed,
-}
 
 /// Where a dispute stands, from its Stripe status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,49 +285,31 @@ pub async fn settle_order(
     event_id: &str,
     cause: Cause,
 ) -> Result<Standing, sqlx::Error> {
-    let intents = payment_intents_of(conn, order.id).await?;
+    let intents = order_standing::payment_intents_of(conn, order.id).await?;
     let facts = payment_facts::facts_for(conn, &intents).await?;
-    let current: CurrentStanding = sqlx::query_as(
-        "select o.amount, o.amount_refunded, o.hold, o.legacy_hold, o.entitlement,
-                coalesce((select sum(delta) from credit_ledger where order_id = o.id and kind = 'purchase'), 0)::bigint
-                    as purchased,
-                coalesce((select sum(delta) from credit_ledger where order_id = o.id), 0)::bigint as held
-         from orders o where o.id = $1",
-    )
-    .bind(order.id)
-    .fetch_one(&mut *conn)
-    .await?;
-    let mut standing = derive_standing(&facts, current.purchased, current.amount);
+    let current = order_standing::standing(conn, order.id).await?;
+    let credits = credit_ledger::order_credits(conn, order.id).await?;
+    let mut standing = derive_standing(&facts, credits.purchased, current.amount);
     if let Some(legacy) = current.legacy_hold {
         // Decided before facts were kept (see the migration): it stands whatever comes later.
         standing.hold = Some(standing.hold.map_or(legacy, |hold| hold.min(legacy)));
-        standing.credits_taken = current.purchased;
+        standing.credits_taken = credits.purchased;
     }
 
-    let target_held = current.purchased - standing.credits_taken;
-    if target_held != current.held {
-        let delta = target_held - current.held;
+    let target_held = credits.purchased - standing.credits_taken;
+    if target_held != credits.held {
+        let delta = target_held - credits.held;
         let kind = match (cause, delta < 0) {
-            (Cause::Dispute, true) => "dispute",
-            (Cause::Dispute, false) => "dispute_reversal",
-            (Cause::Refund, true) => "refund",
-            (Cause::Refund, false) => "refund_reversal",
+            (Cause::Dispute, true) => LedgerKind::Dispute,
+            (Cause::Dispute, false) => LedgerKind::DisputeReversal,
+            (Cause::Refund, true) => LedgerKind::Refund,
+            (Cause::Refund, false) => LedgerKind::RefundReversal,
             (Cause::Fulfilment, _) => match standing.hold {
-                Some(Hold::Disputed | Hold::DisputeLost) => "dispute",
-                _ => "refund",
+                Some(Hold::Disputed | Hold::DisputeLost) => LedgerKind::Dispute,
+                _ => LedgerKind::Refund,
             },
         };
-        sqlx::query(
-            "insert into credit_ledger (user_id, order_id, kind, delta, stripe_event_id)
-             values ($1, $2, $3, $4, $5)",
-        )
-        .bind(&order.user_id)
-        .bind(order.id)
-        .bind(kind)
-        .bind(delta)
-        .bind(event_id)
-        .execute(&mut *conn)
-        .await?;
+        credit_ledger::adjust(conn, &order.user_id, order.id, kind, delta, event_id).await?;
     }
 
     let status = match (order.status, standing.hold) {
@@ -352,34 +326,14 @@ pub async fn settle_order(
     };
     if status != order.status || standing.refunded != current.amount_refunded || standing.hold != current.hold {
         // Every status change wakes the long-polls waiting on the order.
-        sqlx::query(
-            "update orders set status = $2, amount_refunded = $3, hold = $4, updated_at = now() where id = $1
-             returning case when $5 then pg_notify('order_status', id::text) end",
-        )
-        .bind(order.id)
-        .bind(status)
-        .bind(standing.refunded)
-        .bind(standing.hold)
-        .bind(status != order.status)
-        .execute(&mut *conn)
-        .await?;
+        let notify = status != order.status;
+        order_standing::set_standing(conn, order.id, status, standing.refunded, standing.hold, notify).await?;
     }
     if standing.hold != current.hold && current.entitlement.is_some() && cause != Cause::Fulfilment {
         let detail = describe(&standing);
         refresh_entitlement(conn, order.id, event_id, &detail).await?;
     }
     Ok(standing)
-}
-
-#[derive(sqlx::FromRow)]
-struct CurrentStanding {
-    amount: i64,
-    amount_refunded: i64,
-    hold: Option<Hold>,
-    legacy_hold: Option<Hold>,
-    entitlement: Option<String>,
-    purchased: i64,
-    held: i64,
 }
 
 fn describe(standing: &Standing) -> String {
@@ -390,22 +344,6 @@ fn describe(standing: &Standing) -> String {
         None if standing.refunded > 0 => format!("{} refunded; nothing else stands", standing.refunded),
         None => "no refund or dispute stands".to_owned(),
     }
-}
-
-/// The payment intents that paid for the order: a one-time order's own, a subscription's invoices'.
-async fn payment_intents_of(conn: &mut PgConnection, order_id: Uuid) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "select stripe_payment_intent_id from orders where id = $1 and stripe_payment_intent_id is not null
-         union
-         select p.stripe_payment_intent_id
-         from subscription_payments p
-         left join subscriptions s on s.stripe_subscription_id = p.stripe_subscription_id
-         left join orders o on o.stripe_subscription_id = p.stripe_subscription_id
-         where coalesce(s.order_id, o.id) = $1",
-    )
-    .bind(order_id)
-    .fetch_all(conn)
-    .await
 }
 
 /// Settles a just-fulfilled order if anything about its payment is already on file (a refund or

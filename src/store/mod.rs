@@ -5,4 +5,7 @@
 //!
 //! Being moved here table by table (see the issue on one-way layers): the modules below are done.
 
+pub mod credit_ledger;
+pub mod entitlements;
+pub mod order_standing;
 pub mod payment_facts;
