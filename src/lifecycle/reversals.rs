@@ -196,56 +196,66 @@ pub enum Cause {
     Dispute,
 }
 
+/// What a refund or dispute event reports: the charge with its running total, a refund, or a
+/// dispute.
+enum Reported {
+    Charge(ChargeObject),
+    Refund(RefundObject),
+    Dispute(DisputeObject),
+}
+
+impl Reported {
+    fn read(event: &WebhookEvent) -> Option<Self> {
+        let event_type = event.event_type.as_str();
+        if event_type == "charge.refunded" {
+            event.object_as().map(Self::Charge)
+        } else if REFUND_EVENT_TYPES.contains(&event_type) {
+            event.object_as().map(Self::Refund)
+        } else {
+            event.object_as().map(Self::Dispute)
+        }
+    }
+
+    fn charge_id(&self) -> Option<&str> {
+        match self {
+            Self::Charge(charge) => Some(&charge.id),
+            Self::Refund(refund) => refund.charge.as_ref().map(|c| c.id()),
+            Self::Dispute(dispute) => dispute.charge.as_ref().map(|c| c.id()),
+        }
+    }
+
+    fn payment_intent(&self) -> Option<&str> {
+        match self {
+            Self::Charge(charge) => charge.payment_intent.as_ref(),
+            Self::Refund(refund) => refund.payment_intent.as_ref(),
+            Self::Dispute(dispute) => dispute.payment_intent.as_ref(),
+        }
+        .map(|p| p.id())
+    }
+}
+
 /// Applies a refund or dispute event: records it, then settles the order it reverses, if that
 /// order is known and fulfilled. Otherwise the facts wait for the order's fulfilment.
 pub async fn apply_reversal_event(
     conn: &mut PgConnection,
     event: &WebhookEvent,
 ) -> Result<(Outcome, Option<Uuid>), sqlx::Error> {
-    let event_type = event.event_type.as_str();
-    let mut dispute_status = None;
-    let (payment_intent, cause) = if event_type == "charge.refunded" {
-        let Some(charge) = event.object_as::<ChargeObject>() else {
-            return Ok((Outcome::MalformedObject, None));
-        };
-        payment_facts::lock_payment(conn, "charge", &charge.id).await?;
-        payment_facts::record_charge(conn, &charge, event.created).await?;
-        let intent = match charge.payment_intent.as_ref() {
-            Some(intent) => Some(intent.id().to_owned()),
-            None => payment_facts::payment_intent_of_charge(conn, &charge.id).await?,
-        };
-        (intent, Cause::Refund)
-    } else if REFUND_EVENT_TYPES.contains(&event_type) {
-        let Some(refund) = event.object_as::<RefundObject>() else {
-            return Ok((Outcome::MalformedObject, None));
-        };
-        if let Some(charge) = &refund.charge {
-            payment_facts::lock_payment(conn, "charge", charge.id()).await?;
-        }
-        payment_facts::record_refund(conn, &refund, None, event.created).await?;
-        let intent = match (refund.payment_intent.as_ref(), refund.charge.as_ref()) {
-            (Some(intent), _) => Some(intent.id().to_owned()),
-            (None, Some(charge)) => payment_facts::payment_intent_of_charge(conn, charge.id()).await?,
-            (None, None) => None,
-        };
-        (intent, Cause::Refund)
-    } else {
-        let Some(dispute) = event.object_as::<DisputeObject>() else {
-            return Ok((Outcome::MalformedObject, None));
-        };
-        if let Some(charge) = &dispute.charge {
-            payment_facts::lock_payment(conn, "charge", charge.id()).await?;
-        }
-        payment_facts::record_dispute(conn, &dispute, event.created).await?;
-        dispute_status = Some(dispute_state(&dispute.status));
-        let intent = match (dispute.payment_intent.as_ref(), dispute.charge.as_ref()) {
-            (Some(intent), _) => Some(intent.id().to_owned()),
-            (None, Some(charge)) => payment_facts::payment_intent_of_charge(conn, charge.id()).await?,
-            (None, None) => None,
-        };
-        (intent, Cause::Dispute)
+    let Some(reported) = Reported::read(event) else {
+        return Ok((Outcome::MalformedObject, None));
     };
-
+    if let Some(charge_id) = reported.charge_id() {
+        payment_facts::lock_payment(conn, "charge", charge_id).await?;
+    }
+    match &reported {
+        Reported::Charge(charge) => payment_facts::record_charge(conn, charge, event.created).await?,
+        Reported::Refund(refund) => payment_facts::record_refund(conn, refund, None, event.created).await?,
+        Reported::Dispute(dispute) => payment_facts::record_dispute(conn, dispute, event.created).await?,
+    }
+    let payment_intent = match (reported.payment_intent(), reported.charge_id()) {
+        (Some(intent), _) => Some(intent.to_owned()),
+        (None, Some(charge_id)) => payment_facts::payment_intent_of_charge(conn, charge_id).await?,
+        (None, None) => None,
+    };
     let Some(payment_intent) = payment_intent else {
         // Recorded by charge; a later event naming the charge's payment intent links it.
         return Ok((Outcome::AwaitingOrder, None));
@@ -257,17 +267,19 @@ pub async fn apply_reversal_event(
     if !order.status.is_fulfilled() && order.status != OrderStatus::UnderReview {
         return Ok((Outcome::AwaitingOrder, Some(order.id)));
     }
+    let cause = match reported {
+        Reported::Dispute(_) => Cause::Dispute,
+        _ => Cause::Refund,
+    };
     let standing = settle_order(conn, &order, &event.id, cause).await?;
-    let outcome = match dispute_status {
-        // What the event said of its dispute; the order's standing may rest on more than it.
-        Some(DisputeState::Open) => Outcome::Disputed,
-        Some(DisputeState::Lost) => Outcome::DisputeLost,
-        Some(DisputeState::ClosedKept) => Outcome::DisputeWon,
-        _ if event_type != "charge.refunded"
-            && event
-                .object_as::<RefundObject>()
-                .is_some_and(|r| r.status.as_deref().is_some_and(|s| REFUND_UNDONE.contains(&s))) =>
-        {
+    // What the event said; the order's standing may rest on more than it.
+    let outcome = match &reported {
+        Reported::Dispute(dispute) => match dispute_state(&dispute.status) {
+            DisputeState::Open => Outcome::Disputed,
+            DisputeState::Lost => Outcome::DisputeLost,
+            DisputeState::ClosedKept => Outcome::DisputeWon,
+        },
+        Reported::Refund(refund) if refund.status.as_deref().is_some_and(|s| REFUND_UNDONE.contains(&s)) => {
             Outcome::RefundReversed
         }
         _ if standing.hold == Some(Hold::Refunded) => Outcome::Refunded,
@@ -312,17 +324,14 @@ pub async fn settle_order(
         credit_ledger::adjust(conn, &order.user_id, order.id, kind, delta, event_id).await?;
     }
 
-    let status = match (order.status, standing.hold) {
-        (status, _) if !status.is_fulfilled() => {
-            // Under review, never granted: only a full reversal settles it.
-            match standing.hold {
-                Some(Hold::Refunded | Hold::DisputeLost) => OrderStatus::Refunded,
-                _ => status,
-            }
-        }
-        (_, Some(Hold::Refunded | Hold::DisputeLost)) => OrderStatus::Refunded,
-        (_, Some(Hold::Disputed)) => OrderStatus::Disputed,
-        (_, None) => OrderStatus::Paid,
+    // An order whose payment did not match was never granted: refunded in full it is settled,
+    // otherwise it waits for a person, under review, whatever else happens to the payment.
+    let unreviewed = current.review_reason.is_some() && current.paid_at.is_none();
+    let status = match standing.hold {
+        Some(Hold::Refunded | Hold::DisputeLost) => OrderStatus::Refunded,
+        _ if unreviewed => OrderStatus::UnderReview,
+        Some(Hold::Disputed) => OrderStatus::Disputed,
+        None => OrderStatus::Paid,
     };
     if status != order.status || standing.refunded != current.amount_refunded || standing.hold != current.hold {
         // Every status change wakes the long-polls waiting on the order.

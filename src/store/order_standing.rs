@@ -1,6 +1,7 @@
 //! The part of `orders` that reversals derive: status, amount refunded and hold, with the order's
 //! payments (its own payment intent, or its subscription's invoices').
 
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -14,12 +15,16 @@ pub struct StandingRow {
     /// A full refund or lost dispute from before reversal facts were kept: it stands for good.
     pub legacy_hold: Option<Hold>,
     pub entitlement: Option<String>,
+    /// Set when the payment did not match the order; `paid_at` stays empty until it is granted.
+    pub review_reason: Option<String>,
+    pub paid_at: Option<DateTime<Utc>>,
 }
 
 pub async fn standing(conn: &mut PgConnection, order_id: Uuid) -> Result<StandingRow, sqlx::Error> {
     sqlx::query_as!(
         StandingRow,
-        r#"select amount, amount_refunded, hold as "hold: Hold", legacy_hold as "legacy_hold: Hold", entitlement
+        r#"select amount, amount_refunded, hold as "hold: Hold", legacy_hold as "legacy_hold: Hold", entitlement,
+                  review_reason, paid_at
            from orders where id = $1"#,
         order_id
     )

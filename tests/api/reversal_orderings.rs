@@ -302,3 +302,22 @@ async fn given_an_order_refunded_before_reversal_facts_were_kept_then_no_later_e
     assert_eq!(app.credits("alice").await, 0);
     assert_eq!(app.order_summary("alice", &purchase).await.0, "refunded");
 }
+
+#[tokio::test]
+async fn given_an_order_under_review_when_its_payment_is_refunded_and_the_refund_fails_then_it_is_under_review_again() {
+    let app = TestApp::spawn().await;
+    let mut purchase = app.paid_purchase("alice", "credits_100").await;
+    // Stripe says the session took 400 cents for a 500-cent order.
+    purchase.events[0]["data"]["object"]["amount_total"] = json!(400);
+    assert_eq!(app.deliver_all(&purchase.events).await, ["amount_mismatch"]);
+    assert_eq!(app.order_summary("alice", &purchase).await.0, "under_review");
+
+    let (refund_id, refunded) = app.emulator.refund(&app.charge_of(&purchase), None).unwrap();
+    app.deliver_all(&refunded).await;
+    assert_eq!(app.order_summary("alice", &purchase).await, ("refunded".into(), 500));
+
+    app.deliver_all(&app.emulator.undo_refund(&refund_id, "failed").unwrap())
+        .await;
+    assert_eq!(app.order_summary("alice", &purchase).await, ("under_review".into(), 0));
+    assert_eq!(app.credits("alice").await, 0, "never granted");
+}
