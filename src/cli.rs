@@ -1,11 +1,15 @@
 //! Operator commands on the service's own binary, for when Stripe and our records must be compared
 //! by hand: `entitle reconcile --since 72h`, `entitle replay <event_id>`, `entitle order <id>`,
-//! `entitle failed-events`.
+//! `entitle failed-events`, `entitle review`; `entitle <command> --help` documents each.
 //! They use the same configuration and the same functions as the server; `entitle` alone serves.
 
-use std::{fmt::Write, time::Duration};
+use std::{ffi::OsString, fmt::Write, time::Duration};
 
 use chrono::{DateTime, Utc};
+use clap::{
+    CommandFactory, Parser, Subcommand,
+    error::{ContextKind, ContextValue},
+};
 use uuid::Uuid;
 
 use crate::{
@@ -17,53 +21,77 @@ use crate::{
     stripe::{ProviderError, retrieve::retrieve_event},
 };
 
-pub const USAGE: &str = "usage: entitle [serve]
-       entitle reconcile --since <age, e.g. 90m, 72h, 7d>
-       entitle replay <stripe event id>
-       entitle order <order id>
-       entitle review
-       entitle failed-events       (missed events the reconciler could not apply)";
+/// `entitle` and its operator commands, parsed by clap so each command documents itself.
+#[derive(Debug, Parser)]
+#[command(
+    name = "entitle",
+    about = "Turns Stripe Checkout payments into credits and entitlements, granted exactly once.",
+    long_about = "Turns Stripe Checkout payments into credits and entitlements, granted exactly once.\n\n\
+                  Without a command it serves. The operator commands use the server's environment; in\n\
+                  emulator mode they talk to the running server's emulator."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-#[derive(Debug, PartialEq, Eq)]
+impl Cli {
+    /// Parses `entitle`'s arguments (the first is the program's name). A refused value also shows
+    /// its command's usage, which clap itself prints only for a missing or unknown argument.
+    pub fn try_parse_args(args: impl IntoIterator<Item = impl Into<OsString>>) -> Result<Self, clap::Error> {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        Self::try_parse_from(&args).map_err(|mut err| {
+            if err.use_stderr() && err.get(ContextKind::Usage).is_none() {
+                let mut cli = Self::command();
+                cli.build();
+                let usage = match args.get(1).and_then(|name| cli.find_subcommand_mut(name)) {
+                    Some(command) => command.render_usage(),
+                    None => cli.render_usage(),
+                };
+                err.insert(ContextKind::Usage, ContextValue::StyledStr(usage));
+            }
+            err
+        })
+    }
+
+    /// What to run: `entitle` alone serves.
+    pub fn into_command(self) -> Command {
+        self.command.unwrap_or(Command::Serve)
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Subcommand)]
 pub enum Command {
+    /// Serve the API, the webhook and the reconciler (also what `entitle` alone does)
     Serve,
-    Help,
+    #[command(flatten)]
     Operator(OperatorCommand),
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, Subcommand)]
 pub enum OperatorCommand {
+    /// Apply every missed event of a recent period, oldest first
     Reconcile {
+        /// How far back to list Stripe's events: a number and s, m, h or d (90m, 72h, 7d)
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
         since: Duration,
     },
+    /// Fetch one event from Stripe and apply it, unless it was already applied
     Replay {
+        /// The Stripe event id (evt_…)
+        #[arg(value_parser = parse_event_id)]
         event_id: String,
     },
+    /// Show an order, each event applied to it and what each changed
     Order {
+        /// The order id (a UUID)
+        #[arg(value_parser = parse_order_id)]
         order_id: Uuid,
     },
+    /// List missed events the reconciler could not apply: why, and how to retry them
     FailedEvents,
-    /// Orders whose payment did not match them, waiting for a person.
+    /// List orders whose payment did not match them, waiting for a person
     Review,
-}
-
-pub fn parse_command(args: &[String]) -> Result<Command, String> {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let operator = match args.as_slice() {
-        [] | ["serve"] => return Ok(Command::Serve),
-        ["help" | "--help" | "-h"] => return Ok(Command::Help),
-        ["reconcile", "--since", age] => parse_age(age).map(|since| OperatorCommand::Reconcile { since }),
-        ["replay", event_id] if event_id.starts_with("evt_") => Ok(OperatorCommand::Replay {
-            event_id: (*event_id).to_owned(),
-        }),
-        ["review"] => Ok(OperatorCommand::Review),
-        ["order", id] => Uuid::parse_str(id)
-            .map(|order_id| OperatorCommand::Order { order_id })
-            .map_err(|_| format!("`{id}` is not an order id (a UUID)")),
-        ["failed-events"] => Ok(OperatorCommand::FailedEvents),
-        _ => Err(format!("unknown command `{}`", args.join(" "))),
-    };
-    operator.map(Command::Operator)
 }
 
 /// `90m`, `72h`, `7d`, `30s`.
@@ -80,6 +108,19 @@ fn parse_age(text: &str) -> Result<Duration, String> {
         _ => return Err(invalid()),
     };
     Ok(Duration::from_secs(seconds))
+}
+
+/// Stripe would answer anything else with a 404; refused here, the operator learns what was wrong.
+fn parse_event_id(text: &str) -> Result<String, String> {
+    if text.starts_with("evt_") {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("`{text}` is not a Stripe event id (evt_…)"))
+    }
+}
+
+fn parse_order_id(text: &str) -> Result<Uuid, String> {
+    Uuid::parse_str(text).map_err(|_| format!("`{text}` is not an order id (a UUID)"))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -300,55 +341,101 @@ async fn describe_order(db: &sqlx::PgPool, order_id: Uuid) -> Result<String, Com
 
 #[cfg(test)]
 mod tests {
+    use clap::error::ErrorKind;
+
     use super::*;
 
-    fn parse(line: &str) -> Result<Command, String> {
-        parse_command(&line.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+    fn parse(line: &str) -> Result<Command, clap::Error> {
+        Cli::try_parse_args(std::iter::once("entitle").chain(line.split_whitespace())).map(Cli::into_command)
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 
     #[test]
     fn the_operator_commands_and_serve_parse() {
-        assert_eq!(parse(""), Ok(Command::Serve));
-        assert_eq!(parse("serve"), Ok(Command::Serve));
-        assert_eq!(parse("--help"), Ok(Command::Help));
-        assert_eq!(parse("help"), Ok(Command::Help));
+        assert_eq!(parse("").unwrap(), Command::Serve);
+        assert_eq!(parse("serve").unwrap(), Command::Serve);
+        for (age, seconds) in [("72h", 72 * 3600), ("90m", 90 * 60), ("7d", 7 * 86_400), ("30s", 30)] {
+            assert_eq!(
+                parse(&format!("reconcile --since {age}")).unwrap(),
+                Command::Operator(OperatorCommand::Reconcile {
+                    since: Duration::from_secs(seconds)
+                })
+            );
+        }
         assert_eq!(
-            parse("reconcile --since 72h"),
-            Ok(Command::Operator(OperatorCommand::Reconcile {
-                since: Duration::from_secs(72 * 3600)
-            }))
-        );
-        assert_eq!(
-            parse("replay evt_123"),
-            Ok(Command::Operator(OperatorCommand::Replay {
+            parse("replay evt_123").unwrap(),
+            Command::Operator(OperatorCommand::Replay {
                 event_id: "evt_123".into()
-            }))
+            })
         );
-        assert_eq!(parse("review"), Ok(Command::Operator(OperatorCommand::Review)));
+        assert_eq!(parse("review").unwrap(), Command::Operator(OperatorCommand::Review));
         let id = Uuid::new_v4();
         assert_eq!(
-            parse(&format!("order {id}")),
-            Ok(Command::Operator(OperatorCommand::Order { order_id: id }))
+            parse(&format!("order {id}")).unwrap(),
+            Command::Operator(OperatorCommand::Order { order_id: id })
         );
         assert_eq!(
-            parse("failed-events"),
-            Ok(Command::Operator(OperatorCommand::FailedEvents))
+            parse("failed-events").unwrap(),
+            Command::Operator(OperatorCommand::FailedEvents)
         );
     }
 
     #[test]
-    fn malformed_commands_are_refused() {
-        for line in [
-            "reconcile",
-            "reconcile --since 72",
-            "reconcile --since h",
-            "replay 123",
-            "order 42",
-            "failed-events evt_123",
-            "failed_events",
-            "dance",
+    fn malformed_commands_are_refused_as_usage_errors_that_say_why() {
+        for (line, why, usage) in [
+            ("reconcile", "--since", "Usage: entitle reconcile --since <AGE>"),
+            ("reconcile --since 72", "`72` is not an age", "Usage: entitle reconcile"),
+            ("reconcile --since h", "`h` is not an age", "Usage: entitle reconcile"),
+            ("reconcile --since 3w", "`3w` is not an age", "Usage: entitle reconcile"),
+            (
+                "replay 123",
+                "`123` is not a Stripe event id",
+                "Usage: entitle replay <EVENT_ID>",
+            ),
+            ("replay", "<EVENT_ID>", "Usage: entitle replay <EVENT_ID>"),
+            ("order 42", "`42` is not an order id", "Usage: entitle order <ORDER_ID>"),
+            ("failed-events evt_123", "'evt_123'", "Usage: entitle failed-events"),
+            (
+                "failed_events",
+                "similar subcommand exists: 'failed-events'",
+                "Usage: entitle [COMMAND]",
+            ),
+            ("dance", "'dance'", "Usage: entitle [COMMAND]"),
         ] {
-            assert!(parse(line).is_err(), "{line}");
+            let err = parse(line).expect_err(line);
+            assert_eq!(err.exit_code(), 2, "{line}");
+            let text = err.to_string();
+            let first_line = text.lines().next().unwrap_or_default();
+            assert!(
+                first_line.starts_with("error: ") && text.contains(why),
+                "{line}: {text}"
+            );
+            assert!(text.contains(usage), "{line}: {text}");
+        }
+    }
+
+    #[test]
+    fn help_is_shown_for_the_binary_and_for_each_command() {
+        for (line, shows) in [
+            ("--help", "Commands:"),
+            ("-h", "Commands:"),
+            ("help", "failed-events"),
+            ("reconcile --help", "--since <AGE>"),
+            ("help reconcile", "--since <AGE>"),
+            ("replay --help", "<EVENT_ID>"),
+            ("order --help", "<ORDER_ID>"),
+            ("review --help", "Usage: entitle review"),
+            ("failed-events --help", "Usage: entitle failed-events"),
+            ("serve --help", "Usage: entitle serve"),
+        ] {
+            let help = parse(line).expect_err(line);
+            assert_eq!(help.kind(), ErrorKind::DisplayHelp, "{line}");
+            assert_eq!(help.exit_code(), 0, "{line}");
+            assert!(help.to_string().contains(shows), "{line}: {help}");
         }
     }
 }

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use entitle::{
-    cli::{Command, CommandError, USAGE, parse_command, run_operator_command},
+    cli::{Cli, Command, CommandError, run_operator_command},
     config::Config,
     startup::{Application, StartupError},
 };
@@ -24,18 +24,11 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let command = match parse_command(&args) {
-        Ok(command) => command,
-        Err(problem) => {
-            eprintln!("entitle: {problem}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+    // Help exits 0; a malformed command prints why and the usage, and exits 2.
+    let command = match Cli::try_parse_args(std::env::args_os()) {
+        Ok(cli) => cli.into_command(),
+        Err(err) => err.exit(),
     };
-    if command == Command::Help {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(err) => {

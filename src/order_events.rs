@@ -19,7 +19,9 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-/// The channel `fulfillment` notifies on; the payload is the order id.
+/// The channel every status change notifies on; the payload is the order id. The SQL in
+/// `fulfillment` and `lifecycle::reversals` names it as the literal `pg_notify('order_status', …)`,
+/// and a test below keeps the two from drifting apart.
 pub const ORDER_STATUS_CHANNEL: &str = "order_status";
 /// Shown in `pg_stat_activity`, so an operator (or a test) can find the listening connection.
 pub const LISTENER_APPLICATION_NAME: &str = "entitle-order-events";
@@ -169,6 +171,31 @@ impl Drop for OrderWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The channel of each `pg_notify(` in `source`; `None` for one whose channel is not a literal.
+    fn notified_channels(source: &str) -> Vec<Option<&str>> {
+        source
+            .split("pg_notify(")
+            .skip(1)
+            .map(|call| call.strip_prefix('\'')?.split('\'').next())
+            .collect()
+    }
+
+    #[test]
+    fn every_status_notification_in_the_sql_names_the_channel_we_listen_on() {
+        for (file, source) in [
+            ("fulfillment.rs", include_str!("fulfillment.rs")),
+            ("lifecycle/reversals.rs", include_str!("lifecycle/reversals.rs")),
+        ] {
+            let channels = notified_channels(source);
+            // None found means the SQL moved: point this test at its new home.
+            assert!(!channels.is_empty(), "no pg_notify in {file}");
+            assert!(
+                channels.iter().all(|channel| *channel == Some(ORDER_STATUS_CHANNEL)),
+                "{file} notifies on {channels:?}, but the listener listens on {ORDER_STATUS_CHANNEL:?}"
+            );
+        }
+    }
 
     #[tokio::test]
     async fn a_wake_reaches_every_watcher_of_that_order_and_no_other() {

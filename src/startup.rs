@@ -83,10 +83,6 @@ impl Application {
         self.listener.local_addr().map(|addr| addr.port()).unwrap_or_default()
     }
 
-    pub fn db(&self) -> &PgPool {
-        &self.state.db
-    }
-
     /// The built-in Stripe emulator, in emulator mode.
     pub fn emulator(&self) -> Option<&StripeEmulator> {
         self.emulator.as_ref()

@@ -20,8 +20,8 @@ async fn pool(service: &Service, connections: usize) -> PgPool {
     let pool = PgPoolOptions::new()
         .max_connections(connections as u32)
         .min_connections(connections as u32)
-        // No ping per acquire: the ceiling is the SQL alone. The service keeps sqlx's ping, which
-        // costs it a round trip per request (docs/performance.md says why it stays).
+        // No ping per acquire: the ceiling is the SQL alone, as in the service under load, whose pool
+        // pings only a connection that sat idle (src/db.rs).
         .test_before_acquire(false)
         .connect(&service.database_url)
         .await

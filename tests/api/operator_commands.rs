@@ -94,7 +94,7 @@ async fn replay_applies_an_event_once_and_order_shows_what_each_event_changed() 
     );
 
     let (ok, _, stderr) = app.run_entitle(&["order", "not-a-uuid"]).await;
-    assert!(!ok && stderr.contains("usage"), "{stderr}");
+    assert!(!ok && stderr.contains("Usage: entitle order <ORDER_ID>"), "{stderr}");
 }
 
 #[tokio::test]
