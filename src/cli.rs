@@ -100,13 +100,15 @@ fn parse_age(text: &str) -> Result<Duration, String> {
     let split = text.len().checked_sub(1).ok_or_else(invalid)?;
     let (number, unit) = text.split_at(split);
     let number: u64 = number.parse().map_err(|_| invalid())?;
-    let seconds = match unit {
-        "s" => number,
-        "m" => number * 60,
-        "h" => number * 3600,
-        "d" => number * 86_400,
+    let unit_seconds: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(invalid()),
     };
+    // An absurd age would overflow; Stripe keeps 30 days of events anyway.
+    let seconds = number.checked_mul(unit_seconds).ok_or_else(invalid)?;
     Ok(Duration::from_secs(seconds))
 }
 
@@ -390,6 +392,11 @@ mod tests {
             ("reconcile", "--since", "Usage: entitle reconcile --since <AGE>"),
             ("reconcile --since 72", "`72` is not an age", "Usage: entitle reconcile"),
             ("reconcile --since h", "`h` is not an age", "Usage: entitle reconcile"),
+            (
+                "reconcile --since 99999999999999999d",
+                "is not an age",
+                "Usage: entitle reconcile",
+            ),
             ("reconcile --since 3w", "`3w` is not an age", "Usage: entitle reconcile"),
             (
                 "replay 123",
