@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sqlx::PgConnection;
 
-use crate::{config::CheckoutLimits, error::AppError, rate_limit::RateLimit};
+use crate::{config::CheckoutLimits, error::AppError, rate_limit::RateLimit, store};
 
 /// The per-user window slides: what counts is the orders of the last 60 seconds, whatever became
 /// of them, so a buyer who abandoned a few checkouts waits at most this long.
@@ -30,24 +30,9 @@ impl CheckoutLimiter {
     /// transaction that then inserts the order: its lock makes one user's concurrent checkouts
     /// count one after another, each seeing the orders committed before it.
     pub async fn admit(&self, tx: &mut PgConnection, user_id: &str) -> Result<(), AppError> {
-        sqlx::query("select pg_advisory_xact_lock(hashtext('checkout:' || $1))")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        // The newest order that would make this one exceed the limit: once it leaves the window,
-        // there is room again.
-        let room_in: Option<f64> = sqlx::query_scalar(
-            "select extract(epoch from created_at + make_interval(secs => $2) - now())::float8
-             from orders
-             where user_id = $1 and created_at > now() - make_interval(secs => $2)
-             order by created_at desc
-             offset $3 limit 1",
-        )
-        .bind(user_id)
-        .bind(WINDOW.as_secs_f64())
-        .bind(i64::from(self.per_user) - 1)
-        .fetch_optional(&mut *tx)
-        .await?;
+        store::orders::lock_user_checkouts(tx, user_id).await?;
+        let room_in =
+            store::orders::seconds_until_room(tx, user_id, WINDOW.as_secs_f64(), i64::from(self.per_user)).await?;
         if let Some(seconds) = room_in {
             let retry_after_secs = whole_seconds(seconds);
             return Err(AppError::TooManyRequests {

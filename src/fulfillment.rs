@@ -7,8 +7,9 @@
 //! unique keys make a second grant impossible even if a future path forgets the lock.
 //!
 //! Every status change also sends `pg_notify('order_status', <order id>)` from its `update …
-//! returning` (no extra round trip). Postgres delivers it at commit and drops it on rollback, so a
-//! waiting `/order-status` request (see `order_events`) never hears of a change that did not happen.
+//! returning` in `store::orders` (no extra round trip; an update that matched no row sends
+//! nothing). Postgres delivers it at commit and drops it on rollback, so a waiting
+//! `/order-status` request (see `order_events`) never hears of a change that did not happen.
 
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -24,7 +25,11 @@ use crate::{
         subscriptions::{self, FetchedForEvent},
     },
     orders::OrderStatus,
-    store::{credit_ledger, entitlements},
+    store::{
+        credit_ledger, entitlements,
+        orders::{self, LockedOrder, StripeIds},
+        processed_events,
+    },
     stripe::event::{CheckoutSessionObject, WebhookEvent},
 };
 
@@ -102,18 +107,7 @@ pub async fn process_event(pool: &PgPool, stripe: &stripe::Client, event: &Webho
 
     let mut tx = db::begin(pool).await?;
 
-    let claimed = sqlx::query(
-        "insert into processed_webhook_events (event_id, event_type, outcome)
-         values ($1, $2, 'processing')
-         on conflict (event_id) do nothing",
-    )
-    .bind(&event.id)
-    .bind(&event.event_type)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if !claimed {
+    if !processed_events::claim(&mut tx, &event.id, &event.event_type).await? {
         tx.commit().await?;
         return Ok(Outcome::Duplicate);
     }
@@ -124,23 +118,13 @@ pub async fn process_event(pool: &PgPool, stripe: &stripe::Client, event: &Webho
         tracing::field::display(order_id.map(|id| id.to_string()).unwrap_or_default()),
     );
 
-    sqlx::query("update processed_webhook_events set outcome = $2, order_id = $3 where event_id = $1")
-        .bind(&event.id)
-        .bind(outcome.as_str())
-        .bind(order_id)
-        .execute(&mut *tx)
-        .await?;
+    processed_events::record_outcome(&mut tx, &event.id, outcome.as_str(), order_id).await?;
     tx.commit().await?;
     Ok(outcome)
 }
 
 async fn already_processed(pool: &PgPool, event_id: &str) -> Result<bool, sqlx::Error> {
-    db::retry_idempotent(pool, || {
-        sqlx::query_scalar("select exists (select 1 from processed_webhook_events where event_id = $1)")
-            .bind(event_id)
-            .fetch_one(pool)
-    })
-    .await
+    db::retry_idempotent(pool, || processed_events::is_processed(pool, event_id)).await
 }
 
 async fn apply_event(
@@ -190,7 +174,7 @@ pub async fn apply_session(
     };
     if outcome != Outcome::Fulfilled {
         // Fulfilment stores them in its update to `paid`, one round trip fewer on the hot path.
-        record_stripe_ids(conn, order.id, session).await?;
+        orders::record_stripe_ids(conn, order.id, &stripe_ids(session)).await?;
     }
     Ok((outcome, Some(order.id)))
 }
@@ -203,41 +187,14 @@ pub enum SessionAction {
     Cancel,
 }
 
-#[derive(sqlx::FromRow)]
-struct LockedOrder {
-    id: Uuid,
-    user_id: String,
-    status: OrderStatus,
-    amount: i64,
-    currency: String,
-    #[sqlx(rename = "stripe_checkout_session_id")]
-    session_id: Option<String>,
-    /// What the order grants, fixed when it was placed.
-    credits: i64,
-    entitlement: Option<String>,
-}
-
 /// Finds the order by its stored session id, or else by the order id we sent to Stripe (for an event
 /// that outran the write of the session id), and locks it for the rest of the transaction.
-/// `no key update` serialises everything that changes the order yet lets other transactions insert
-/// rows that reference it (their foreign-key check takes `key share`, which `for update` would
-/// block, deadlocking with a subscription event that holds the subscription's lock).
 async fn lock_order_for_session(
     conn: &mut PgConnection,
     session: &CheckoutSessionObject,
 ) -> Result<Option<LockedOrder>, sqlx::Error> {
-    const SELECT: &str =
-        "select id, user_id, status, amount, currency, stripe_checkout_session_id, credits, entitlement
-                          from orders";
-
-    let by_session: Option<LockedOrder> = sqlx::query_as(&format!(
-        "{SELECT} where stripe_checkout_session_id = $1 for no key update"
-    ))
-    .bind(&session.id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if by_session.is_some() {
-        return Ok(by_session);
+    if let Some(order) = orders::lock_by_session(conn, &session.id).await? {
+        return Ok(Some(order));
     }
     let order_id = session
         .client_reference_id
@@ -246,45 +203,18 @@ async fn lock_order_for_session(
         .and_then(|id| Uuid::parse_str(id).ok());
     match order_id {
         None => Ok(None),
-        Some(order_id) => {
-            sqlx::query_as(&format!("{SELECT} where id = $1 for no key update"))
-                .bind(order_id)
-                .fetch_optional(&mut *conn)
-                .await
-        }
+        Some(order_id) => orders::lock_by_id(conn, order_id).await,
     }
 }
 
-/// Keeps the Stripe ids Stripe told us about, without overwriting ones we already have: the `set`
-/// list of an `update orders … where id = $1` whose $2..$5 are bound by `bind_stripe_ids`.
-const STRIPE_IDS: &str = "stripe_checkout_session_id = coalesce(stripe_checkout_session_id, $2),
-                          stripe_payment_intent_id = coalesce(stripe_payment_intent_id, $3),
-                          stripe_subscription_id = coalesce(stripe_subscription_id, $4),
-                          stripe_customer_id = coalesce(stripe_customer_id, $5)";
-
-fn bind_stripe_ids<'q>(
-    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    order_id: Uuid,
-    session: &'q CheckoutSessionObject,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    query
-        .bind(order_id)
-        .bind(&session.id)
-        .bind(session.payment_intent.as_ref().map(|p| p.id()))
-        .bind(session.subscription.as_ref().map(|s| s.id()))
-        .bind(session.customer.as_ref().map(|c| c.id()))
-}
-
-async fn record_stripe_ids(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-    session: &CheckoutSessionObject,
-) -> Result<(), sqlx::Error> {
-    let sql = format!("update orders set {STRIPE_IDS}, updated_at = now() where id = $1");
-    bind_stripe_ids(sqlx::query(&sql), order_id, session)
-        .execute(conn)
-        .await?;
-    Ok(())
+/// The Stripe ids the session names; stored without overwriting ones the order already has.
+fn stripe_ids(session: &CheckoutSessionObject) -> StripeIds<'_> {
+    StripeIds {
+        session_id: &session.id,
+        payment_intent: session.payment_intent.as_ref().map(|p| p.id()),
+        subscription: session.subscription.as_ref().map(|s| s.id()),
+        customer: session.customer.as_ref().map(|c| c.id()),
+    }
 }
 
 /// Marks the order paid and grants what it was placed for, once. Stripe's amount and currency
@@ -306,13 +236,7 @@ async fn fulfil_order(
         return Ok(Outcome::AmountMismatch);
     }
 
-    let sql = format!(
-        "update orders set status = 'paid', paid_at = now(), updated_at = now(), {STRIPE_IDS} where id = $1
-         returning pg_notify('order_status', id::text)"
-    );
-    bind_stripe_ids(sqlx::query(&sql), order.id, session)
-        .execute(&mut *conn)
-        .await?;
+    orders::mark_paid(conn, order.id, &stripe_ids(session)).await?;
 
     if order.credits > 0 {
         credit_ledger::grant_purchase_once(conn, &order.user_id, order.id, order.credits, event_id).await?;
@@ -384,16 +308,7 @@ async fn put_under_review(
         paid_currency = ?paid_currency,
         "payment does not match the order; nothing granted, order under review"
     );
-    sqlx::query(
-        "update orders set status = 'under_review', review_reason = $2, updated_at = now()
-         where id = $1 and status <> 'under_review'
-         returning pg_notify('order_status', id::text)",
-    )
-    .bind(order.id)
-    .bind(reason)
-    .execute(conn)
-    .await?;
-    Ok(())
+    orders::put_under_review(conn, order.id, &reason).await
 }
 
 /// Ends a pending order outside any event (Stripe refused the checkout, or a newer checkout
@@ -409,17 +324,7 @@ pub async fn end_pending_order(pool: &PgPool, order_id: Uuid, to: OrderStatus) -
 
 /// `failed` and `canceled` only replace `pending`: a late `expired` never takes `paid` back.
 async fn move_pending_order(conn: &mut PgConnection, order_id: Uuid, to: OrderStatus) -> Result<Outcome, sqlx::Error> {
-    // Notifies only when a row moved, like the update to `paid` above.
-    let moved = sqlx::query(
-        "update orders set status = $2, updated_at = now() where id = $1 and status = 'pending'
-         returning pg_notify('order_status', id::text)",
-    )
-    .bind(order_id)
-    .bind(to)
-    .execute(conn)
-    .await?
-    .rows_affected()
-        == 1;
+    let moved = orders::move_pending(conn, order_id, to).await?;
     Ok(match (moved, to) {
         (true, OrderStatus::Failed) => Outcome::MarkedFailed,
         (true, _) => Outcome::MarkedCanceled,

@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::{db, orders::OrderView};
+use crate::{db, orders::OrderView, store::orders};
 
 /// The most lookups one query answers.
 const MAX_BATCH: usize = 64;
@@ -27,8 +27,6 @@ const MAX_BATCH: usize = 64;
 const READERS: usize = 2;
 /// Lookups waiting beyond this make new requests wait to enqueue (backpressure, not memory).
 const QUEUE_CAPACITY: usize = 4096;
-
-const COLUMNS: &str = "o.id, o.status, o.plan_id, o.amount, o.currency, o.created_at, o.paid_at, o.amount_refunded";
 
 #[derive(Clone)]
 pub struct OrderLookup {
@@ -43,13 +41,6 @@ struct Lookup {
 }
 
 struct BatchFailed;
-
-#[derive(sqlx::FromRow)]
-struct OwnedOrder {
-    user_id: String,
-    #[sqlx(flatten)]
-    order: OrderView,
-}
 
 impl OrderLookup {
     /// Starts the readers; they stop when the last `OrderLookup` clone is dropped.
@@ -76,33 +67,19 @@ impl OrderLookup {
             return Ok(found);
         }
         // The batch failed or the readers are gone: ask alone, so any error is this request's own.
-        self.find_one("o.id = $1", order_id, user_id).await
+        db::retry_idempotent(&self.db, || orders::find_owned(&self.db, order_id, user_id)).await
     }
 
     /// The order opened with this Checkout Session if it belongs to `user_id`.
     pub async fn find_by_session(&self, session_id: &str, user_id: &str) -> Result<Option<OrderView>, sqlx::Error> {
-        self.find_one("o.stripe_checkout_session_id = $1", session_id, user_id)
-            .await
-    }
-
-    async fn find_one<K>(&self, key_matches: &str, key: K, user_id: &str) -> Result<Option<OrderView>, sqlx::Error>
-    where
-        K: for<'q> sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Copy + Send,
-    {
-        let sql = format!("select {COLUMNS} from orders o where {key_matches} and o.user_id = $2");
         db::retry_idempotent(&self.db, || {
-            sqlx::query_as(&sql).bind(key).bind(user_id).fetch_optional(&self.db)
+            orders::find_owned_by_session(&self.db, session_id, user_id)
         })
         .await
     }
 }
 
 async fn answer_lookups(db: PgPool, waiting: Arc<Mutex<mpsc::Receiver<Lookup>>>) {
-    let query = format!(
-        "select o.user_id, {COLUMNS}
-         from unnest($1::uuid[], $2::text[]) as asked (id, user_id)
-         join orders o on o.id = asked.id and o.user_id = asked.user_id"
-    );
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         // The reader holding the lock takes everything queued while the other reader's query ran.
@@ -110,12 +87,8 @@ async fn answer_lookups(db: PgPool, waiting: Arc<Mutex<mpsc::Receiver<Lookup>>>)
             return; // every sender is gone: the app has stopped
         }
         let order_ids: Vec<Uuid> = batch.iter().map(|lookup| lookup.order_id).collect();
-        let user_ids: Vec<&str> = batch.iter().map(|lookup| lookup.user_id.as_str()).collect();
-        let rows: Result<Vec<OwnedOrder>, _> = db::retry_idempotent(&db, || {
-            sqlx::query_as(&query).bind(&order_ids).bind(&user_ids).fetch_all(&db)
-        })
-        .await;
-        drop(user_ids);
+        let user_ids: Vec<String> = batch.iter().map(|lookup| lookup.user_id.clone()).collect();
+        let rows = db::retry_idempotent(&db, || orders::find_owned_batch(&db, &order_ids, &user_ids)).await;
         match rows {
             Ok(rows) => {
                 for lookup in batch.drain(..) {

@@ -42,10 +42,9 @@ pub enum Hold {
     Disputed,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderView {
-    #[sqlx(rename = "id")]
     pub order_id: Uuid,
     pub status: OrderStatus,
     pub plan_id: String,

@@ -6,13 +6,13 @@
 
 use sqlx::PgPool;
 use stripe::StripeError;
-use uuid::Uuid;
 
 use crate::{
     db,
     error::AppError,
     fulfillment::end_pending_order,
     orders::OrderStatus,
+    store::orders,
     stripe::{ProviderError, expire_checkout_session, retrieve::retrieve_checkout_session},
 };
 
@@ -41,19 +41,16 @@ pub async fn close_open_checkout(
     user_id: &str,
     entitlement: &str,
 ) -> Result<(), AppError> {
-    let open: Option<(Uuid, Option<String>, bool)> = db::retry_idempotent(db, || {
-        sqlx::query_as(
-            "select id, stripe_checkout_session_id, created_at < now() - make_interval(secs => $3)
-             from orders
-             where user_id = $1 and subscription_entitlement = $2 and status = 'pending'",
-        )
-        .bind(user_id)
-        .bind(entitlement)
-        .bind(SESSIONLESS_CHECKOUT_GIVE_UP_SECS)
-        .fetch_optional(db)
+    let open = db::retry_idempotent(db, || {
+        orders::open_subscription_checkout(db, user_id, entitlement, SESSIONLESS_CHECKOUT_GIVE_UP_SECS)
     })
     .await?;
-    let Some((order_id, session_id, old)) = open else {
+    let Some(orders::OpenCheckout {
+        id: order_id,
+        session_id,
+        old,
+    }) = open
+    else {
         // It was paid, canceled or closed meanwhile.
         return Ok(());
     };

@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
@@ -14,6 +13,7 @@ use crate::{
     db,
     error::AppError,
     fulfillment::{SessionAction, apply_session},
+    store::orders,
     stripe::retrieve::retrieve_checkout_session,
 };
 
@@ -25,23 +25,16 @@ const PER_ORDER_INTERVAL: Duration = Duration::from_secs(10);
 /// Returns whether the order may have changed, so the caller reads it again.
 pub async fn sync_pending_order(state: &AppState, order_id: Uuid) -> Result<bool, AppError> {
     // Claims the order's slot by stamping the time of this check: running it again is harmless.
-    let claimed: Option<(String, DateTime<Utc>, Option<DateTime<Utc>>)> = db::retry_idempotent(&state.db, || {
-        sqlx::query_as(
-            "update orders o set stripe_synced_at = now()
-         from orders before
-         where o.id = $1 and before.id = o.id and o.status = 'pending'
-           and o.stripe_checkout_session_id is not null
-           and o.created_at < now() - make_interval(secs => $2)
-           and (o.stripe_synced_at is null or o.stripe_synced_at < now() - make_interval(secs => $3))
-         returning o.stripe_checkout_session_id, o.stripe_synced_at, before.stripe_synced_at",
+    let claimed = db::retry_idempotent(&state.db, || {
+        orders::claim_sync(
+            &state.db,
+            order_id,
+            SESSION_MIN_AGE.as_secs_f64(),
+            PER_ORDER_INTERVAL.as_secs_f64(),
         )
-        .bind(order_id)
-        .bind(SESSION_MIN_AGE.as_secs_f64())
-        .bind(PER_ORDER_INTERVAL.as_secs_f64())
-        .fetch_optional(&state.db)
     })
     .await?;
-    let Some((session_id, claimed_at, synced_before)) = claimed else {
+    let Some(claim) = claimed else {
         return Ok(false);
     };
     // The slot is claimed before the token is taken (a poll of an order that is not due must not
@@ -51,17 +44,10 @@ pub async fn sync_pending_order(state: &AppState, order_id: Uuid) -> Result<bool
     // interval.
     if !state.stripe_sync_limit.try_acquire() {
         tracing::debug!(%order_id, "return-page sync skipped: global rate cap reached");
-        db::retry_idempotent(&state.db, || {
-            sqlx::query("update orders set stripe_synced_at = $3 where id = $1 and stripe_synced_at = $2")
-                .bind(order_id)
-                .bind(claimed_at)
-                .bind(synced_before)
-                .execute(&state.db)
-        })
-        .await?;
+        db::retry_idempotent(&state.db, || orders::release_sync(&state.db, order_id, &claim)).await?;
         return Ok(false);
     }
-    let session = match retrieve_checkout_session(&state.stripe, &session_id).await {
+    let session = match retrieve_checkout_session(&state.stripe, &claim.session_id).await {
         Ok(session) => session,
         Err(err) => {
             // The page keeps polling and the webhook is still coming; this was only a shortcut.
@@ -78,7 +64,7 @@ pub async fn sync_pending_order(state: &AppState, order_id: Uuid) -> Result<bool
         return Ok(false);
     }
     let mut tx = db::begin(&state.db).await?;
-    let cause = format!("return_page_sync:{session_id}");
+    let cause = format!("return_page_sync:{}", claim.session_id);
     let (outcome, _) = apply_session(&mut tx, SessionAction::Complete, &session, &cause).await?;
     tx.commit().await?;
     tracing::info!(%order_id, outcome = outcome.as_str(), "return-page sync applied the session");

@@ -15,6 +15,7 @@ use crate::{
     error::AppError,
     extract::AppJson,
     orders::OrderStatus,
+    store::orders,
     stripe::{ProviderError, expire_checkout_session},
 };
 
@@ -29,18 +30,15 @@ pub async fn cancel_checkout(
     user: AuthUser,
     AppJson(request): AppJson<CancelRequest>,
 ) -> Result<(StatusCode, Json<Value>), AppError> {
-    let order: Option<(OrderStatus, Option<String>)> = db::retry_idempotent(&state.db, || {
-        sqlx::query_as("select status, stripe_checkout_session_id from orders where id = $1 and user_id = $2")
-            .bind(request.order_id)
-            .bind(&user.user_id)
-            .fetch_optional(&state.db)
+    let order = db::retry_idempotent(&state.db, || {
+        orders::owned_checkout(&state.db, request.order_id, &user.user_id)
     })
-    .await?;
-    let (status, session_id) = order.ok_or(AppError::NotFound {
+    .await?
+    .ok_or(AppError::NotFound {
         code: "order_not_found",
         message: "No order with that id belongs to you.",
     })?;
-    let (OrderStatus::Pending, Some(session_id)) = (status, session_id) else {
+    let (OrderStatus::Pending, Some(session_id)) = (order.status, order.session_id) else {
         return Err(not_cancelable());
     };
     match expire_checkout_session(&state.stripe, &session_id).await {

@@ -14,6 +14,7 @@ use crate::{
     extract::AppJson,
     fulfillment::end_pending_order,
     orders::OrderStatus,
+    store::{entitlements, orders},
     stripe::{CheckoutRequest, create_checkout_session},
     subscription_checkout::{checkout_in_progress, close_open_checkout, is_open_checkout_conflict},
 };
@@ -49,7 +50,9 @@ pub async fn create_checkout(
         code: "plan_not_found",
         message: "No active plan has that id.",
     })?;
-    if plan.kind == PlanKind::Subscription && holds_live_subscription(&mut conn, &user, &plan).await? {
+    if plan.kind == PlanKind::Subscription
+        && entitlements::held_by_live_subscription(&mut conn, &user.user_id, plan.entitlement.as_deref()).await?
+    {
         // A second subscription would bill twice for one entitlement.
         return Err(AppError::Conflict {
             code: "already_subscribed",
@@ -91,36 +94,12 @@ pub async fn create_checkout(
 
     // Stripe has the session now: a connection that died in the pool meanwhile must not turn this
     // into an error the buyer can only answer by starting over.
-    db::retry_idempotent(&state.db, || {
-        sqlx::query("update orders set stripe_checkout_session_id = $2, updated_at = now() where id = $1")
-            .bind(order_id)
-            .bind(&session.id)
-            .execute(&state.db)
-    })
-    .await?;
+    db::retry_idempotent(&state.db, || orders::set_session(&state.db, order_id, &session.id)).await?;
     tracing::info!(%order_id, plan_id = %plan.id, session_id = %session.id, "checkout session created");
     Ok(Json(CheckoutSessionResponse {
         order_id,
         checkout_url: session.url,
     }))
-}
-
-async fn holds_live_subscription(
-    conn: &mut sqlx::PgConnection,
-    user: &AuthUser,
-    plan: &Plan,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "select exists (
-             select 1 from entitlements
-             where user_id = $1 and key = $2 and stripe_subscription_id is not null
-               and status in ('active', 'past_due')
-               and (current_period_end is null or current_period_end > now()))",
-    )
-    .bind(&user.user_id)
-    .bind(&plan.entitlement)
-    .fetch_one(conn)
-    .await
 }
 
 /// The user already has an open checkout for this subscription (see `subscription_checkout`):
@@ -144,27 +123,19 @@ async fn insert_pending_order(
     user: &AuthUser,
     plan: &Plan,
 ) -> Result<Uuid, sqlx::Error> {
-    let order_id = Uuid::new_v4();
-    // Named only for subscriptions: one open checkout per user and entitlement.
-    let subscription_entitlement = match plan.kind {
-        PlanKind::Subscription => plan.entitlement.as_deref(),
-        PlanKind::OneTime => None,
+    let order = orders::NewOrder {
+        id: Uuid::new_v4(),
+        user_id: &user.user_id,
+        plan_id: &plan.id,
+        amount: plan.amount,
+        currency: &plan.currency,
+        credits: plan.credits,
+        entitlement: plan.entitlement.as_deref(),
+        subscription_entitlement: match plan.kind {
+            PlanKind::Subscription => plan.entitlement.as_deref(),
+            PlanKind::OneTime => None,
+        },
     };
-    // What the order costs and grants is fixed here: a catalog edited before the payment arrives
-    // changes nothing for it.
-    sqlx::query(
-        "insert into orders (id, user_id, plan_id, status, amount, currency, credits, entitlement, subscription_entitlement)
-         values ($1, $2, $3, 'pending', $4, $5, $6, $7, $8)",
-    )
-    .bind(order_id)
-    .bind(&user.user_id)
-    .bind(&plan.id)
-    .bind(plan.amount)
-    .bind(&plan.currency)
-    .bind(plan.credits)
-    .bind(&plan.entitlement)
-    .bind(subscription_entitlement)
-    .execute(conn)
-    .await?;
-    Ok(order_id)
+    orders::insert_pending(conn, &order).await?;
+    Ok(order.id)
 }

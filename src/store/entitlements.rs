@@ -27,6 +27,26 @@ pub async fn lock_stored(conn: &mut PgConnection, user_id: &str, key: &str) -> R
     .await
 }
 
+/// Whether the user holds the key through a subscription that still bills: a second one would bill
+/// twice for one entitlement.
+pub async fn held_by_live_subscription(
+    conn: &mut PgConnection,
+    user_id: &str,
+    key: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"select exists (
+               select 1 from entitlements
+               where user_id = $1 and key = $2 and stripe_subscription_id is not null
+                 and status in ('active', 'past_due')
+                 and (current_period_end is null or current_period_end > now())) as "exists!""#,
+        user_id,
+        key
+    )
+    .fetch_one(conn)
+    .await
+}
+
 /// One fulfilled order's claim on a key: its hold and its subscription as Stripe last said.
 pub struct Grant {
     pub order_id: Uuid,

@@ -8,4 +8,6 @@
 pub mod credit_ledger;
 pub mod entitlements;
 pub mod order_standing;
+pub mod orders;
 pub mod payment_facts;
+pub mod processed_events;
