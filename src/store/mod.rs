@@ -6,6 +6,9 @@
 //! Being moved here table by table (see the issue on one-way layers): the modules below are done.
 
 pub mod credit_ledger;
+pub mod database;
 pub mod entitlements;
 pub mod order_standing;
 pub mod payment_facts;
+pub mod plans;
+pub mod service_mode;
