@@ -12,3 +12,4 @@ pub mod order_standing;
 pub mod payment_facts;
 pub mod plans;
 pub mod service_mode;
+pub mod subscriptions;
