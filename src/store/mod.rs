@@ -8,8 +8,10 @@
 pub mod credit_ledger;
 pub mod database;
 pub mod entitlements;
+pub mod order_history;
 pub mod order_standing;
 pub mod payment_facts;
 pub mod plans;
+pub mod reconciler;
 pub mod service_mode;
 pub mod subscriptions;
