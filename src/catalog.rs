@@ -5,7 +5,11 @@
 use std::{collections::BTreeMap, path::Path};
 
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
+
+// The reads live in the store; checkout still finds the plan it sells here.
+use crate::store;
+pub use crate::store::plans::find_active_plan;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
@@ -15,7 +19,7 @@ pub enum PlanKind {
     Subscription,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
     pub id: String,
@@ -136,56 +140,12 @@ fn validate_plan(id: String, entry: PlanEntry) -> Result<Plan, String> {
 pub async fn sync_catalog(pool: &PgPool, plans: &[Plan]) -> Result<(), CatalogError> {
     let mut tx = pool.begin().await?;
     for plan in plans {
-        upsert_plan(&mut tx, plan).await?;
+        store::plans::upsert(&mut tx, plan).await?;
     }
-    let ids: Vec<&str> = plans.iter().map(|p| p.id.as_str()).collect();
-    sqlx::query("update plans set active = false, updated_at = now() where active and id <> all($1)")
-        .bind(&ids)
-        .execute(&mut *tx)
-        .await?;
+    let ids: Vec<String> = plans.iter().map(|p| p.id.clone()).collect();
+    store::plans::deactivate_all_but(&mut tx, &ids).await?;
     tx.commit().await?;
     Ok(())
-}
-
-async fn upsert_plan(conn: &mut PgConnection, plan: &Plan) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "insert into plans (id, name, kind, amount, currency, interval, credits, entitlement, stripe_price, active)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, true)
-         on conflict (id) do update set
-             name = excluded.name, kind = excluded.kind, amount = excluded.amount,
-             currency = excluded.currency, interval = excluded.interval, credits = excluded.credits,
-             entitlement = excluded.entitlement, stripe_price = excluded.stripe_price,
-             active = true, updated_at = now()",
-    )
-    .bind(&plan.id)
-    .bind(&plan.name)
-    .bind(plan.kind)
-    .bind(plan.amount)
-    .bind(&plan.currency)
-    .bind(&plan.interval)
-    .bind(plan.credits)
-    .bind(&plan.entitlement)
-    .bind(&plan.stripe_price)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-const PLAN_COLUMNS: &str = "id, name, kind, amount, currency, interval, credits, entitlement, stripe_price";
-
-pub async fn find_active_plan(conn: &mut PgConnection, id: &str) -> Result<Option<Plan>, sqlx::Error> {
-    sqlx::query_as(&format!("select {PLAN_COLUMNS} from plans where id = $1 and active"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await
-}
-
-pub async fn list_active_plans(pool: &PgPool) -> Result<Vec<Plan>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {PLAN_COLUMNS} from plans where active order by amount, id"
-    ))
-    .fetch_all(pool)
-    .await
 }
 
 #[cfg(test)]

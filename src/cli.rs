@@ -16,8 +16,12 @@ use crate::{
     config::Config,
     error::AppError,
     fulfillment::process_event,
-    reconcile::{failures, missed_events::reconcile_since},
+    reconcile::missed_events::reconcile_since,
     startup::{StartupError, check_service_mode, connect, stripe_client},
+    store::{
+        order_history::{self, AppliedEvent, OrderSummary},
+        reconciler,
+    },
     stripe::{ProviderError, retrieve::retrieve_event},
 };
 
@@ -191,7 +195,7 @@ pub async fn run_operator_command(config: Config, command: OperatorCommand) -> R
 /// Each missed event the reconciler could not apply: set aside (skipped from now on) or still
 /// retried, why it failed, and how to apply it by hand once the cause is fixed.
 async fn describe_failed_events(db: &sqlx::PgPool, max_attempts: u32) -> Result<String, CommandError> {
-    let failed = failures::unresolved(db).await?;
+    let failed = reconciler::unresolved(db).await?;
     if failed.is_empty() {
         return Ok("no missed event is failing: the reconciler applied everything it found\n".to_owned());
     }
@@ -230,20 +234,7 @@ fn attempts(count: i32) -> String {
 /// Every order whose payment did not match it: nothing was granted, and someone must refund the
 /// payment at Stripe or grant by hand.
 async fn orders_under_review(db: &sqlx::PgPool) -> Result<String, CommandError> {
-    #[derive(sqlx::FromRow)]
-    struct UnderReview {
-        id: Uuid,
-        user_id: String,
-        plan_id: String,
-        updated_at: DateTime<Utc>,
-        review_reason: Option<String>,
-    }
-    let rows: Vec<UnderReview> = sqlx::query_as(
-        "select id, user_id, plan_id, updated_at, review_reason from orders
-         where status = 'under_review' order by created_at",
-    )
-    .fetch_all(db)
-    .await?;
+    let rows = order_history::under_review(db).await?;
     if rows.is_empty() {
         return Ok("no order is under review\n".to_owned());
     }
@@ -268,47 +259,21 @@ async fn orders_under_review(db: &sqlx::PgPool) -> Result<String, CommandError> 
 /// The order, each event applied to it with what that event changed, then changes made by other
 /// paths (the return page's sync).
 async fn describe_order(db: &sqlx::PgPool, order_id: Uuid) -> Result<String, CommandError> {
-    type OrderRow = (
-        String,
-        String,
-        String,
-        i64,
-        i64,
-        String,
-        DateTime<Utc>,
-        Option<DateTime<Utc>>,
-    );
-    let order: Option<OrderRow> = sqlx::query_as(
-        "select user_id, plan_id, status, amount, amount_refunded, currency, created_at, paid_at
-         from orders where id = $1",
-    )
-    .bind(order_id)
-    .fetch_optional(db)
-    .await?;
-    let Some((user_id, plan_id, status, amount, refunded, currency, created_at, paid_at)) = order else {
+    let Some(OrderSummary {
+        user_id,
+        plan_id,
+        status,
+        amount,
+        amount_refunded: refunded,
+        currency,
+        created_at,
+        paid_at,
+    }) = order_history::summary(db, order_id).await?
+    else {
         return Err(CommandError::NotFound(format!("no order {order_id}")));
     };
-    let events: Vec<(String, String, String, DateTime<Utc>)> = sqlx::query_as(
-        "select event_id, event_type, outcome, received_at from processed_webhook_events
-         where order_id = $1 order by received_at, event_id",
-    )
-    .bind(order_id)
-    .fetch_all(db)
-    .await?;
-    let changes: Vec<(Option<String>, String)> = sqlx::query_as(
-        "select stripe_event_id, format('credits %s (%s)', case when delta > 0 then '+' || delta else delta::text end, kind), created_at
-         from credit_ledger where order_id = $1
-         union all
-         select stripe_event_id, format('entitlement %s: %s%s', key, change, coalesce(' - ' || detail, '')), created_at
-         from entitlement_history where order_id = $1
-         order by 3",
-    )
-    .bind(order_id)
-    .fetch_all(db)
-    .await?
-    .into_iter()
-    .map(|(event, change, _): (Option<String>, String, DateTime<Utc>)| (event, change))
-    .collect();
+    let events = order_history::applied_events(db, order_id).await?;
+    let changes = order_history::changes(db, order_id).await?;
 
     let mut out = String::new();
     let _ = writeln!(out, "order {order_id}: {status}");
@@ -322,20 +287,30 @@ async fn describe_order(db: &sqlx::PgPool, order_id: Uuid) -> Result<String, Com
         paid_at.map_or("-".into(), |t| t.to_string())
     );
     let _ = writeln!(out, "events applied:");
-    for (event_id, event_type, outcome, at) in &events {
+    for AppliedEvent {
+        event_id,
+        event_type,
+        outcome,
+        received_at: at,
+    } in &events
+    {
         let _ = writeln!(out, "  {at}  {event_id}  {event_type} -> {outcome}");
-        for (_, change) in changes.iter().filter(|(cause, _)| cause.as_deref() == Some(event_id)) {
-            let _ = writeln!(out, "      {change}");
+        for change in changes
+            .iter()
+            .filter(|c| c.stripe_event_id.as_deref() == Some(event_id))
+        {
+            let _ = writeln!(out, "      {}", change.change);
         }
     }
     let others: Vec<_> = changes
         .iter()
-        .filter(|(cause, _)| !events.iter().any(|(id, ..)| cause.as_deref() == Some(id)))
+        .filter(|c| !events.iter().any(|e| c.stripe_event_id.as_deref() == Some(&e.event_id)))
         .collect();
     if !others.is_empty() {
         let _ = writeln!(out, "changes by other paths:");
-        for (cause, change) in others {
-            let _ = writeln!(out, "      {change}  [{}]", cause.as_deref().unwrap_or("-"));
+        for change in others {
+            let cause = change.stripe_event_id.as_deref().unwrap_or("-");
+            let _ = writeln!(out, "      {}  [{cause}]", change.change);
         }
     }
     Ok(out)

@@ -4,7 +4,7 @@
 
 use sqlx::PgPool;
 
-use crate::config::StripeMode;
+use crate::{config::StripeMode, store::service_mode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceModeError {
@@ -30,13 +30,8 @@ pub async fn ensure_service_mode(
     current: StripeMode,
     database: impl Into<String>,
 ) -> Result<(), ServiceModeError> {
-    sqlx::query("insert into service_mode (mode) values ($1) on conflict do nothing")
-        .bind(current)
-        .execute(db)
-        .await?;
-    let recorded: StripeMode = sqlx::query_scalar("select mode from service_mode")
-        .fetch_one(db)
-        .await?;
+    service_mode::record_if_absent(db, current).await?;
+    let recorded = service_mode::recorded(db).await?;
     if recorded == current {
         return Ok(());
     }

@@ -14,6 +14,7 @@ use crate::{
     order_events::OrderEvents,
     reconcile::missed_events::run_periodically,
     service_mode::{ServiceModeError, ensure_service_mode},
+    store,
     stripe::build_client,
     stripe_emulator::{DeliveryConfig, StripeEmulator},
 };
@@ -217,11 +218,7 @@ async fn create_database(options: &PgConnectOptions) -> Result<(), StartupError>
     let mut admin = PgConnection::connect_with(&options.clone().database("postgres"))
         .await
         .map_err(|err| describe_connect_error(options, err))?;
-    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-    match sqlx::query(&format!("create database {quoted}"))
-        .execute(&mut admin)
-        .await
-    {
+    match store::database::create(&mut admin, &name).await {
         Ok(_) => {
             tracing::info!(database = %name, "created the database");
             Ok(())

@@ -18,10 +18,12 @@ use super::{
     payment_owner::LockedPaidOrder,
     reversals::{Cause, settle_order},
 };
+// Fulfilment takes the subscription's lock and hands it its stored state by these names.
+pub use crate::store::subscriptions::{adopt_stored_state, lock as lock_subscription};
 use crate::{
     error::AppError,
     fulfillment::Outcome,
-    orders::OrderStatus,
+    store::subscriptions::{self, AnsweredState, SubscribedOrder},
     stripe::{
         ProviderError,
         event::WebhookEvent,
@@ -141,15 +143,15 @@ pub async fn apply_subscription_event(
             super::payment_facts::lock_payment(conn, "payment", intent).await?;
         }
     }
-    lock_order_of_subscription(conn, subscription_id, order_hint).await?;
-    lock_subscription(conn, subscription_id).await?;
+    subscriptions::lock_order_of(conn, subscription_id, order_hint).await?;
+    subscriptions::lock(conn, subscription_id).await?;
     let current = match stripe_state.current {
         Ok(current) => current,
         Err(not_found) => {
             // Not ours (another account's, or a test object): retrying would never change the
             // answer. But one we have on file means our key points at the wrong account: keep the
             // event for Stripe's retry (and the reconciler) rather than consume it.
-            if subscription_on_file(conn, subscription_id).await? {
+            if subscriptions::on_file(conn, subscription_id).await? {
                 tracing::error!(
                     subscription_id,
                     "Stripe does not know a subscription we have on file; check STRIPE_SECRET_KEY"
@@ -165,7 +167,14 @@ pub async fn apply_subscription_event(
     if let Some(invoice) = &stripe_state.paid_invoice {
         period_end = period_end.max(invoice.period_end());
         let with_payments = stripe_state.paid_invoice_payments.as_ref().unwrap_or(invoice);
-        record_subscription_payments(conn, with_payments, subscription_id, &event.id).await?;
+        subscriptions::record_payments(
+            conn,
+            &with_payments.payment_intent_ids(),
+            subscription_id,
+            &with_payments.id,
+            &event.id,
+        )
+        .await?;
     }
     let order_id = store_subscription_state(conn, &current, period_end, stripe_state.answered_at, &event.id).await?;
 
@@ -173,12 +182,9 @@ pub async fn apply_subscription_event(
         tracing::warn!(subscription_id, "subscription names no order of ours");
         return Ok((Outcome::NoMatchingOrder, None));
     };
-    let order: Option<(OrderStatus, String)> = sqlx::query_as("select status, user_id from orders where id = $1")
-        .bind(order_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let order = subscriptions::subscribed_order(conn, order_id).await?;
     match order {
-        Some((status, user_id)) if status.is_fulfilled() => {
+        Some(SubscribedOrder { status, user_id }) if status.is_fulfilled() => {
             if stripe_state.paid_invoice.is_some() {
                 // A refund or dispute of this payment may have come first.
                 let order = LockedPaidOrder {
@@ -198,43 +204,6 @@ pub async fn apply_subscription_event(
     }
 }
 
-/// Locks the order the subscription belongs to, if we know it: by the order id checkout put in
-/// its metadata, or by the order that recorded it.
-async fn lock_order_of_subscription(
-    conn: &mut PgConnection,
-    subscription_id: &str,
-    from_metadata: Option<Uuid>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "select 1 from orders
-         where id = coalesce($2, (select id from orders where stripe_subscription_id = $1 limit 1))
-         for no key update",
-    )
-    .bind(subscription_id)
-    .bind(from_metadata)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-async fn subscription_on_file(conn: &mut PgConnection, subscription_id: &str) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("select exists (select 1 from subscriptions where stripe_subscription_id = $1)")
-        .bind(subscription_id)
-        .fetch_one(conn)
-        .await
-}
-
-/// Serialises everything done to one subscription, whichever event or path does it, until commit.
-/// Taken after the order's lock and before the entitlement row is touched, everywhere, so two
-/// paths cannot deadlock.
-pub async fn lock_subscription(conn: &mut PgConnection, subscription_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("select pg_advisory_xact_lock(hashtext('subscription:' || $1))")
-        .bind(subscription_id)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 /// Writes Stripe's current state; the period end only moves forward. Returns the order it belongs
 /// to, from the metadata checkout put on the subscription or from the order that recorded it.
 async fn store_subscription_state(
@@ -244,78 +213,18 @@ async fn store_subscription_state(
     answered_at: DateTime<Utc>,
     event_id: &str,
 ) -> Result<Option<Uuid>, sqlx::Error> {
-    let period_end = period_end.and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0));
-    let order_from_metadata = subscription
-        .metadata_value("order_id")
-        .and_then(|id| Uuid::parse_str(id).ok());
-    sqlx::query_scalar(
-        // `newer`: no answer on file arrived after this one (null for rows from before the column).
-        "insert into subscriptions as s
-             (stripe_subscription_id, order_id, user_id, plan_id, status, current_period_end,
-              cancel_at_period_end, stripe_event_id, stripe_answered_at)
-         values ($1, coalesce($2, (select id from orders where stripe_subscription_id = $1 limit 1)),
-                 $3, $4, $5, $6, $7, $8, $9)
-         on conflict (stripe_subscription_id) do update set
-             order_id = coalesce(s.order_id, excluded.order_id),
-             user_id = coalesce(s.user_id, excluded.user_id),
-             plan_id = coalesce(s.plan_id, excluded.plan_id),
-             status = case when s.stripe_answered_at > excluded.stripe_answered_at
-                           then s.status else excluded.status end,
-             current_period_end = greatest(s.current_period_end, excluded.current_period_end),
-             cancel_at_period_end = case when s.stripe_answered_at > excluded.stripe_answered_at
-                                         then s.cancel_at_period_end else excluded.cancel_at_period_end end,
-             stripe_event_id = case when s.stripe_answered_at > excluded.stripe_answered_at
-                                    then s.stripe_event_id else excluded.stripe_event_id end,
-             stripe_answered_at = greatest(s.stripe_answered_at, excluded.stripe_answered_at),
-             updated_at = now()
-         returning order_id",
-    )
-    .bind(&subscription.id)
-    .bind(order_from_metadata)
-    .bind(subscription.metadata_value("user_id"))
-    .bind(subscription.metadata_value("plan_id"))
-    .bind(&subscription.status)
-    .bind(period_end)
-    .bind(subscription.cancel_at_period_end)
-    .bind(event_id)
-    .bind(answered_at)
-    .fetch_one(conn)
-    .await
-}
-
-async fn record_subscription_payments(
-    conn: &mut PgConnection,
-    invoice: &InvoiceObject,
-    subscription_id: &str,
-    event_id: &str,
-) -> Result<(), sqlx::Error> {
-    for payment_intent_id in invoice.payment_intent_ids() {
-        sqlx::query(
-            "insert into subscription_payments (stripe_payment_intent_id, stripe_subscription_id, stripe_invoice_id, stripe_event_id)
-             values ($1, $2, $3, $4)
-             on conflict do nothing",
-        )
-        .bind(payment_intent_id)
-        .bind(subscription_id)
-        .bind(&invoice.id)
-        .bind(event_id)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
-
-/// Called when a subscription's checkout completes, under the subscription's lock: the state its
-/// earlier events stored now belongs to the order.
-pub async fn adopt_stored_state(
-    conn: &mut PgConnection,
-    subscription_id: &str,
-    order_id: Uuid,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("update subscriptions set order_id = coalesce(order_id, $2) where stripe_subscription_id = $1")
-        .bind(subscription_id)
-        .bind(order_id)
-        .execute(conn)
-        .await?;
-    Ok(())
+    let state = AnsweredState {
+        subscription_id: &subscription.id,
+        order_from_metadata: subscription
+            .metadata_value("order_id")
+            .and_then(|id| Uuid::parse_str(id).ok()),
+        user_id: subscription.metadata_value("user_id"),
+        plan_id: subscription.metadata_value("plan_id"),
+        status: &subscription.status,
+        current_period_end: period_end.and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0)),
+        cancel_at_period_end: subscription.cancel_at_period_end,
+        event_id,
+        answered_at,
+    };
+    subscriptions::store_state(conn, &state).await
 }

@@ -20,6 +20,7 @@ use crate::{
     error::AppError,
     fulfillment::process_event,
     lifecycle::HANDLED_EVENT_TYPES,
+    store::reconciler,
     stripe::{ProviderError, event::WebhookEvent, retrieve::list_events_page},
 };
 
@@ -58,7 +59,7 @@ pub async fn reconcile_since(
     max_attempts: u32,
 ) -> Result<ReconcileReport, AppError> {
     let since = since.max(chrono::Utc::now().timestamp() - EVENT_RETENTION.as_secs() as i64);
-    failures::prune_resolved(pool).await?;
+    reconciler::prune_resolved(pool).await?;
     let mut report = ReconcileReport::default();
     let missed = list_missed(pool, stripe, since, &mut report).await?;
     for Missed { event, .. } in missed {
@@ -111,7 +112,11 @@ async fn list_missed(
             .await
             .map_err(|err| AppError::PaymentProvider(ProviderError::Stripe(err)))?;
         let ids: Vec<&str> = page.data.iter().map(|e| e.id.as_str()).collect();
-        let skip: HashMap<String, bool> = failures::events_to_skip(pool, &ids).await?.into_iter().collect();
+        let skip: HashMap<String, bool> = reconciler::events_to_skip(pool, &ids)
+            .await?
+            .into_iter()
+            .map(|skipped| (skipped.event_id, skipped.set_aside))
+            .collect();
         starting_after = page
             .has_more
             .then(|| page.data.last().map(|last| last.id.clone()))
@@ -143,32 +148,22 @@ pub async fn reconcile_from_cursor(
     stripe: &stripe::Client,
     max_attempts: u32,
 ) -> Result<ReconcileReport, AppError> {
-    let stored: Option<i64> = sqlx::query_scalar("select created_up_to from reconciler_cursor where name = $1")
-        .bind(CURSOR_NAME)
-        .fetch_optional(pool)
-        .await?;
+    let stored = reconciler::cursor(pool, CURSOR_NAME).await?;
     let mut since = stored.map_or_else(
         || chrono::Utc::now().timestamp() - FIRST_RUN_LOOKBACK.as_secs() as i64,
         |created| created - CURSOR_OVERLAP_SECS,
     );
     // One that `entitle reconcile --since` found, behind the cursor, is retried here too.
-    if let Some(oldest) = failures::oldest_retryable(pool).await? {
+    if let Some(oldest) = reconciler::oldest_retryable(pool).await? {
         since = since.min(oldest);
     }
     let report = reconcile_since(pool, stripe, since, max_attempts).await?;
     if let Some(newest) = report.newest_created {
-        let up_to = match failures::oldest_retryable(pool).await? {
+        let up_to = match reconciler::oldest_retryable(pool).await? {
             Some(oldest) => newest.min(oldest),
             None => newest,
         };
-        sqlx::query(
-            "insert into reconciler_cursor (name, created_up_to) values ($1, $2)
-             on conflict (name) do update set created_up_to = greatest(reconciler_cursor.created_up_to, $2), updated_at = now()",
-        )
-        .bind(CURSOR_NAME)
-        .bind(up_to)
-        .execute(pool)
-        .await?;
+        reconciler::advance_cursor(pool, CURSOR_NAME, up_to).await?;
     }
     Ok(report)
 }

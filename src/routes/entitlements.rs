@@ -7,7 +7,13 @@ use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::{app::AppState, auth::AuthUser, db, error::AppError};
+use crate::{
+    app::AppState,
+    auth::AuthUser,
+    db,
+    error::AppError,
+    store::{credit_ledger, entitlements},
+};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -19,7 +25,7 @@ pub struct EntitlementsResponse {
     entitlements: Vec<Entitlement>,
 }
 
-#[derive(Serialize, sqlx::FromRow)]
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Entitlement {
     key: String,
@@ -30,35 +36,29 @@ struct Entitlement {
     cancel_at_period_end: bool,
 }
 
+impl From<entitlements::Held> for Entitlement {
+    fn from(held: entitlements::Held) -> Self {
+        Self {
+            key: held.key,
+            status: held.status,
+            active: held.active,
+            current_period_end: held.current_period_end,
+            cancel_at_period_end: held.cancel_at_period_end,
+        }
+    }
+}
+
 pub async fn entitlements(
     State(state): State<AppState>,
     user: AuthUser,
 ) -> Result<Json<EntitlementsResponse>, AppError> {
-    let (credits,): (i64,) = db::retry_idempotent(&state.db, || {
-        sqlx::query_as("select coalesce(sum(delta), 0)::bigint from credit_ledger where user_id = $1")
-            .bind(&user.user_id)
-            .fetch_one(&state.db)
-    })
-    .await?;
-    let entitlements = db::retry_idempotent(&state.db, || {
-        sqlx::query_as(
-            "select key, case when lapsed then 'expired' else status end as status,
-                status in ('active', 'past_due') and not lapsed as active,
-                current_period_end, cancel_at_period_end
-         from (
-             select *, status in ('active', 'past_due') and current_period_end is not null
-                       and now() >= current_period_end
-                           + case when cancel_at_period_end then interval '0' else make_interval(secs => $2) end
-                       as lapsed
-             from entitlements where user_id = $1
-         ) e
-         order by key",
-        )
-        .bind(&user.user_id)
-        .bind(state.config.entitlement_grace.as_secs_f64())
-        .fetch_all(&state.db)
-    })
-    .await?;
+    let credits = db::retry_idempotent(&state.db, || credit_ledger::user_balance(&state.db, &user.user_id)).await?;
+    let grace = state.config.entitlement_grace;
+    let entitlements = db::retry_idempotent(&state.db, || entitlements::held_now(&state.db, &user.user_id, grace))
+        .await?
+        .into_iter()
+        .map(Entitlement::from)
+        .collect();
     Ok(Json(EntitlementsResponse {
         user_id: user.user_id,
         credits,

@@ -3,9 +3,9 @@
 use axum::{Json, extract::State};
 use serde_json::{Value, json};
 
-use crate::{app::AppState, db, error::AppError};
+use crate::{app::AppState, db, error::AppError, store};
 
 pub async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
-    db::retry_idempotent(&state.db, || sqlx::query("select 1").execute(&state.db)).await?;
+    db::retry_idempotent(&state.db, || store::database::ping(&state.db)).await?;
     Ok(Json(json!({ "status": "ok" })))
 }

@@ -2,7 +2,7 @@
 //! that caused it; the unique keys make an order's purchase grant, and each event's adjustment of
 //! one kind, happen at most once.
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 /// Why credits moved.
@@ -77,4 +77,14 @@ pub async fn adjust(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// A user's balance: every row they have, so negative when a clawback took back credits already spent.
+pub async fn user_balance(db: &PgPool, user_id: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"select coalesce(sum(delta), 0)::bigint as "balance!" from credit_ledger where user_id = $1"#,
+        user_id
+    )
+    .fetch_one(db)
+    .await
 }

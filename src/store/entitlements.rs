@@ -1,8 +1,10 @@
 //! `entitlements` (what a user holds now, one row per key) and `entitlement_history` (every change,
 //! naming its event), with the read of every order that grants a key.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::orders::Hold;
@@ -144,4 +146,39 @@ pub async fn grantee(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<(
         .fetch_optional(conn)
         .await?;
     Ok(row.map(|r| (r.user_id, r.entitlement)))
+}
+
+/// An entitlement as the user sees it now, by the database's clock.
+pub struct Held {
+    pub key: String,
+    /// `expired` once a subscription's period and grace ran out, else as stored.
+    pub status: String,
+    /// Whether it grants access now.
+    pub active: bool,
+    pub current_period_end: Option<DateTime<Utc>>,
+    pub cancel_at_period_end: bool,
+}
+
+/// Every entitlement of the user, by key. A subscription's grants until its period end plus
+/// `grace` (just the period end once it is set to cancel); past that it reads `expired` until
+/// Stripe tells us more. The clock is the database's, the one that stamped the period ends.
+pub async fn held_now(db: &PgPool, user_id: &str, grace: Duration) -> Result<Vec<Held>, sqlx::Error> {
+    sqlx::query_as!(
+        Held,
+        r#"select key as "key!", case when lapsed then 'expired' else status end as "status!",
+                  status in ('active', 'past_due') and not lapsed as "active!",
+                  current_period_end, cancel_at_period_end as "cancel_at_period_end!"
+           from (
+               select *, status in ('active', 'past_due') and current_period_end is not null
+                         and now() >= current_period_end
+                             + case when cancel_at_period_end then interval '0' else make_interval(secs => $2) end
+                         as lapsed
+               from entitlements where user_id = $1
+           ) e
+           order by key"#,
+        user_id,
+        grace.as_secs_f64()
+    )
+    .fetch_all(db)
+    .await
 }

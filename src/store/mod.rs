@@ -2,12 +2,16 @@
 //! migrations at compile time (`sqlx::query!`, offline data in `.sqlx/`). Functions take the caller's
 //! connection or transaction, so the domain decides where a transaction begins and ends. Nothing
 //! here knows about HTTP or Stripe's objects.
-//!
-//! Being moved here table by table (see the issue on one-way layers): the modules below are done.
 
 pub mod credit_ledger;
+pub mod database;
 pub mod entitlements;
+pub mod order_history;
 pub mod order_standing;
 pub mod orders;
 pub mod payment_facts;
+pub mod plans;
 pub mod processed_events;
+pub mod reconciler;
+pub mod service_mode;
+pub mod subscriptions;

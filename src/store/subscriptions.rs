@@ -1,0 +1,160 @@
+//! `subscriptions` (each subscription as Stripe last answered for it, kept by id even before its
+//! checkout completes) and `subscription_payments` (which subscription a payment paid for), with
+//! the locks that serialise work on one subscription.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::orders::OrderStatus;
+
+/// Serialises everything done to one subscription, whichever event or path does it, until commit.
+/// Taken after the order's lock and before the entitlement row is touched, everywhere, so two
+/// paths cannot deadlock.
+pub async fn lock(conn: &mut PgConnection, subscription_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "select pg_advisory_xact_lock(hashtext('subscription:' || $1))",
+        subscription_id
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Locks the order the subscription belongs to, if we know it: by the order id checkout put in
+/// its metadata, or by the order that recorded it.
+pub async fn lock_order_of(
+    conn: &mut PgConnection,
+    subscription_id: &str,
+    from_metadata: Option<Uuid>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "select 1 as locked from orders
+         where id = coalesce($2, (select id from orders where stripe_subscription_id = $1 limit 1))
+         for no key update",
+        subscription_id,
+        from_metadata
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn on_file(conn: &mut PgConnection, subscription_id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"select exists (select 1 from subscriptions where stripe_subscription_id = $1) as "on_file!""#,
+        subscription_id
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// One answer from Stripe about a subscription, with when it arrived.
+pub struct AnsweredState<'a> {
+    pub subscription_id: &'a str,
+    /// The order checkout put in the subscription's metadata, when it names one.
+    pub order_from_metadata: Option<Uuid>,
+    pub user_id: Option<&'a str>,
+    pub plan_id: Option<&'a str>,
+    pub status: &'a str,
+    pub current_period_end: Option<DateTime<Utc>>,
+    pub cancel_at_period_end: bool,
+    pub event_id: &'a str,
+    pub answered_at: DateTime<Utc>,
+}
+
+/// Writes Stripe's answer unless a later one is on file; the period end only moves forward.
+/// Returns the order it belongs to, from the metadata or from the order that recorded it.
+pub async fn store_state(conn: &mut PgConnection, state: &AnsweredState<'_>) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        // `newer`: no answer on file arrived after this one (null for rows from before the column).
+        "insert into subscriptions as s
+             (stripe_subscription_id, order_id, user_id, plan_id, status, current_period_end,
+              cancel_at_period_end, stripe_event_id, stripe_answered_at)
+         values ($1, coalesce($2, (select id from orders where stripe_subscription_id = $1 limit 1)),
+                 $3, $4, $5, $6, $7, $8, $9)
+         on conflict (stripe_subscription_id) do update set
+             order_id = coalesce(s.order_id, excluded.order_id),
+             user_id = coalesce(s.user_id, excluded.user_id),
+             plan_id = coalesce(s.plan_id, excluded.plan_id),
+             status = case when s.stripe_answered_at > excluded.stripe_answered_at
+                           then s.status else excluded.status end,
+             current_period_end = greatest(s.current_period_end, excluded.current_period_end),
+             cancel_at_period_end = case when s.stripe_answered_at > excluded.stripe_answered_at
+                                         then s.cancel_at_period_end else excluded.cancel_at_period_end end,
+             stripe_event_id = case when s.stripe_answered_at > excluded.stripe_answered_at
+                                    then s.stripe_event_id else excluded.stripe_event_id end,
+             stripe_answered_at = greatest(s.stripe_answered_at, excluded.stripe_answered_at),
+             updated_at = now()
+         returning order_id",
+        state.subscription_id,
+        state.order_from_metadata,
+        state.user_id,
+        state.plan_id,
+        state.status,
+        state.current_period_end,
+        state.cancel_at_period_end,
+        state.event_id,
+        state.answered_at,
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// Links each payment of a paid invoice to its subscription, once: a refund or dispute of one of
+/// them then finds the order.
+pub async fn record_payments(
+    conn: &mut PgConnection,
+    payment_intents: &[&str],
+    subscription_id: &str,
+    invoice_id: &str,
+    event_id: &str,
+) -> Result<(), sqlx::Error> {
+    for payment_intent_id in payment_intents {
+        sqlx::query!(
+            "insert into subscription_payments (stripe_payment_intent_id, stripe_subscription_id, stripe_invoice_id, stripe_event_id)
+             values ($1, $2, $3, $4)
+             on conflict do nothing",
+            payment_intent_id,
+            subscription_id,
+            invoice_id,
+            event_id
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Called when a subscription's checkout completes, under the subscription's lock: the state its
+/// earlier events stored now belongs to the order.
+pub async fn adopt_stored_state(
+    conn: &mut PgConnection,
+    subscription_id: &str,
+    order_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update subscriptions set order_id = coalesce(order_id, $2) where stripe_subscription_id = $1",
+        subscription_id,
+        order_id
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The order a subscription belongs to, as a subscription event finds it (already locked).
+pub struct SubscribedOrder {
+    pub status: OrderStatus,
+    pub user_id: String,
+}
+
+pub async fn subscribed_order(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<SubscribedOrder>, sqlx::Error> {
+    sqlx::query_as!(
+        SubscribedOrder,
+        r#"select status as "status: OrderStatus", user_id from orders where id = $1"#,
+        order_id
+    )
+    .fetch_optional(conn)
+    .await
+}
