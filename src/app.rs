@@ -1,6 +1,7 @@
-//! The router and the state every handler shares.
+//! The router: every route, and the layers around them (request id, trace, CORS, timeout, body
+//! limits).
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use axum::{
     BoxError, Router,
@@ -10,8 +11,6 @@ use axum::{
     response::IntoResponse,
     routing::{get, post},
 };
-use jsonwebtoken::{DecodingKey, Validation};
-use sqlx::PgPool;
 use tower::ServiceBuilder;
 use tower_http::{
     cors::CorsLayer,
@@ -19,59 +18,7 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::{
-    auth::token_validation, checkout_limits::CheckoutLimiter, config::Config, error::AppError,
-    order_events::OrderEvents, order_lookup::OrderLookup, rate_limit::RateLimit, routes,
-};
-
-/// What every handler shares. Axum clones the state for each request (and each extractor that
-/// reads it), so it is one `Arc`: a clone is one atomic increment, not one per field on cache lines
-/// both runtime threads write to.
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-pub struct Shared {
-    pub db: PgPool,
-    pub config: Arc<Config>,
-    pub stripe: stripe::Client,
-    pub jwt_key: Arc<DecodingKey>,
-    pub jwt_validation: Arc<Validation>,
-    /// Caps the Stripe calls that polling return pages may cause.
-    pub stripe_sync_limit: Arc<RateLimit>,
-    /// Bounds how fast checkouts open, per user and per process.
-    pub checkout_limiter: CheckoutLimiter,
-    pub order_events: OrderEvents,
-    /// Batches the owner-scoped lookups that polling return pages make.
-    pub order_lookup: OrderLookup,
-}
-
-impl AppState {
-    pub fn new(db: PgPool, config: Config, stripe: stripe::Client, order_events: OrderEvents) -> Self {
-        let jwt_key = DecodingKey::from_secret(config.jwt_secret.expose().as_bytes());
-        let sync_rate = config.return_sync_rate;
-        let stripe_sync_limit = Arc::new(RateLimit::new(sync_rate.per_second, sync_rate.burst));
-        let checkout_limiter = CheckoutLimiter::new(&config.checkout_limits);
-        Self(Arc::new(Shared {
-            order_lookup: OrderLookup::start(db.clone()),
-            db,
-            config: Arc::new(config),
-            stripe,
-            jwt_key: Arc::new(jwt_key),
-            jwt_validation: Arc::new(token_validation()),
-            stripe_sync_limit,
-            checkout_limiter,
-            order_events,
-        }))
-    }
-}
+use crate::{error::AppError, routes, state::AppState};
 
 /// No request may hold a connection or a client waiting longer than this. It stays above the
 /// longest `/order-status` wait, so a long-poll always ends with its own answer.

@@ -2,11 +2,16 @@
 //! signature with `AUTH_JWT_SECRET`, the algorithm (HS256 only, so `alg: none` and key-confusion
 //! tokens fail) and `exp`, which is required.
 
-use axum::{extract::FromRequestParts, http::request::Parts};
+use std::sync::Arc;
+
+use axum::{
+    extract::{FromRef, FromRequestParts},
+    http::request::Parts,
+};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::{app::AppState, error::AppError};
+use crate::error::AppError;
 
 /// The authenticated user, taken from the token's `sub`.
 #[derive(Debug, Clone)]
@@ -20,6 +25,26 @@ struct Claims {
 }
 
 const MAX_USER_ID_LEN: usize = 255;
+
+/// The key and rules user tokens are checked with; cheap to clone.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    key: Arc<DecodingKey>,
+    validation: Arc<Validation>,
+}
+
+impl TokenVerifier {
+    pub fn new(secret: &str) -> Self {
+        Self {
+            key: Arc::new(DecodingKey::from_secret(secret.as_bytes())),
+            validation: Arc::new(token_validation()),
+        }
+    }
+
+    pub fn verify(&self, token: &str) -> Option<AuthUser> {
+        verify_bearer_token(token, &self.key, &self.validation)
+    }
+}
 
 pub fn token_validation() -> Validation {
     let mut validation = Validation::new(Algorithm::HS256);
@@ -40,10 +65,14 @@ pub fn verify_bearer_token(token: &str, key: &DecodingKey, validation: &Validati
     Some(AuthUser { user_id })
 }
 
-impl FromRequestParts<AppState> for AuthUser {
+impl<S> FromRequestParts<S> for AuthUser
+where
+    TokenVerifier: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -53,6 +82,8 @@ impl FromRequestParts<AppState> for AuthUser {
         if !scheme.eq_ignore_ascii_case("bearer") {
             return Err(AppError::Unauthorized);
         }
-        verify_bearer_token(token.trim(), &state.jwt_key, &state.jwt_validation).ok_or(AppError::Unauthorized)
+        TokenVerifier::from_ref(state)
+            .verify(token.trim())
+            .ok_or(AppError::Unauthorized)
     }
 }

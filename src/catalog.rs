@@ -4,39 +4,15 @@
 
 use std::{collections::BTreeMap, path::Path};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sqlx::PgPool;
 
 // The reads live in the store; checkout still finds the plan it sells here.
 use crate::store;
-pub use crate::store::plans::find_active_plan;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, sqlx::Type)]
-#[serde(rename_all = "snake_case")]
-#[sqlx(type_name = "text", rename_all = "snake_case")]
-pub enum PlanKind {
-    OneTime,
-    Subscription,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Plan {
-    pub id: String,
-    pub name: String,
-    pub kind: PlanKind,
-    /// In the currency's minor unit (cents for USD).
-    pub amount: i64,
-    pub currency: String,
-    /// Billing interval of a subscription: day, week, month or year.
-    pub interval: Option<String>,
-    /// Credits granted once when a one-time plan is paid.
-    pub credits: i64,
-    /// Entitlement key granted while the plan is paid for.
-    pub entitlement: Option<String>,
-    #[serde(skip)]
-    pub stripe_price: Option<String>,
-}
+pub use crate::{
+    plan::{Plan, PlanKind},
+    store::plans::find_active_plan,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sqlx::PgConnection;
 
-use crate::{config::CheckoutLimits, error::AppError, rate_limit::RateLimit, store};
+use crate::{config::CheckoutLimits, domain_error::DomainError, rate_limit::RateLimit, store};
 
 /// The per-user window slides: what counts is the orders of the last 60 seconds, whatever became
 /// of them, so a buyer who abandoned a few checkouts waits at most this long.
@@ -29,13 +29,13 @@ impl CheckoutLimiter {
     /// Lets one more checkout by `user_id` through, or refuses it with when to retry. Runs in the
     /// transaction that then inserts the order: its lock makes one user's concurrent checkouts
     /// count one after another, each seeing the orders committed before it.
-    pub async fn admit(&self, tx: &mut PgConnection, user_id: &str) -> Result<(), AppError> {
+    pub async fn admit(&self, tx: &mut PgConnection, user_id: &str) -> Result<(), DomainError> {
         store::orders::lock_user_checkouts(tx, user_id).await?;
         let room_in =
             store::orders::seconds_until_room(tx, user_id, WINDOW.as_secs_f64(), i64::from(self.per_user)).await?;
         if let Some(seconds) = room_in {
             let retry_after_secs = whole_seconds(seconds);
-            return Err(AppError::TooManyRequests {
+            return Err(DomainError::TooManyRequests {
                 code: "too_many_checkouts",
                 message: format!(
                     "You opened {} checkouts in the last minute. Please try again in {retry_after_secs} s.",
@@ -51,7 +51,7 @@ impl CheckoutLimiter {
                 retry_after_secs,
                 "checkout refused: this process's Stripe session rate is spent"
             );
-            AppError::TooManyRequests {
+            DomainError::TooManyRequests {
                 code: "too_many_checkouts",
                 message: format!(
                     "Too many checkouts are being opened right now. Please try again in {retry_after_secs} s."

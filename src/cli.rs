@@ -14,15 +14,15 @@ use uuid::Uuid;
 
 use crate::{
     config::Config,
-    error::AppError,
+    domain_error::DomainError,
     fulfillment::process_event,
     reconcile::missed_events::reconcile_since,
     startup::{StartupError, check_service_mode, connect, stripe_client},
     store::{
         order_history::{self, AppliedEvent, OrderSummary},
-        reconciler,
+        processed_events, reconciler,
     },
-    stripe::{ProviderError, retrieve::retrieve_event},
+    stripe::retrieve::retrieve_event,
 };
 
 /// `entitle` and its operator commands, parsed by clap so each command documents itself.
@@ -134,7 +134,7 @@ pub enum CommandError {
     #[error(transparent)]
     Startup(#[from] StartupError),
     #[error("{0}")]
-    App(#[from] AppError),
+    Domain(#[from] DomainError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("{0}")]
@@ -166,19 +166,13 @@ pub async fn run_operator_command(config: Config, command: OperatorCommand) -> R
             Ok(out)
         }
         OperatorCommand::Replay { event_id } => {
-            let done: Option<(String, DateTime<Utc>)> =
-                sqlx::query_as("select outcome, received_at from processed_webhook_events where event_id = $1")
-                    .bind(&event_id)
-                    .fetch_optional(&db)
-                    .await?;
-            if let Some((outcome, at)) = done {
+            if let Some(done) = processed_events::applied(&db, &event_id).await? {
                 return Ok(format!(
-                    "{event_id} was already applied at {at} ({outcome}); events apply once, so nothing changed\n"
+                    "{event_id} was already applied at {} ({}); events apply once, so nothing changed\n",
+                    done.received_at, done.outcome
                 ));
             }
-            let event = retrieve_event(&stripe, &event_id)
-                .await
-                .map_err(|err| AppError::PaymentProvider(ProviderError::Stripe(err)))?;
+            let event = retrieve_event(&stripe, &event_id).await.map_err(DomainError::from)?;
             let outcome = process_event(&db, &stripe, &event).await?;
             Ok(format!(
                 "{event_id} ({}) applied: {}\n",

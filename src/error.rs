@@ -40,6 +40,28 @@ pub enum AppError {
     Database(#[from] sqlx::Error),
 }
 
+/// The one mapping from the domain's error to HTTP.
+impl From<crate::domain_error::DomainError> for AppError {
+    fn from(err: crate::domain_error::DomainError) -> Self {
+        use crate::domain_error::DomainError;
+        match err {
+            DomainError::Database(err) => Self::Database(err),
+            DomainError::PaymentProvider(err) => Self::PaymentProvider(err),
+            DomainError::Conflict { code, message } => Self::Conflict { code, message },
+            DomainError::NotFound { code, message } => Self::NotFound { code, message },
+            DomainError::TooManyRequests {
+                code,
+                message,
+                retry_after_secs,
+            } => Self::TooManyRequests {
+                code,
+                message,
+                retry_after_secs,
+            },
+        }
+    }
+}
+
 impl AppError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::BadRequest {

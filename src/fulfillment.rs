@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::{
     db,
-    error::AppError,
+    domain_error::DomainError,
     lifecycle::{
         self,
         entitlement_state::refresh_entitlement,
@@ -25,6 +25,7 @@ use crate::{
         subscriptions::{self, FetchedForEvent},
     },
     orders::OrderStatus,
+    outcome::Outcome,
     store::{
         credit_ledger, entitlements,
         orders::{self, LockedOrder, StripeIds},
@@ -33,67 +34,15 @@ use crate::{
     stripe::event::{CheckoutSessionObject, WebhookEvent},
 };
 
-/// What applying an event did; stored with the event id and returned to Stripe for its dashboard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Fulfilled,
-    AlreadyFulfilled,
-    AwaitingPayment,
-    MarkedFailed,
-    MarkedCanceled,
-    StatusUnchanged,
-    AmountMismatch,
-    SessionMismatch,
-    NoMatchingOrder,
-    MalformedObject,
-    IgnoredType,
-    Duplicate,
-    SubscriptionSynced,
-    SubscriptionStored,
-    Refunded,
-    PartiallyRefunded,
-    Disputed,
-    DisputeWon,
-    DisputeLost,
-    /// A refund or dispute recorded before the payment it reverses: it applies at fulfilment.
-    AwaitingOrder,
-    /// A refund failed or was canceled: what it took is given back.
-    RefundReversed,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Fulfilled => "fulfilled",
-            Self::AlreadyFulfilled => "already_fulfilled",
-            Self::AwaitingPayment => "awaiting_payment",
-            Self::MarkedFailed => "marked_failed",
-            Self::MarkedCanceled => "marked_canceled",
-            Self::StatusUnchanged => "status_unchanged",
-            Self::AmountMismatch => "amount_mismatch",
-            Self::SessionMismatch => "session_mismatch",
-            Self::NoMatchingOrder => "no_matching_order",
-            Self::MalformedObject => "malformed_object",
-            Self::IgnoredType => "ignored_type",
-            Self::Duplicate => "duplicate",
-            Self::SubscriptionSynced => "subscription_synced",
-            Self::SubscriptionStored => "subscription_stored",
-            Self::Refunded => "refunded",
-            Self::PartiallyRefunded => "partially_refunded",
-            Self::Disputed => "disputed",
-            Self::DisputeWon => "dispute_won",
-            Self::DisputeLost => "dispute_lost",
-            Self::AwaitingOrder => "awaiting_order",
-            Self::RefundReversed => "refund_reversed",
-        }
-    }
-}
-
 /// Applies a verified event exactly once. Errors are transient (the database, or Stripe when a
 /// subscription's current state is fetched): nothing is committed, so the caller answers 5xx and
 /// Stripe's retry applies the event later. The webhook, the reconciler and `entitle replay` all
 /// come through here.
-pub async fn process_event(pool: &PgPool, stripe: &stripe::Client, event: &WebhookEvent) -> Result<Outcome, AppError> {
+pub async fn process_event(
+    pool: &PgPool,
+    stripe: &stripe::Client,
+    event: &WebhookEvent,
+) -> Result<Outcome, DomainError> {
     // Stripe is asked before the transaction opens, never inside one: a slow answer then holds no
     // pooled connection and no lock. A redelivery is recognised first, so it costs Stripe nothing.
     let fetched = if subscriptions::SUBSCRIPTION_EVENT_TYPES.contains(&event.event_type.as_str()) {
@@ -131,7 +80,7 @@ async fn apply_event(
     conn: &mut PgConnection,
     event: &WebhookEvent,
     fetched: Option<FetchedForEvent>,
-) -> Result<(Outcome, Option<Uuid>), AppError> {
+) -> Result<(Outcome, Option<Uuid>), DomainError> {
     let action = match event.event_type.as_str() {
         "checkout.session.completed" => SessionAction::Complete,
         "checkout.session.async_payment_succeeded" => SessionAction::Fulfil,

@@ -8,7 +8,6 @@ use sqlx::{Connection, PgConnection, PgPool, postgres::PgConnectOptions};
 use tokio::net::TcpListener;
 
 use crate::{
-    app::{AppState, router},
     catalog::{load_plans_file, sync_catalog},
     config::{Config, StripeBackend},
     order_events::OrderEvents,
@@ -17,6 +16,7 @@ use crate::{
     store,
     stripe::build_client,
     stripe_emulator::{DeliveryConfig, StripeEmulator},
+    {app::router, state::AppState},
 };
 
 /// Where the emulator is mounted in emulator mode.

@@ -9,7 +9,7 @@ use stripe::StripeError;
 
 use crate::{
     db,
-    error::AppError,
+    domain_error::DomainError,
     fulfillment::end_pending_order,
     orders::OrderStatus,
     store::orders,
@@ -26,8 +26,8 @@ pub fn is_open_checkout_conflict(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db_err) if db_err.constraint() == Some(ONE_OPEN_CHECKOUT_INDEX))
 }
 
-pub fn checkout_in_progress() -> AppError {
-    AppError::Conflict {
+pub fn checkout_in_progress() -> DomainError {
+    DomainError::Conflict {
         code: "checkout_in_progress",
         message: "Another checkout for this subscription is being opened; try again in a moment.",
     }
@@ -40,7 +40,7 @@ pub async fn close_open_checkout(
     stripe: &stripe::Client,
     user_id: &str,
     entitlement: &str,
-) -> Result<(), AppError> {
+) -> Result<(), DomainError> {
     let open = db::retry_idempotent(db, || {
         orders::open_subscription_checkout(db, user_id, entitlement, SESSIONLESS_CHECKOUT_GIVE_UP_SECS)
     })
@@ -69,13 +69,13 @@ pub async fn close_open_checkout(
         Err(ProviderError::Stripe(StripeError::Stripe(_, 400 | 404))) => {
             if session_was_completed(stripe, &session_id).await? {
                 tracing::info!(%order_id, "a new subscription checkout refused: the open one was just completed");
-                return Err(AppError::Conflict {
+                return Err(DomainError::Conflict {
                     code: "already_subscribed",
                     message: "Your other checkout for this subscription was just completed.",
                 });
             }
         }
-        Err(err) => return Err(AppError::PaymentProvider(err)),
+        Err(err) => return Err(DomainError::PaymentProvider(err)),
     }
     // Canceled here rather than when `checkout.session.expired` arrives, so the new order fits
     // now; the event then finds nothing to change. Waiting return pages hear of it.
@@ -84,10 +84,10 @@ pub async fn close_open_checkout(
     Ok(())
 }
 
-async fn session_was_completed(stripe: &stripe::Client, session_id: &str) -> Result<bool, AppError> {
+async fn session_was_completed(stripe: &stripe::Client, session_id: &str) -> Result<bool, DomainError> {
     match retrieve_checkout_session(stripe, session_id).await {
         Ok(session) => Ok(session.status.as_deref() == Some("complete")),
         Err(StripeError::Stripe(_, 404)) => Ok(false),
-        Err(err) => Err(AppError::PaymentProvider(ProviderError::Stripe(err))),
+        Err(err) => Err(DomainError::PaymentProvider(ProviderError::Stripe(err))),
     }
 }

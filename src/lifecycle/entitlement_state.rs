@@ -7,8 +7,7 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::reversals::Hold;
-use crate::store::entitlements;
+use crate::{orders::Hold, store::entitlements};
 
 /// The stored status. `past_due` still grants until the period end plus the grace; the read side
 /// (`GET /entitlements`) applies the clock.

@@ -12,7 +12,7 @@ pub mod subscriptions;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{error::AppError, fulfillment::Outcome, stripe::event::WebhookEvent};
+use crate::{domain_error::DomainError, outcome::Outcome, stripe::event::WebhookEvent};
 use subscriptions::FetchedForEvent;
 
 /// Every event type the service acts on; the reconciler asks Stripe for exactly these.
@@ -44,7 +44,7 @@ pub async fn apply_lifecycle_event(
     conn: &mut PgConnection,
     event: &WebhookEvent,
     fetched: Option<FetchedForEvent>,
-) -> Result<(Outcome, Option<Uuid>), AppError> {
+) -> Result<(Outcome, Option<Uuid>), DomainError> {
     if let Some(fetched) = fetched {
         return subscriptions::apply_subscription_event(conn, event, fetched).await;
     }

@@ -17,8 +17,8 @@ use super::{
 };
 pub use crate::orders::Hold;
 use crate::{
-    fulfillment::Outcome,
     orders::OrderStatus,
+    outcome::Outcome,
     store::{
         credit_ledger::{self, LedgerKind},
         order_standing,

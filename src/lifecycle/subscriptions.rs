@@ -21,8 +21,8 @@ use super::{
 // Fulfilment takes the subscription's lock and hands it its stored state by these names.
 pub use crate::store::subscriptions::{adopt_stored_state, lock as lock_subscription};
 use crate::{
-    error::AppError,
-    fulfillment::Outcome,
+    domain_error::DomainError,
+    outcome::Outcome,
     store::subscriptions::{self, AnsweredState, SubscribedOrder},
     stripe::{
         ProviderError,
@@ -61,7 +61,7 @@ pub struct StripeSubscription {
     paid_invoice_payments: Option<InvoiceObject>,
 }
 
-pub async fn fetch_for_event(stripe: &stripe::Client, event: &WebhookEvent) -> Result<FetchedForEvent, AppError> {
+pub async fn fetch_for_event(stripe: &stripe::Client, event: &WebhookEvent) -> Result<FetchedForEvent, DomainError> {
     let (subscription_id, paid_invoice) = if event.event_type.starts_with("invoice.") {
         let Some(invoice) = event.object_as::<InvoiceObject>() else {
             return Ok(FetchedForEvent::Settled(Outcome::MalformedObject));
@@ -81,7 +81,7 @@ pub async fn fetch_for_event(stripe: &stripe::Client, event: &WebhookEvent) -> R
 
     let current = match retrieve_subscription(stripe, &subscription_id).await {
         Err(err) if !matches!(err, StripeError::Stripe(_, 404)) => {
-            return Err(AppError::PaymentProvider(ProviderError::Stripe(err)));
+            return Err(DomainError::PaymentProvider(ProviderError::Stripe(err)));
         }
         answer => answer,
     };
@@ -102,7 +102,7 @@ pub async fn fetch_for_event(stripe: &stripe::Client, event: &WebhookEvent) -> R
                     );
                     None
                 }
-                Err(err) => return Err(AppError::PaymentProvider(ProviderError::Stripe(err))),
+                Err(err) => return Err(DomainError::PaymentProvider(ProviderError::Stripe(err))),
             }
         }
         _ => None,
@@ -121,7 +121,7 @@ pub async fn apply_subscription_event(
     conn: &mut PgConnection,
     event: &WebhookEvent,
     fetched: FetchedForEvent,
-) -> Result<(Outcome, Option<Uuid>), AppError> {
+) -> Result<(Outcome, Option<Uuid>), DomainError> {
     let stripe_state = match fetched {
         FetchedForEvent::Settled(outcome) => return Ok((outcome, None)),
         FetchedForEvent::Fetched(stripe_state) => *stripe_state,
@@ -156,7 +156,7 @@ pub async fn apply_subscription_event(
                     subscription_id,
                     "Stripe does not know a subscription we have on file; check STRIPE_SECRET_KEY"
                 );
-                return Err(AppError::PaymentProvider(ProviderError::Stripe(not_found)));
+                return Err(DomainError::PaymentProvider(ProviderError::Stripe(not_found)));
             }
             tracing::warn!(subscription_id, "Stripe does not know the subscription an event names");
             return Ok((Outcome::NoMatchingOrder, None));

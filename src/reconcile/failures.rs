@@ -6,7 +6,7 @@
 use sqlx::PgPool;
 
 use crate::{
-    error::AppError,
+    domain_error::DomainError,
     store::reconciler::{self, FailedAttempt, Failure},
     stripe::{ProviderError, event::WebhookEvent, failure},
 };
@@ -18,7 +18,7 @@ const MAX_ERROR_CHARS: usize = 500;
 pub async fn record_failure(
     pool: &PgPool,
     event: &WebhookEvent,
-    error: &AppError,
+    error: &DomainError,
     max_attempts: u32,
 ) -> Result<FailedAttempt, sqlx::Error> {
     let error = describe(error);
@@ -33,15 +33,15 @@ pub async fn record_failure(
 
 /// What went wrong, in one line an operator can act on, with no secret in it: Stripe's status and
 /// message, or the database's error code and message.
-fn describe(error: &AppError) -> String {
+fn describe(error: &DomainError) -> String {
     let text = match error {
-        AppError::PaymentProvider(ProviderError::Stripe(err)) => failure::describe(err),
-        AppError::Database(sqlx::Error::Database(db)) => {
+        DomainError::PaymentProvider(ProviderError::Stripe(err)) => failure::describe(err),
+        DomainError::Database(sqlx::Error::Database(db)) => {
             format!("database error {}: {}", db.code().unwrap_or_default(), db.message())
         }
         // Its text may quote the connection settings.
-        AppError::Database(sqlx::Error::Configuration(_)) => "database configuration error".to_owned(),
-        AppError::Database(err) => format!("database error: {err}"),
+        DomainError::Database(sqlx::Error::Configuration(_)) => "database configuration error".to_owned(),
+        DomainError::Database(err) => format!("database error: {err}"),
         other => other.to_string(),
     };
     text.chars().take(MAX_ERROR_CHARS).collect()

@@ -17,7 +17,7 @@ use sqlx::PgPool;
 
 use super::failures;
 use crate::{
-    error::AppError,
+    domain_error::DomainError,
     fulfillment::process_event,
     lifecycle::HANDLED_EVENT_TYPES,
     store::reconciler,
@@ -57,7 +57,7 @@ pub async fn reconcile_since(
     stripe: &stripe::Client,
     since: i64,
     max_attempts: u32,
-) -> Result<ReconcileReport, AppError> {
+) -> Result<ReconcileReport, DomainError> {
     let since = since.max(chrono::Utc::now().timestamp() - EVENT_RETENTION.as_secs() as i64);
     reconciler::prune_resolved(pool).await?;
     let mut report = ReconcileReport::default();
@@ -104,13 +104,13 @@ async fn list_missed(
     stripe: &stripe::Client,
     since: i64,
     report: &mut ReconcileReport,
-) -> Result<Vec<Missed>, AppError> {
+) -> Result<Vec<Missed>, DomainError> {
     let mut missed = Vec::new();
     let mut starting_after: Option<String> = None;
     loop {
         let page = list_events_page(stripe, HANDLED_EVENT_TYPES, since, starting_after.as_deref())
             .await
-            .map_err(|err| AppError::PaymentProvider(ProviderError::Stripe(err)))?;
+            .map_err(|err| DomainError::PaymentProvider(ProviderError::Stripe(err)))?;
         let ids: Vec<&str> = page.data.iter().map(|e| e.id.as_str()).collect();
         let skip: HashMap<String, bool> = reconciler::events_to_skip(pool, &ids)
             .await?
@@ -147,7 +147,7 @@ pub async fn reconcile_from_cursor(
     pool: &PgPool,
     stripe: &stripe::Client,
     max_attempts: u32,
-) -> Result<ReconcileReport, AppError> {
+) -> Result<ReconcileReport, DomainError> {
     let stored = reconciler::cursor(pool, CURSOR_NAME).await?;
     let mut since = stored.map_or_else(
         || chrono::Utc::now().timestamp() - FIRST_RUN_LOOKBACK.as_secs() as i64,

@@ -6,13 +6,14 @@
 
 use std::time::Duration;
 
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
-    app::AppState,
     db,
-    error::AppError,
+    domain_error::DomainError,
     fulfillment::{SessionAction, apply_session},
+    rate_limit::RateLimit,
     store::orders,
     stripe::retrieve::retrieve_checkout_session,
 };
@@ -23,11 +24,17 @@ const SESSION_MIN_AGE: Duration = Duration::from_secs(3);
 const PER_ORDER_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Returns whether the order may have changed, so the caller reads it again.
-pub async fn sync_pending_order(state: &AppState, order_id: Uuid) -> Result<bool, AppError> {
+/// `limit` is the process's budget of Stripe calls for return pages.
+pub async fn sync_pending_order(
+    db: &PgPool,
+    stripe: &stripe::Client,
+    limit: &RateLimit,
+    order_id: Uuid,
+) -> Result<bool, DomainError> {
     // Claims the order's slot by stamping the time of this check: running it again is harmless.
-    let claimed = db::retry_idempotent(&state.db, || {
+    let claimed = db::retry_idempotent(db, || {
         orders::claim_sync(
-            &state.db,
+            db,
             order_id,
             SESSION_MIN_AGE.as_secs_f64(),
             PER_ORDER_INTERVAL.as_secs_f64(),
@@ -42,12 +49,12 @@ pub async fn sync_pending_order(state: &AppState, order_id: Uuid) -> Result<bool
     // tokens left, asks Stripe instead of waiting out the interval. Only this claim is undone, and
     // a claim is held by one poller at a time, so one order still causes at most one call per
     // interval.
-    if !state.stripe_sync_limit.try_acquire() {
+    if !limit.try_acquire() {
         tracing::debug!(%order_id, "return-page sync skipped: global rate cap reached");
-        db::retry_idempotent(&state.db, || orders::release_sync(&state.db, order_id, &claim)).await?;
+        db::retry_idempotent(db, || orders::release_sync(db, order_id, &claim)).await?;
         return Ok(false);
     }
-    let session = match retrieve_checkout_session(&state.stripe, &claim.session_id).await {
+    let session = match retrieve_checkout_session(stripe, &claim.session_id).await {
         Ok(session) => session,
         Err(err) => {
             // The page keeps polling and the webhook is still coming; this was only a shortcut.
@@ -63,7 +70,7 @@ pub async fn sync_pending_order(state: &AppState, order_id: Uuid) -> Result<bool
     if !session.is_paid() {
         return Ok(false);
     }
-    let mut tx = db::begin(&state.db).await?;
+    let mut tx = db::begin(db).await?;
     let cause = format!("return_page_sync:{}", claim.session_id);
     let (outcome, _) = apply_session(&mut tx, SessionAction::Complete, &session, &cause).await?;
     tx.commit().await?;

@@ -9,12 +9,12 @@ use stripe::StripeError;
 use uuid::Uuid;
 
 use crate::{
-    app::AppState,
     auth::AuthUser,
     db,
     error::AppError,
     extract::AppJson,
     orders::OrderStatus,
+    state::AppState,
     store::orders,
     stripe::{ProviderError, expire_checkout_session},
 };

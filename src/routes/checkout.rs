@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
-    app::AppState,
     auth::AuthUser,
     catalog::{Plan, PlanKind, find_active_plan},
     db,
@@ -14,6 +13,7 @@ use crate::{
     extract::AppJson,
     fulfillment::end_pending_order,
     orders::OrderStatus,
+    state::AppState,
     store::{entitlements, orders},
     stripe::{CheckoutRequest, create_checkout_session},
     subscription_checkout::{checkout_in_progress, close_open_checkout, is_open_checkout_conflict},
@@ -111,7 +111,7 @@ async fn reopen_subscription_checkout(state: &AppState, user: &AuthUser, plan: &
     insert_pending_order(&mut conn, user, plan).await.map_err(|err| {
         // Yet another checkout for it took the place first.
         if is_open_checkout_conflict(&err) {
-            checkout_in_progress()
+            checkout_in_progress().into()
         } else {
             err.into()
         }

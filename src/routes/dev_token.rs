@@ -6,7 +6,7 @@ use jsonwebtoken::{EncodingKey, Header};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{app::AppState, error::AppError, extract::AppJson};
+use crate::{error::AppError, extract::AppJson, state::AppState};
 
 const TOKEN_LIFETIME_SECS: i64 = 12 * 60 * 60;
 

@@ -8,10 +8,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::{
-    app::AppState,
     auth::AuthUser,
     db,
     error::AppError,
+    state::AppState,
     store::{credit_ledger, entitlements},
 };
 

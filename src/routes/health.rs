@@ -3,7 +3,7 @@
 use axum::{Json, extract::State};
 use serde_json::{Value, json};
 
-use crate::{app::AppState, db, error::AppError, store};
+use crate::{db, error::AppError, state::AppState, store};
 
 pub async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
     db::retry_idempotent(&state.db, || store::database::ping(&state.db)).await?;

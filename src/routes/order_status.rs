@@ -14,12 +14,12 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::{
-    app::AppState,
     auth::AuthUser,
     error::AppError,
     extract::AppJson,
     orders::{OrderStatus, OrderView},
     reconcile::return_page::sync_pending_order,
+    state::AppState,
 };
 
 #[derive(Deserialize)]
@@ -71,7 +71,9 @@ pub async fn order_status(
 /// once per interval fulfils it through the webhook's own path.
 async fn read_settled_order(state: &AppState, user: &AuthUser, key: &OrderKey) -> Result<OrderView, AppError> {
     let order = read_order(state, user, key).await?;
-    if order.status == OrderStatus::Pending && sync_pending_order(state, order.order_id).await? {
+    if order.status == OrderStatus::Pending
+        && sync_pending_order(&state.db, &state.stripe, &state.stripe_sync_limit, order.order_id).await?
+    {
         return read_order(state, user, key).await;
     }
     Ok(order)

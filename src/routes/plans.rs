@@ -3,7 +3,7 @@
 use axum::{Json, extract::State};
 use serde_json::{Value, json};
 
-use crate::{app::AppState, db, error::AppError, store::plans::list_active_plans};
+use crate::{db, error::AppError, state::AppState, store::plans::list_active_plans};
 
 pub async fn plans(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
     let plans = db::retry_idempotent(&state.db, || list_active_plans(&state.db)).await?;

@@ -15,10 +15,10 @@ use axum::{
 use serde_json::{Value, json};
 
 use crate::{
-    app::AppState,
     config::StripeMode,
     error::AppError,
     fulfillment::process_event,
+    state::AppState,
     stripe::{event::WebhookEvent, signature::verify_stripe_signature},
 };
 

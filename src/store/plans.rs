@@ -3,7 +3,7 @@
 
 use sqlx::{PgConnection, PgPool};
 
-use crate::catalog::{Plan, PlanKind};
+use crate::plan::{Plan, PlanKind};
 
 /// Writes the plan as the file defines it, and makes it active again if it had left the file.
 pub async fn upsert(conn: &mut PgConnection, plan: &Plan) -> Result<(), sqlx::Error> {

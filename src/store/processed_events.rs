@@ -47,3 +47,19 @@ pub async fn record_outcome(
     .await?;
     Ok(())
 }
+
+/// How an event already applied was settled, and when it arrived.
+pub struct Applied {
+    pub outcome: String,
+    pub received_at: chrono::DateTime<chrono::Utc>,
+}
+
+pub async fn applied(db: &PgPool, event_id: &str) -> Result<Option<Applied>, sqlx::Error> {
+    sqlx::query_as!(
+        Applied,
+        "select outcome, received_at from processed_webhook_events where event_id = $1",
+        event_id
+    )
+    .fetch_optional(db)
+    .await
+}

@@ -1,0 +1,66 @@
+//! The state every handler shares, built once at startup. Extractors take the part they need
+//! through `FromRef`, so they do not depend on this module.
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use sqlx::PgPool;
+
+use crate::{
+    auth::TokenVerifier, checkout_limits::CheckoutLimiter, config::Config, order_events::OrderEvents,
+    order_lookup::OrderLookup, rate_limit::RateLimit,
+};
+
+/// What every handler shares. Axum clones the state for each request (and each extractor that
+/// reads it), so it is one `Arc`: a clone is one atomic increment, not one per field on cache lines
+/// both runtime threads write to.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
+    pub db: PgPool,
+    pub config: Arc<Config>,
+    pub stripe: stripe::Client,
+    /// Verifies the user tokens (`AuthUser` takes it through `FromRef`).
+    pub tokens: TokenVerifier,
+    /// Caps the Stripe calls that polling return pages may cause.
+    pub stripe_sync_limit: Arc<RateLimit>,
+    /// Bounds how fast checkouts open, per user and per process.
+    pub checkout_limiter: CheckoutLimiter,
+    pub order_events: OrderEvents,
+    /// Batches the owner-scoped lookups that polling return pages make.
+    pub order_lookup: OrderLookup,
+}
+
+impl AppState {
+    pub fn new(db: PgPool, config: Config, stripe: stripe::Client, order_events: OrderEvents) -> Self {
+        let tokens = TokenVerifier::new(config.jwt_secret.expose());
+        let sync_rate = config.return_sync_rate;
+        let stripe_sync_limit = Arc::new(RateLimit::new(sync_rate.per_second, sync_rate.burst));
+        let checkout_limiter = CheckoutLimiter::new(&config.checkout_limits);
+        Self(Arc::new(Shared {
+            order_lookup: OrderLookup::start(db.clone()),
+            db,
+            config: Arc::new(config),
+            stripe,
+            tokens,
+            stripe_sync_limit,
+            checkout_limiter,
+            order_events,
+        }))
+    }
+}
+
+impl FromRef<AppState> for TokenVerifier {
+    fn from_ref(state: &AppState) -> Self {
+        state.tokens.clone()
+    }
+}
