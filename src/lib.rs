@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod domain_error;
+pub mod entitlement;
 pub mod error;
 pub mod extract;
 pub mod fulfillment;

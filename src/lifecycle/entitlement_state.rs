@@ -7,32 +7,32 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{orders::Hold, store::entitlements};
+use crate::{entitlement::EntitlementStatus, orders::Hold, store::entitlements};
 
-/// The stored status. `past_due` still grants until the period end plus the grace; the read side
-/// (`GET /entitlements`) applies the clock.
-pub fn entitlement_status(stripe_status: Option<&str>, hold: Option<Hold>) -> &'static str {
+/// The stored status. `past_due` still grants until the period end plus the grace; the readers
+/// apply the clock (`entitlement::access`).
+pub fn entitlement_status(stripe_status: Option<&str>, hold: Option<Hold>) -> EntitlementStatus {
     match hold {
-        Some(Hold::Disputed) => return "suspended",
-        Some(Hold::Refunded | Hold::DisputeLost) => return "revoked",
+        Some(Hold::Disputed) => return EntitlementStatus::Suspended,
+        Some(Hold::Refunded | Hold::DisputeLost) => return EntitlementStatus::Revoked,
         None => {}
     }
     match stripe_status {
         // No subscription: a one-time purchase, held for good once paid.
-        None | Some("active" | "trialing") => "active",
-        Some("past_due" | "incomplete") => "past_due",
+        None | Some("active" | "trialing") => EntitlementStatus::Active,
+        Some("past_due" | "incomplete") => EntitlementStatus::PastDue,
         // canceled, unpaid, incomplete_expired, paused, and anything Stripe adds later.
-        Some(_) => "revoked",
+        Some(_) => EntitlementStatus::Revoked,
     }
 }
 
 /// How much a status grants, to pick the best of several purchases.
-fn rank(status: &str) -> u8 {
+fn rank(status: EntitlementStatus) -> u8 {
     match status {
-        "active" => 3,
-        "past_due" => 2,
-        "suspended" => 1,
-        _ => 0,
+        EntitlementStatus::Active => 3,
+        EntitlementStatus::PastDue => 2,
+        EntitlementStatus::Suspended => 1,
+        EntitlementStatus::Revoked => 0,
     }
 }
 
@@ -81,7 +81,7 @@ pub async fn refresh_entitlement(
         return Ok(true);
     };
     let change = if status != stored.status {
-        status
+        status.as_str()
     } else if period_end > stored.current_period_end {
         "period_extended"
     } else if cancel_at_period_end != stored.cancel_at_period_end {
@@ -107,7 +107,7 @@ pub async fn refresh_entitlement(
 
 #[cfg(test)]
 mod tests {
-    use super::{Hold, entitlement_status};
+    use super::{EntitlementStatus, Hold, entitlement_status};
 
     #[test]
     fn stripe_statuses_map_to_grant_keep_or_revoke() {
@@ -121,14 +121,23 @@ mod tests {
             (Some("paused"), "revoked"),
             (None, "active"),
         ] {
-            assert_eq!(entitlement_status(stripe, None), expected, "{stripe:?}");
+            assert_eq!(entitlement_status(stripe, None).as_str(), expected, "{stripe:?}");
         }
     }
 
     #[test]
     fn a_hold_overrides_the_subscription() {
-        assert_eq!(entitlement_status(Some("active"), Some(Hold::Disputed)), "suspended");
-        assert_eq!(entitlement_status(Some("active"), Some(Hold::Refunded)), "revoked");
-        assert_eq!(entitlement_status(None, Some(Hold::DisputeLost)), "revoked");
+        assert_eq!(
+            entitlement_status(Some("active"), Some(Hold::Disputed)),
+            EntitlementStatus::Suspended
+        );
+        assert_eq!(
+            entitlement_status(Some("active"), Some(Hold::Refunded)),
+            EntitlementStatus::Revoked
+        );
+        assert_eq!(
+            entitlement_status(None, Some(Hold::DisputeLost)),
+            EntitlementStatus::Revoked
+        );
     }
 }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::{
     auth::AuthUser,
     catalog::{Plan, PlanKind, find_active_plan},
-    db,
+    db, entitlement,
     error::AppError,
     extract::AppJson,
     fulfillment::end_pending_order,
@@ -51,7 +51,13 @@ pub async fn create_checkout(
         message: "No active plan has that id.",
     })?;
     if plan.kind == PlanKind::Subscription
-        && entitlements::held_by_live_subscription(&mut conn, &user.user_id, plan.entitlement.as_deref()).await?
+        && holds_live_subscription(
+            &mut conn,
+            &user.user_id,
+            plan.entitlement.as_deref(),
+            state.config.entitlement_grace,
+        )
+        .await?
     {
         // A second subscription would bill twice for one entitlement.
         return Err(AppError::Conflict {
@@ -138,4 +144,28 @@ async fn insert_pending_order(
     };
     orders::insert_pending(conn, &order).await?;
     Ok(order.id)
+}
+
+/// Whether the user already has the plan's entitlement through a subscription that grants it now:
+/// a second subscription would bill twice for one entitlement.
+async fn holds_live_subscription(
+    conn: &mut sqlx::PgConnection,
+    user_id: &str,
+    key: Option<&str>,
+    grace: std::time::Duration,
+) -> Result<bool, sqlx::Error> {
+    let Some(key) = key else {
+        return Ok(false);
+    };
+    let held = entitlements::subscribed(conn, user_id, key).await?;
+    Ok(held.is_some_and(|held| {
+        entitlement::access(
+            held.status,
+            held.current_period_end,
+            held.cancel_at_period_end,
+            chrono::Utc::now(),
+            grace,
+        )
+        .active
+    }))
 }

@@ -3,13 +3,15 @@
 //! A subscription's entitlement grants until its period end plus the grace (just the period end
 //! once it is set to cancel); past that it reads `expired` until Stripe tells us more.
 
+use std::time::Duration;
+
 use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::{
     auth::AuthUser,
-    db,
+    db, entitlement,
     error::AppError,
     state::AppState,
     store::{credit_ledger, entitlements},
@@ -36,12 +38,19 @@ struct Entitlement {
     cancel_at_period_end: bool,
 }
 
-impl From<entitlements::Held> for Entitlement {
-    fn from(held: entitlements::Held) -> Self {
+impl Entitlement {
+    fn now(held: entitlements::Held, now: DateTime<Utc>, grace: Duration) -> Self {
+        let access = entitlement::access(
+            held.status,
+            held.current_period_end,
+            held.cancel_at_period_end,
+            now,
+            grace,
+        );
         Self {
             key: held.key,
-            status: held.status,
-            active: held.active,
+            status: if access.lapsed { "expired" } else { held.status.as_str() }.to_owned(),
+            active: access.active,
             current_period_end: held.current_period_end,
             cancel_at_period_end: held.cancel_at_period_end,
         }
@@ -54,10 +63,11 @@ pub async fn entitlements(
 ) -> Result<Json<EntitlementsResponse>, AppError> {
     let credits = db::retry_idempotent(&state.db, || credit_ledger::user_balance(&state.db, &user.user_id)).await?;
     let grace = state.config.entitlement_grace;
-    let entitlements = db::retry_idempotent(&state.db, || entitlements::held_now(&state.db, &user.user_id, grace))
+    let now = Utc::now();
+    let entitlements = db::retry_idempotent(&state.db, || entitlements::held(&state.db, &user.user_id))
         .await?
         .into_iter()
-        .map(Entitlement::from)
+        .map(|held| Entitlement::now(held, now, grace))
         .collect();
     Ok(Json(EntitlementsResponse {
         user_id: user.user_id,

@@ -1,17 +1,15 @@
 //! `entitlements` (what a user holds now, one row per key) and `entitlement_history` (every change,
 //! naming its event), with the read of every order that grants a key.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::orders::Hold;
+use crate::{entitlement::EntitlementStatus, orders::Hold};
 
 /// The row as stored, read under its lock.
 pub struct Stored {
-    pub status: String,
+    pub status: EntitlementStatus,
     pub order_id: Option<Uuid>,
     pub current_period_end: Option<DateTime<Utc>>,
     pub cancel_at_period_end: bool,
@@ -20,8 +18,8 @@ pub struct Stored {
 pub async fn lock_stored(conn: &mut PgConnection, user_id: &str, key: &str) -> Result<Option<Stored>, sqlx::Error> {
     sqlx::query_as!(
         Stored,
-        "select status, order_id, current_period_end, cancel_at_period_end
-         from entitlements where user_id = $1 and key = $2 for update",
+        r#"select status as "status: EntitlementStatus", order_id, current_period_end, cancel_at_period_end
+           from entitlements where user_id = $1 and key = $2 for update"#,
         user_id,
         key
     )
@@ -29,23 +27,18 @@ pub async fn lock_stored(conn: &mut PgConnection, user_id: &str, key: &str) -> R
     .await
 }
 
-/// Whether the user holds the key through a subscription that still bills: a second one would bill
-/// twice for one entitlement.
-pub async fn held_by_live_subscription(
-    conn: &mut PgConnection,
-    user_id: &str,
-    key: Option<&str>,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar!(
-        r#"select exists (
-               select 1 from entitlements
-               where user_id = $1 and key = $2 and stripe_subscription_id is not null
-                 and status in ('active', 'past_due')
-                 and (current_period_end is null or current_period_end > now())) as "exists!""#,
+/// The user's entitlement to `key` if a subscription backs it, for checkout's "already
+/// subscribed" check (which applies `entitlement::access` to it).
+pub async fn subscribed(conn: &mut PgConnection, user_id: &str, key: &str) -> Result<Option<Held>, sqlx::Error> {
+    sqlx::query_as!(
+        Held,
+        r#"select key, status as "status: EntitlementStatus", current_period_end, cancel_at_period_end
+           from entitlements
+           where user_id = $1 and key = $2 and stripe_subscription_id is not null"#,
         user_id,
         key
     )
-    .fetch_one(conn)
+    .fetch_optional(conn)
     .await
 }
 
@@ -77,7 +70,7 @@ pub async fn grants(conn: &mut PgConnection, user_id: &str, key: &str) -> Result
 
 /// The entitlement as derived, written whole.
 pub struct Derived<'a> {
-    pub status: &'a str,
+    pub status: EntitlementStatus,
     pub stripe_subscription_id: Option<&'a str>,
     pub order_id: Uuid,
     pub current_period_end: Option<DateTime<Utc>>,
@@ -101,7 +94,7 @@ pub async fn write(
              cancel_at_period_end = excluded.cancel_at_period_end, hold = excluded.hold, updated_at = now()",
         user_id,
         key,
-        derived.status,
+        derived.status as EntitlementStatus,
         derived.stripe_subscription_id,
         derived.order_id,
         derived.current_period_end,
@@ -151,33 +144,18 @@ pub async fn grantee(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<(
 /// An entitlement as the user sees it now, by the database's clock.
 pub struct Held {
     pub key: String,
-    /// `expired` once a subscription's period and grace ran out, else as stored.
-    pub status: String,
-    /// Whether it grants access now.
-    pub active: bool,
+    pub status: EntitlementStatus,
     pub current_period_end: Option<DateTime<Utc>>,
     pub cancel_at_period_end: bool,
 }
 
-/// Every entitlement of the user, by key. A subscription's grants until its period end plus
-/// `grace` (just the period end once it is set to cancel); past that it reads `expired` until
-/// Stripe tells us more. The clock is the database's, the one that stamped the period ends.
-pub async fn held_now(db: &PgPool, user_id: &str, grace: Duration) -> Result<Vec<Held>, sqlx::Error> {
+/// Every entitlement of the user, by key, as stored; `entitlement::access` says what each grants now.
+pub async fn held(db: &PgPool, user_id: &str) -> Result<Vec<Held>, sqlx::Error> {
     sqlx::query_as!(
         Held,
-        r#"select key as "key!", case when lapsed then 'expired' else status end as "status!",
-                  status in ('active', 'past_due') and not lapsed as "active!",
-                  current_period_end, cancel_at_period_end as "cancel_at_period_end!"
-           from (
-               select *, status in ('active', 'past_due') and current_period_end is not null
-                         and now() >= current_period_end
-                             + case when cancel_at_period_end then interval '0' else make_interval(secs => $2) end
-                         as lapsed
-               from entitlements where user_id = $1
-           ) e
-           order by key"#,
-        user_id,
-        grace.as_secs_f64()
+        r#"select key, status as "status: EntitlementStatus", current_period_end, cancel_at_period_end
+           from entitlements where user_id = $1 order by key"#,
+        user_id
     )
     .fetch_all(db)
     .await
