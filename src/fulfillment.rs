@@ -72,7 +72,7 @@ pub async fn process_event(
         tracing::field::display(order_id.map(|id| id.to_string()).unwrap_or_default()),
     );
 
-    processed_events::record_outcome(&mut tx, &event.id, outcome.as_str(), order_id).await?;
+    processed_events::record_outcome(&mut tx, &event.id, outcome, order_id).await?;
     tx.commit().await?;
     Ok(outcome)
 }
