@@ -31,7 +31,7 @@ use crate::{
         orders::{self, LockedOrder, StripeIds},
         processed_events,
     },
-    stripe::event::{CheckoutSessionObject, WebhookEvent},
+    stripe::event::{CheckoutSessionObject, EventKind, WebhookEvent},
 };
 
 /// Applies a verified event exactly once. Errors are transient (the database, or Stripe when a
@@ -45,13 +45,15 @@ pub async fn process_event(
 ) -> Result<Outcome, DomainError> {
     // Stripe is asked before the transaction opens, never inside one: a slow answer then holds no
     // pooled connection and no lock. A redelivery is recognised first, so it costs Stripe nothing.
-    let fetched = if subscriptions::SUBSCRIPTION_EVENT_TYPES.contains(&event.event_type.as_str()) {
-        if already_processed(pool, &event.id).await? {
-            return Ok(Outcome::Duplicate);
+    let kind = event.kind();
+    let fetched = match kind {
+        Some(kind) if kind.is_subscription() => {
+            if already_processed(pool, &event.id).await? {
+                return Ok(Outcome::Duplicate);
+            }
+            Some(subscriptions::fetch_for_event(stripe, event, kind).await?)
         }
-        Some(subscriptions::fetch_for_event(stripe, event).await?)
-    } else {
-        None
+        _ => None,
     };
 
     let mut tx = db::begin(pool).await?;
@@ -61,13 +63,16 @@ pub async fn process_event(
         return Ok(Outcome::Duplicate);
     }
 
-    let (outcome, order_id) = apply_event(&mut tx, event, fetched).await?;
+    let (outcome, order_id) = match kind {
+        Some(kind) => apply_event(&mut tx, event, kind, fetched).await?,
+        None => (Outcome::IgnoredType, None),
+    };
     tracing::Span::current().record(
         "order_id",
         tracing::field::display(order_id.map(|id| id.to_string()).unwrap_or_default()),
     );
 
-    processed_events::record_outcome(&mut tx, &event.id, outcome.as_str(), order_id).await?;
+    processed_events::record_outcome(&mut tx, &event.id, outcome, order_id).await?;
     tx.commit().await?;
     Ok(outcome)
 }
@@ -79,14 +84,15 @@ async fn already_processed(pool: &PgPool, event_id: &str) -> Result<bool, sqlx::
 async fn apply_event(
     conn: &mut PgConnection,
     event: &WebhookEvent,
+    kind: EventKind,
     fetched: Option<FetchedForEvent>,
 ) -> Result<(Outcome, Option<Uuid>), DomainError> {
-    let action = match event.event_type.as_str() {
-        "checkout.session.completed" => SessionAction::Complete,
-        "checkout.session.async_payment_succeeded" => SessionAction::Fulfil,
-        "checkout.session.async_payment_failed" => SessionAction::Fail,
-        "checkout.session.expired" => SessionAction::Cancel,
-        _ => return lifecycle::apply_lifecycle_event(conn, event, fetched).await,
+    let action = match kind {
+        EventKind::CheckoutSessionCompleted => SessionAction::Complete,
+        EventKind::CheckoutSessionAsyncPaymentSucceeded => SessionAction::Fulfil,
+        EventKind::CheckoutSessionAsyncPaymentFailed => SessionAction::Fail,
+        EventKind::CheckoutSessionExpired => SessionAction::Cancel,
+        _ => return lifecycle::apply_lifecycle_event(conn, event, kind, fetched).await,
     };
     let Some(session) = event.object_as::<CheckoutSessionObject>() else {
         return Ok((Outcome::MalformedObject, None));

@@ -2,6 +2,13 @@
 //! returned to Stripe for its dashboard. Fulfilment and the lifecycle both produce it, so it lives
 //! below both.
 
+use sqlx::{
+    Postgres,
+    encode::IsNull,
+    error::BoxDynError,
+    postgres::{PgArgumentBuffer, PgTypeInfo},
+};
+
 /// What applying an event did; stored with the event id and returned to Stripe for its dashboard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -28,6 +35,9 @@ pub enum Outcome {
     AwaitingOrder,
     /// A refund failed or was canceled: what it took is given back.
     RefundReversed,
+    /// Stored when the event's id is claimed, and replaced by what applying it did before its
+    /// transaction commits; never the result of applying one.
+    Processing,
 }
 
 impl Outcome {
@@ -54,6 +64,25 @@ impl Outcome {
             Self::DisputeLost => "dispute_lost",
             Self::AwaitingOrder => "awaiting_order",
             Self::RefundReversed => "refund_reversed",
+            Self::Processing => "processing",
         }
+    }
+}
+
+// Stored as text through `as_str`, rather than derived, so the one mapping above serves the
+// database, the JSON answer and the logs alike: a derived name could drift from it.
+impl sqlx::Type<Postgres> for Outcome {
+    fn type_info() -> PgTypeInfo {
+        <&str as sqlx::Type<Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <&str as sqlx::Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl sqlx::Encode<'_, Postgres> for Outcome {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        <&str as sqlx::Encode<Postgres>>::encode(self.as_str(), buf)
     }
 }

@@ -24,26 +24,10 @@ use crate::{
         order_standing,
     },
     stripe::{
-        event::WebhookEvent,
+        event::{EventKind, WebhookEvent},
         lifecycle_objects::{ChargeObject, DisputeObject, RefundObject},
     },
 };
-
-/// Events that report a refund: the charge with its running total, or the refund itself.
-pub const REFUND_EVENT_TYPES: &[&str] = &[
-    "charge.refunded",
-    "charge.refund.updated",
-    "refund.created",
-    "refund.updated",
-    "refund.failed",
-];
-pub const DISPUTE_EVENT_TYPES: &[&str] = &[
-    "charge.dispute.created",
-    "charge.dispute.updated",
-    "charge.dispute.closed",
-    "charge.dispute.funds_withdrawn",
-    "charge.dispute.funds_reinstated",
-];
 
 /// Where a dispute stands, from its Stripe status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,11 +189,10 @@ enum Reported {
 }
 
 impl Reported {
-    fn read(event: &WebhookEvent) -> Option<Self> {
-        let event_type = event.event_type.as_str();
-        if event_type == "charge.refunded" {
+    fn read(event: &WebhookEvent, kind: EventKind) -> Option<Self> {
+        if kind == EventKind::ChargeRefunded {
             event.object_as().map(Self::Charge)
-        } else if REFUND_EVENT_TYPES.contains(&event_type) {
+        } else if kind.is_refund() {
             event.object_as().map(Self::Refund)
         } else {
             event.object_as().map(Self::Dispute)
@@ -235,12 +218,14 @@ impl Reported {
 }
 
 /// Applies a refund or dispute event: records it, then settles the order it reverses, if that
-/// order is known and fulfilled. Otherwise the facts wait for the order's fulfilment.
+/// order is known and fulfilled. Otherwise the facts wait for the order's fulfilment. `kind` is
+/// a refund or a dispute kind.
 pub async fn apply_reversal_event(
     conn: &mut PgConnection,
     event: &WebhookEvent,
+    kind: EventKind,
 ) -> Result<(Outcome, Option<Uuid>), sqlx::Error> {
-    let Some(reported) = Reported::read(event) else {
+    let Some(reported) = Reported::read(event, kind) else {
         return Ok((Outcome::MalformedObject, None));
     };
     if let Some(charge_id) = reported.charge_id() {

@@ -26,21 +26,12 @@ use crate::{
     store::subscriptions::{self, AnsweredState, SubscribedOrder},
     stripe::{
         ProviderError,
-        event::WebhookEvent,
+        event::{EventKind, WebhookEvent},
         failure,
         lifecycle_objects::{InvoiceObject, SubscriptionObject},
         retrieve::{retrieve_invoice_with_payments, retrieve_subscription},
     },
 };
-
-/// The events handled here: each needs Stripe's current state, fetched before its transaction.
-pub const SUBSCRIPTION_EVENT_TYPES: &[&str] = &[
-    "customer.subscription.created",
-    "customer.subscription.updated",
-    "customer.subscription.deleted",
-    "invoice.paid",
-    "invoice.payment_failed",
-];
 
 /// What a subscription event needs from Stripe, fetched before its transaction.
 pub enum FetchedForEvent {
@@ -61,8 +52,13 @@ pub struct StripeSubscription {
     paid_invoice_payments: Option<InvoiceObject>,
 }
 
-pub async fn fetch_for_event(stripe: &stripe::Client, event: &WebhookEvent) -> Result<FetchedForEvent, DomainError> {
-    let (subscription_id, paid_invoice) = if event.event_type.starts_with("invoice.") {
+/// What the event of `kind` (a subscription kind: `EventKind::is_subscription`) needs from Stripe.
+pub async fn fetch_for_event(
+    stripe: &stripe::Client,
+    event: &WebhookEvent,
+    kind: EventKind,
+) -> Result<FetchedForEvent, DomainError> {
+    let (subscription_id, paid_invoice) = if kind.is_invoice() {
         let Some(invoice) = event.object_as::<InvoiceObject>() else {
             return Ok(FetchedForEvent::Settled(Outcome::MalformedObject));
         };
@@ -70,7 +66,7 @@ pub async fn fetch_for_event(stripe: &stripe::Client, event: &WebhookEvent) -> R
             // A one-off invoice: nothing we sold.
             return Ok(FetchedForEvent::Settled(Outcome::IgnoredType));
         };
-        let paid = (event.event_type == "invoice.paid").then_some(invoice);
+        let paid = (kind == EventKind::InvoicePaid).then_some(invoice);
         (subscription_id, paid)
     } else {
         match event.data.object.get("id").and_then(|id| id.as_str()) {

@@ -19,9 +19,12 @@ use super::failures;
 use crate::{
     domain_error::DomainError,
     fulfillment::process_event,
-    lifecycle::HANDLED_EVENT_TYPES,
     store::reconciler,
-    stripe::{ProviderError, event::WebhookEvent, retrieve::list_events_page},
+    stripe::{
+        ProviderError,
+        event::{EventKind, WebhookEvent},
+        retrieve::list_events_page,
+    },
 };
 
 /// Stripe keeps events this long; a cursor older than this cannot find more.
@@ -108,7 +111,7 @@ async fn list_missed(
     let mut missed = Vec::new();
     let mut starting_after: Option<String> = None;
     loop {
-        let page = list_events_page(stripe, HANDLED_EVENT_TYPES, since, starting_after.as_deref())
+        let page = list_events_page(stripe, &EventKind::ALL, since, starting_after.as_deref())
             .await
             .map_err(|err| DomainError::PaymentProvider(ProviderError::Stripe(err)))?;
         let ids: Vec<&str> = page.data.iter().map(|e| e.id.as_str()).collect();

@@ -4,6 +4,8 @@
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::outcome::Outcome;
+
 /// Whether the event was applied (or is being applied) already; a read, safe to retry.
 pub async fn is_processed(db: &PgPool, event_id: &str) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar!(
@@ -19,10 +21,11 @@ pub async fn is_processed(db: &PgPool, event_id: &str) -> Result<bool, sqlx::Err
 pub async fn claim(conn: &mut PgConnection, event_id: &str, event_type: &str) -> Result<bool, sqlx::Error> {
     let claimed = sqlx::query!(
         "insert into processed_webhook_events (event_id, event_type, outcome)
-         values ($1, $2, 'processing')
+         values ($1, $2, $3)
          on conflict (event_id) do nothing",
         event_id,
-        event_type
+        event_type,
+        Outcome::Processing as Outcome
     )
     .execute(conn)
     .await?
@@ -34,13 +37,13 @@ pub async fn claim(conn: &mut PgConnection, event_id: &str, event_type: &str) ->
 pub async fn record_outcome(
     conn: &mut PgConnection,
     event_id: &str,
-    outcome: &str,
+    outcome: Outcome,
     order_id: Option<Uuid>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "update processed_webhook_events set outcome = $2, order_id = $3 where event_id = $1",
         event_id,
-        outcome,
+        outcome as Outcome,
         order_id
     )
     .execute(conn)

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
+pub use super::event_kind::EventKind;
+
 #[derive(Debug, Deserialize)]
 pub struct WebhookEvent {
     pub id: String,
@@ -25,6 +27,11 @@ pub struct EventData {
 }
 
 impl WebhookEvent {
+    /// What the event's type says happened; `None` for a type we do not act on.
+    pub fn kind(&self) -> Option<EventKind> {
+        EventKind::parse(&self.event_type)
+    }
+
     /// The event's object read as `T`, straight from the parsed tree (no copy of it); `None` when it
     /// is not shaped like one.
     pub fn object_as<'a, T: Deserialize<'a>>(&'a self) -> Option<T> {

@@ -3,6 +3,7 @@
 
 mod checkout;
 pub mod event;
+mod event_kind;
 pub mod failure;
 pub mod lifecycle_objects;
 pub mod retrieve;

@@ -8,7 +8,7 @@ use stripe::{Client, StripeError};
 use stripe_client_core::{RequestBuilder, StripeMethod};
 
 use super::{
-    event::{CheckoutSessionObject, WebhookEvent},
+    event::{CheckoutSessionObject, EventKind, WebhookEvent},
     lifecycle_objects::{InvoiceObject, ObjectList, SubscriptionObject},
 };
 
@@ -45,17 +45,17 @@ pub async fn retrieve_event(client: &Client, id: &str) -> Result<WebhookEvent, S
     get_json(client, format!("/events/{id}"), None).await
 }
 
-/// One page of `GET /v1/events`, newest first as Stripe lists them.
+/// One page of `GET /v1/events` of the given kinds, newest first as Stripe lists them.
 pub async fn list_events_page(
     client: &Client,
-    types: &[&str],
+    types: &[EventKind],
     created_gte: i64,
     starting_after: Option<&str>,
 ) -> Result<ObjectList<WebhookEvent>, StripeError> {
     // Brackets percent-encoded, as async-stripe's own query encoder sends them.
     let mut query = format!("limit=100&created%5Bgte%5D={created_gte}");
     for event_type in types {
-        query.push_str(&format!("&types%5B%5D={event_type}"));
+        query.push_str(&format!("&types%5B%5D={}", event_type.as_str()));
     }
     if let Some(id) = starting_after {
         query.push_str(&format!("&starting_after={id}"));
