@@ -1,12 +1,17 @@
 //! What Postgres allows for each hot path, measured from this process with the same driver and the
-//! same concurrency but without the service: the statements the webhook transaction runs (mirrored
-//! from `src/fulfillment.rs`; keep them in step) and the status lookup by primary key.
+//! same concurrency but without the service: the webhook transaction's statements (the store's own
+//! functions, called in the order `src/fulfillment.rs` calls them, so the two cannot drift) and the
+//! status lookup by primary key.
 //!
 //! Each ceiling gets one connection per worker, so the service's pool size is something the ratio
 //! can reveal rather than something the ceiling shares. Its connections are closed when it ends.
 
 use std::{sync::Arc, time::Duration};
 
+use entitle::{
+    outcome::Outcome,
+    store::{credit_ledger, orders, payment_facts, processed_events},
+};
 use sqlx::{PgPool, postgres::PgPoolOptions};
 use uuid::Uuid;
 
@@ -37,8 +42,8 @@ async fn pool(service: &Service, connections: usize) -> PgPool {
 pub async fn webhook_sql(service: &Service, count: usize, workers: usize) -> Run {
     let run_id = Uuid::new_v4().simple().to_string();
     sqlx::query(
-        "insert into orders (id, user_id, plan_id, status, amount, currency, stripe_checkout_session_id)
-         select gen_random_uuid(), 'ceiling-user-' || i, 'credits_100', 'pending', 500, 'usd',
+        "insert into orders (id, user_id, plan_id, status, amount, currency, credits, stripe_checkout_session_id)
+         select gen_random_uuid(), 'ceiling-user-' || i, 'credits_100', 'pending', 500, 'usd', 100,
                 'cs_ceiling_' || $1 || '_' || i
          from generate_series(0, $2 - 1) as i",
     )
@@ -64,66 +69,29 @@ pub async fn webhook_sql(service: &Service, count: usize, workers: usize) -> Run
     run
 }
 
-/// The fulfilment transaction of a paid one-time order, statement for statement.
+/// The fulfilment transaction of a paid one-time order, statement for statement: the claim, the
+/// payment intent's lock, the order's lock, the update to paid, the purchase, the look for a
+/// reversal that came first, the outcome.
 async fn apply_completed_event(pool: &PgPool, event_id: &str, session_id: &str) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let claimed = sqlx::query(
-        "insert into processed_webhook_events (event_id, event_type, outcome)
-         values ($1, $2, 'processing')
-         on conflict (event_id) do nothing",
-    )
-    .bind(event_id)
-    .bind("checkout.session.completed")
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if !claimed {
+    if !processed_events::claim(&mut tx, event_id, "checkout.session.completed").await? {
         return tx.commit().await;
     }
-    type Row = (Uuid, String, String, i64, String, Option<String>, i64, Option<String>);
-    let (order_id, user_id, _status, _amount, _currency, _session, credits, _entitlement): Row = sqlx::query_as(
-        "select o.id, o.user_id, o.status, o.amount, o.currency, o.stripe_checkout_session_id,
-                p.credits, p.entitlement
-         from orders o join plans p on p.id = o.plan_id
-         where o.stripe_checkout_session_id = $1 for no key update of o",
-    )
-    .bind(session_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    sqlx::query(
-        "update orders set status = 'paid', paid_at = now(), updated_at = now(),
-             stripe_checkout_session_id = coalesce(stripe_checkout_session_id, $2),
-             stripe_payment_intent_id = coalesce(stripe_payment_intent_id, $3),
-             stripe_subscription_id = coalesce(stripe_subscription_id, $4),
-             stripe_customer_id = coalesce(stripe_customer_id, $5)
-         where id = $1
-         returning pg_notify('order_status', id::text)",
-    )
-    .bind(order_id)
-    .bind(session_id)
-    .bind(Some("pi_ceiling"))
-    .bind(None::<&str>)
-    .bind(None::<&str>)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "insert into credit_ledger (user_id, order_id, kind, delta, stripe_event_id)
-         values ($1, $2, 'purchase', $3, $4)
-         on conflict do nothing",
-    )
-    .bind(&user_id)
-    .bind(order_id)
-    .bind(credits)
-    .bind(event_id)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("update processed_webhook_events set outcome = $2, order_id = $3 where event_id = $1")
-        .bind(event_id)
-        .bind("fulfilled")
-        .bind(order_id)
-        .execute(&mut *tx)
-        .await?;
+    let payment_intent = format!("pi_{session_id}");
+    payment_facts::lock(&mut tx, "payment", &payment_intent).await?;
+    let order = orders::lock_by_session(&mut tx, session_id)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    let ids = orders::StripeIds {
+        session_id,
+        payment_intent: Some(&payment_intent),
+        subscription: None,
+        customer: None,
+    };
+    orders::mark_paid(&mut tx, order.id, &ids).await?;
+    credit_ledger::grant_purchase_once(&mut tx, &order.user_id, order.id, order.credits, event_id).await?;
+    payment_facts::any_facts_for(&mut tx, &payment_intent).await?;
+    processed_events::record_outcome(&mut tx, event_id, Outcome::Fulfilled, Some(order.id)).await?;
     tx.commit().await
 }
 
