@@ -30,6 +30,32 @@ impl EntitlementStatus {
     }
 }
 
+/// A row of `entitlement_history`: what changed, beside the event that changed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum EntitlementChange {
+    /// A purchase granted it (once per order).
+    Grant,
+    Active,
+    PastDue,
+    Suspended,
+    Revoked,
+    PeriodExtended,
+    CancelScheduled,
+    CancelWithdrawn,
+}
+
+impl From<EntitlementStatus> for EntitlementChange {
+    fn from(status: EntitlementStatus) -> Self {
+        match status {
+            EntitlementStatus::Active => Self::Active,
+            EntitlementStatus::PastDue => Self::PastDue,
+            EntitlementStatus::Suspended => Self::Suspended,
+            EntitlementStatus::Revoked => Self::Revoked,
+        }
+    }
+}
+
 /// What an entitlement means at a given moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Access {

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::{
     db,
     domain_error::DomainError,
+    entitlement::EntitlementChange,
     lifecycle::{
         self,
         entitlement_state::refresh_entitlement,
@@ -200,7 +201,6 @@ async fn fulfil_order(
         id: order.id,
         user_id: order.user_id.clone(),
         status: OrderStatus::Paid,
-        via_subscription: false,
     };
     match session.subscription.as_ref().map(|s| s.id()) {
         Some(subscription_id) => {
@@ -223,7 +223,7 @@ async fn fulfil_order(
             user_id: &order.user_id,
             key,
             order_id: order.id,
-            change: "grant",
+            change: EntitlementChange::Grant,
             event_id,
             detail: None,
         };

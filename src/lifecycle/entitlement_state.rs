@@ -7,7 +7,11 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::{entitlement::EntitlementStatus, orders::Hold, store::entitlements};
+use crate::{
+    entitlement::{EntitlementChange, EntitlementStatus},
+    orders::Hold,
+    store::entitlements,
+};
 
 /// The stored status. `past_due` still grants until the period end plus the grace; the readers
 /// apply the clock (`entitlement::access`).
@@ -45,7 +49,11 @@ pub async fn refresh_entitlement(
     event_id: &str,
     detail: &str,
 ) -> Result<bool, sqlx::Error> {
-    let Some((user_id, Some(key))) = entitlements::grantee(conn, order_id).await? else {
+    let Some(entitlements::Grantee {
+        user_id,
+        entitlement: Some(key),
+    }) = entitlements::grantee(conn, order_id).await?
+    else {
         return Ok(false);
     };
     let stored = entitlements::lock_stored(conn, &user_id, &key).await?;
@@ -81,14 +89,14 @@ pub async fn refresh_entitlement(
         return Ok(true);
     };
     let change = if status != stored.status {
-        status.as_str()
+        EntitlementChange::from(status)
     } else if period_end > stored.current_period_end {
-        "period_extended"
+        EntitlementChange::PeriodExtended
     } else if cancel_at_period_end != stored.cancel_at_period_end {
         if cancel_at_period_end {
-            "cancel_scheduled"
+            EntitlementChange::CancelScheduled
         } else {
-            "cancel_withdrawn"
+            EntitlementChange::CancelWithdrawn
         }
     } else {
         return Ok(false);

@@ -11,8 +11,6 @@ pub struct LockedPaidOrder {
     pub id: Uuid,
     pub user_id: String,
     pub status: crate::orders::OrderStatus,
-    /// Whether the payment paid for a subscription (a renewal, or its first invoice).
-    pub via_subscription: bool,
 }
 
 /// Finds and locks the order the payment intent paid for.
@@ -20,7 +18,7 @@ pub async fn lock_order_for_payment(
     conn: &mut PgConnection,
     payment_intent_id: &str,
 ) -> Result<Option<LockedPaidOrder>, sqlx::Error> {
-    let Some((order_id, via_subscription)) = order_standing::order_for_payment(conn, payment_intent_id).await? else {
+    let Some(order_id) = order_standing::order_for_payment(conn, payment_intent_id).await? else {
         return Ok(None);
     };
     let locked = order_standing::lock(conn, order_id).await?;
@@ -28,6 +26,5 @@ pub async fn lock_order_for_payment(
         id: order_id,
         user_id: owner.user_id,
         status: owner.status,
-        via_subscription,
     }))
 }

@@ -187,7 +187,6 @@ pub async fn apply_subscription_event(
                     id: order_id,
                     user_id,
                     status,
-                    via_subscription: true,
                 };
                 settle_order(conn, &order, &event.id, Cause::Fulfilment).await?;
             }

@@ -5,7 +5,10 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::{entitlement::EntitlementStatus, orders::Hold};
+use crate::{
+    entitlement::{EntitlementChange, EntitlementStatus},
+    orders::Hold,
+};
 
 /// The row as stored, read under its lock.
 pub struct Stored {
@@ -110,7 +113,7 @@ pub struct Change<'a> {
     pub user_id: &'a str,
     pub key: &'a str,
     pub order_id: Uuid,
-    pub change: &'a str,
+    pub change: EntitlementChange,
     pub event_id: &'a str,
     pub detail: Option<&'a str>,
 }
@@ -124,7 +127,7 @@ pub async fn record(conn: &mut PgConnection, change: &Change<'_>) -> Result<(), 
         change.user_id,
         change.key,
         change.order_id,
-        change.change,
+        change.change as EntitlementChange,
         change.event_id,
         change.detail,
     )
@@ -134,11 +137,19 @@ pub async fn record(conn: &mut PgConnection, change: &Change<'_>) -> Result<(), 
 }
 
 /// Whose order it is and which key it grants.
-pub async fn grantee(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
-    let row = sqlx::query!("select user_id, entitlement from orders where id = $1", order_id)
-        .fetch_optional(conn)
-        .await?;
-    Ok(row.map(|r| (r.user_id, r.entitlement)))
+pub struct Grantee {
+    pub user_id: String,
+    pub entitlement: Option<String>,
+}
+
+pub async fn grantee(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<Grantee>, sqlx::Error> {
+    sqlx::query_as!(
+        Grantee,
+        "select user_id, entitlement from orders where id = $1",
+        order_id
+    )
+    .fetch_optional(conn)
+    .await
 }
 
 /// An entitlement as the user sees it now, by the database's clock.

@@ -74,19 +74,17 @@ pub async fn payment_intents_of(conn: &mut PgConnection, order_id: Uuid) -> Resu
     Ok(intents)
 }
 
-/// The order a payment intent paid for, and whether it paid through a subscription.
-pub async fn order_for_payment(
-    conn: &mut PgConnection,
-    payment_intent: &str,
-) -> Result<Option<(Uuid, bool)>, sqlx::Error> {
+/// The order a payment intent paid for: a one-time order's own, else the subscription's whose
+/// invoice it paid.
+pub async fn order_for_payment(conn: &mut PgConnection, payment_intent: &str) -> Result<Option<Uuid>, sqlx::Error> {
     let one_time = sqlx::query_scalar!(
         "select id from orders where stripe_payment_intent_id = $1",
         payment_intent
     )
     .fetch_optional(&mut *conn)
     .await?;
-    if let Some(id) = one_time {
-        return Ok(Some((id, false)));
+    if one_time.is_some() {
+        return Ok(one_time);
     }
     let by_subscription = sqlx::query_scalar!(
         "select coalesce(s.order_id, o.id)
@@ -99,7 +97,7 @@ pub async fn order_for_payment(
     )
     .fetch_optional(conn)
     .await?;
-    Ok(by_subscription.flatten().map(|id| (id, true)))
+    Ok(by_subscription.flatten())
 }
 
 pub struct LockedOwner {
