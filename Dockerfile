@@ -6,6 +6,10 @@ WORKDIR /app
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir src && echo "fn main() {}" > src/main.rs && touch src/lib.rs \
     && cargo build --release --locked && rm -rf src
+# The SQL is checked at compile time against the committed query data, without a database.
+COPY .cargo .cargo
+COPY .sqlx .sqlx
+COPY build.rs build.rs
 COPY src src
 COPY migrations migrations
 COPY static static
