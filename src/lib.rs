@@ -4,6 +4,7 @@
 pub mod app;
 pub mod auth;
 pub mod catalog;
+pub mod checkout;
 pub mod checkout_limits;
 pub mod cli;
 pub mod config;
