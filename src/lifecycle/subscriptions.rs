@@ -23,7 +23,10 @@ pub use crate::store::subscriptions::{adopt_stored_state, lock as lock_subscript
 use crate::{
     domain_error::DomainError,
     outcome::Outcome,
-    store::subscriptions::{self, AnsweredState, SubscribedOrder},
+    store::{
+        order_standing::{self, Owner},
+        subscriptions::{self, AnsweredState},
+    },
     stripe::{
         ProviderError,
         event::{EventKind, WebhookEvent},
@@ -178,9 +181,10 @@ pub async fn apply_subscription_event(
         tracing::warn!(subscription_id, "subscription names no order of ours");
         return Ok((Outcome::NoMatchingOrder, None));
     };
-    let order = subscriptions::subscribed_order(conn, order_id).await?;
+    // Already locked above, with the subscription's order.
+    let order = order_standing::owner(conn, order_id).await?;
     match order {
-        Some(SubscribedOrder { status, user_id }) if status.is_fulfilled() => {
+        Some(Owner { status, user_id }) if status.is_fulfilled() => {
             if stripe_state.paid_invoice.is_some() {
                 // A refund or dispute of this payment may have come first.
                 let order = LockedPaidOrder {

@@ -100,16 +100,28 @@ pub async fn order_for_payment(conn: &mut PgConnection, payment_intent: &str) ->
     Ok(by_subscription.flatten())
 }
 
-pub struct LockedOwner {
+/// Whose order it is and where it stands.
+pub struct Owner {
     pub user_id: String,
     pub status: OrderStatus,
 }
 
+/// The order's owner and status, read without a lock (the caller already holds what it needs).
+pub async fn owner(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<Owner>, sqlx::Error> {
+    sqlx::query_as!(
+        Owner,
+        r#"select user_id, status as "status: OrderStatus" from orders where id = $1"#,
+        order_id
+    )
+    .fetch_optional(conn)
+    .await
+}
+
 /// Locks the order `for no key update`: it serialises every change to the order yet lets other
 /// transactions insert rows that reference it (their foreign-key check takes `key share`).
-pub async fn lock(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<LockedOwner>, sqlx::Error> {
+pub async fn lock(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<Owner>, sqlx::Error> {
     sqlx::query_as!(
-        LockedOwner,
+        Owner,
         r#"select user_id, status as "status: OrderStatus" from orders where id = $1 for no key update"#,
         order_id
     )

@@ -6,8 +6,6 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::orders::OrderStatus;
-
 /// Serialises everything done to one subscription, whichever event or path does it, until commit.
 /// Taken after the order's lock and before the entitlement row is touched, everywhere, so two
 /// paths cannot deadlock.
@@ -141,20 +139,4 @@ pub async fn adopt_stored_state(
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// The order a subscription belongs to, as a subscription event finds it (already locked).
-pub struct SubscribedOrder {
-    pub status: OrderStatus,
-    pub user_id: String,
-}
-
-pub async fn subscribed_order(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<SubscribedOrder>, sqlx::Error> {
-    sqlx::query_as!(
-        SubscribedOrder,
-        r#"select status as "status: OrderStatus", user_id from orders where id = $1"#,
-        order_id
-    )
-    .fetch_optional(conn)
-    .await
 }

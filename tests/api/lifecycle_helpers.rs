@@ -1,7 +1,10 @@
 //! Steps the payment-lifecycle scenarios share: a paid purchase with all its events delivered, and
 //! reads of what the user holds.
 
-use entitle::stripe_emulator::PaymentResult;
+use entitle::{
+    reconcile::missed_events::{ReconcileReport, reconcile_since},
+    stripe_emulator::PaymentResult,
+};
 use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
@@ -61,6 +64,13 @@ impl TestApp {
         self.emulator
             .charge_for_payment_intent(&purchase.payment_intent_id())
             .unwrap()
+    }
+
+    /// One reconciler run over the events created since `since` (unix seconds), as the service runs it.
+    pub async fn reconcile_since(&self, since: i64) -> ReconcileReport {
+        reconcile_since(&self.db, &self.stripe, since, self.config.reconciler_max_attempts)
+            .await
+            .expect("the reconciler runs")
     }
 
     pub async fn holdings(&self, user: &str) -> Value {

@@ -5,7 +5,7 @@
 use chrono::Utc;
 use entitle::{
     config::{Config, Rate},
-    reconcile::missed_events::{reconcile_from_cursor, reconcile_since},
+    reconcile::missed_events::reconcile_from_cursor,
     stripe_emulator::{InjectedFailure, PaymentResult},
 };
 use futures::{StreamExt, stream};
@@ -60,16 +60,12 @@ async fn given_a_completed_event_that_was_never_delivered_then_the_reconciler_ap
     let completed = app.pay(&session_id, PaymentResult::Card).remove(0);
 
     let since = Utc::now().timestamp() - 3600;
-    let report = reconcile_since(&app.db, &app.stripe, since, app.config.reconciler_max_attempts)
-        .await
-        .unwrap();
+    let report = app.reconcile_since(since).await;
     assert_eq!(report.applied, 1, "{report:?}");
     assert_eq!(app.credits("alice").await, 100);
     assert_eq!(app.order_status("alice", order_id).await["status"], "paid");
 
-    let again = reconcile_since(&app.db, &app.stripe, since, app.config.reconciler_max_attempts)
-        .await
-        .unwrap();
+    let again = app.reconcile_since(since).await;
     assert_eq!((again.listed, again.applied), (1, 0));
     let (_, body) = app.deliver(&completed).await;
     assert_eq!(body["outcome"], "duplicate");
@@ -92,14 +88,7 @@ async fn given_missed_subscription_events_then_the_reconciler_leaves_the_renewed
     let subscription_id = events[0]["data"]["object"]["subscription"].as_str().unwrap();
     app.emulator.renew_subscription(subscription_id).unwrap();
 
-    let report = reconcile_since(
-        &app.db,
-        &app.stripe,
-        Utc::now().timestamp() - 60,
-        app.config.reconciler_max_attempts,
-    )
-    .await
-    .unwrap();
+    let report = app.reconcile_since(Utc::now().timestamp() - 60).await;
     assert_eq!(report.applied, 5, "{report:?}");
     let entitlement = app.entitlement("alice").await;
     assert_eq!(entitlement["status"], "active");
@@ -183,14 +172,7 @@ async fn given_more_missed_events_than_one_page_then_the_reconciler_pages_throug
         let (_, session_id) = app.checkout(&user, "pro_monthly").await;
         app.pay(&session_id, PaymentResult::Card);
     }
-    let report = reconcile_since(
-        &app.db,
-        &app.stripe,
-        Utc::now().timestamp() - 60,
-        app.config.reconciler_max_attempts,
-    )
-    .await
-    .unwrap();
+    let report = app.reconcile_since(Utc::now().timestamp() - 60).await;
     assert_eq!((report.listed, report.applied), (105, 105));
     assert_eq!(app.entitlement("user0").await["status"], "active");
     assert_eq!(app.entitlement("user34").await["status"], "active");
@@ -262,9 +244,7 @@ async fn given_missed_events_from_different_seconds_then_the_reconciler_applies_
         assert!(app.emulator.set_event_created(&event_id(event), base + offset));
     }
 
-    let report = reconcile_since(&app.db, &app.stripe, base, app.config.reconciler_max_attempts)
-        .await
-        .unwrap();
+    let report = app.reconcile_since(base).await;
     assert_eq!(report.applied, 6, "{report:?}");
 
     let applied: Vec<String> =

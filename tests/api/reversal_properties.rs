@@ -8,10 +8,7 @@
 //! `REVERSAL_SEED=<n>` replays a run; `REVERSAL_HISTORIES=<n>` sets how many (default 300).
 
 use chrono::Utc;
-use entitle::{
-    config::{CheckoutLimits, Rate},
-    reconcile::missed_events::reconcile_since,
-};
+use entitle::config::{CheckoutLimits, Rate};
 use futures::{StreamExt, stream};
 use serde_json::Value;
 
@@ -334,9 +331,7 @@ async fn any_order_and_any_repetition_of_a_purchases_events_ends_where_in_order_
             .collect()
             .await;
         if via_reconciler {
-            reconcile_since(&app.db, &app.stripe, since, 5)
-                .await
-                .unwrap_or_else(|err| panic!("the reconciler failed: {err:?} (REVERSAL_SEED={base_seed})"));
+            app.reconcile_since(since).await;
         }
         for history in &runs {
             check(&app, history, via_reconciler).await;
