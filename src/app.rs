@@ -44,6 +44,14 @@ pub fn router(state: AppState) -> Router {
         .route("/entitlements", get(routes::entitlements::entitlements))
         .route("/plans", get(routes::plans::plans))
         .route("/healthz", get(routes::health::healthz))
+        // The app's backend, with an API key.
+        .route("/v1/users/{user_id}/balance", get(routes::credits::balance))
+        .route("/v1/check", post(routes::credits::check))
+        .route("/v1/usage", post(routes::credits::usage))
+        .route("/v1/reservations", post(routes::credits::reserve))
+        .route("/v1/reservations/{id}/commit", post(routes::credits::commit))
+        .route("/v1/reservations/{id}/release", post(routes::credits::release))
+        .route("/v1/grants", post(routes::credits::grant))
         .route(
             "/payment-webhook",
             post(routes::webhook::payment_webhook).layer(DefaultBodyLimit::max(routes::webhook::MAX_WEBHOOK_BODY)),

@@ -1,6 +1,7 @@
-//! Who is calling. The app's own auth issues HS256 bearer tokens; we only verify them: the
+//! Who is calling. A user: the app's own auth issues HS256 bearer tokens; we only verify them: the
 //! signature with `AUTH_JWT_SECRET`, the algorithm (HS256 only, so `alg: none` and key-confusion
-//! tokens fail) and `exp`, which is required.
+//! tokens fail) and `exp`, which is required. The app's backend: an API key from
+//! `ENTITLE_API_KEYS`, on the `/v1/` routes only. Neither is accepted where the other belongs.
 
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ struct Claims {
     sub: String,
 }
 
-const MAX_USER_ID_LEN: usize = 255;
+pub const MAX_USER_ID_LEN: usize = 255;
 
 /// The key and rules user tokens are checked with; cheap to clone.
 #[derive(Clone)]
@@ -73,17 +74,84 @@ where
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .ok_or(AppError::Unauthorized)?;
-        let (scheme, token) = header.split_once(' ').ok_or(AppError::Unauthorized)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(AppError::Unauthorized);
-        }
+        let token = bearer_token(parts)?;
         TokenVerifier::from_ref(state)
-            .verify(token.trim())
+            .verify(token)
             .ok_or(AppError::Unauthorized)
+    }
+}
+
+fn bearer_token(parts: &Parts) -> Result<&str, AppError> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .ok_or(AppError::Unauthorized)?;
+    let (scheme, token) = header.split_once(' ').ok_or(AppError::Unauthorized)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AppError::Unauthorized);
+    }
+    Ok(token.trim())
+}
+
+/// The app's backend, authenticated by one of the API keys.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiCaller;
+
+/// The API keys, kept as SHA-256 digests: every candidate is hashed and compared with each in
+/// constant time, so neither a key's bytes nor its length show in how long a refusal takes.
+#[derive(Clone)]
+pub struct ApiKeys(Arc<Vec<[u8; 32]>>);
+
+impl ApiKeys {
+    pub fn new<'a>(keys: impl IntoIterator<Item = &'a str>) -> Self {
+        Self(Arc::new(keys.into_iter().map(digest).collect()))
+    }
+
+    pub fn accepts(&self, candidate: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let candidate = digest(candidate);
+        // Every key is compared, whichever matches.
+        self.0
+            .iter()
+            .fold(subtle::Choice::from(0), |found, key| found | key.ct_eq(&candidate))
+            .into()
+    }
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes()).into()
+}
+
+impl<S> FromRequestParts<S> for ApiCaller
+where
+    ApiKeys: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts)?;
+        match ApiKeys::from_ref(state).accepts(token) {
+            true => Ok(Self),
+            false => Err(AppError::Unauthorized),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApiKeys;
+
+    #[test]
+    fn an_api_key_matches_only_itself() {
+        let keys = ApiKeys::new(["k".repeat(32).as_str(), "second-key-for-rotation-0123456789"]);
+        assert!(keys.accepts(&"k".repeat(32)));
+        assert!(keys.accepts("second-key-for-rotation-0123456789"));
+        assert!(!keys.accepts(&"k".repeat(31)));
+        assert!(!keys.accepts(&"k".repeat(33)));
+        assert!(!keys.accepts(""));
+        assert!(!ApiKeys::new([]).accepts(""));
     }
 }

@@ -30,6 +30,9 @@ struct PlanEntry {
     interval: Option<String>,
     #[serde(default)]
     credits: i64,
+    #[serde(default)]
+    credits_per_period: i64,
+    credits_expire_after_days: Option<i32>,
     entitlement: Option<String>,
     stripe_price: Option<String>,
 }
@@ -75,8 +78,14 @@ fn validate_plan(id: String, entry: PlanEntry) -> Result<Plan, String> {
     if entry.currency.len() != 3 || !entry.currency.chars().all(|c| c.is_ascii_lowercase()) {
         return problem("currency must be a lowercase ISO code such as `usd`");
     }
-    if entry.credits < 0 {
+    if entry.credits < 0 || entry.credits_per_period < 0 {
         return problem("credits must not be negative");
+    }
+    if entry
+        .credits_expire_after_days
+        .is_some_and(|days| !(1..=36_500).contains(&days))
+    {
+        return problem("credits_expire_after_days must be from 1 to 36500");
     }
     match entry.kind {
         PlanKind::OneTime => {
@@ -85,6 +94,12 @@ fn validate_plan(id: String, entry: PlanEntry) -> Result<Plan, String> {
             }
             if entry.credits == 0 && entry.entitlement.is_none() {
                 return problem("a one-time plan must grant credits or an entitlement");
+            }
+            if entry.credits_per_period != 0 {
+                return problem("credits_per_period is for subscriptions (one-time plans grant `credits`)");
+            }
+            if entry.credits_expire_after_days.is_some() && entry.credits == 0 {
+                return problem("credits_expire_after_days needs credits to expire");
             }
         }
         PlanKind::Subscription => {
@@ -95,7 +110,10 @@ fn validate_plan(id: String, entry: PlanEntry) -> Result<Plan, String> {
                 return problem("a subscription must grant an entitlement");
             }
             if entry.credits != 0 {
-                return problem("credits are granted by one-time plans only");
+                return problem("a subscription grants credits_per_period, not credits");
+            }
+            if entry.credits_expire_after_days.is_some() {
+                return problem("a subscription's credits expire at each period's end");
             }
         }
     }
@@ -107,6 +125,8 @@ fn validate_plan(id: String, entry: PlanEntry) -> Result<Plan, String> {
         currency: entry.currency,
         interval: entry.interval,
         credits: entry.credits,
+        credits_per_period: entry.credits_per_period,
+        credits_expire_after_days: entry.credits_expire_after_days,
         entitlement: entry.entitlement,
         stripe_price: entry.stripe_price,
     })

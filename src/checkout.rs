@@ -135,6 +135,8 @@ async fn insert_pending_order(conn: &mut sqlx::PgConnection, user_id: &str, plan
         amount: plan.amount,
         currency: &plan.currency,
         credits: plan.credits,
+        credits_expire_after_days: plan.credits_expire_after_days,
+        credits_per_period: plan.credits_per_period,
         entitlement: plan.entitlement.as_deref(),
         subscription_entitlement: match plan.kind {
             PlanKind::Subscription => plan.entitlement.as_deref(),

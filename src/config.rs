@@ -41,6 +41,11 @@ pub struct Config {
     pub webhook_secrets: Vec<Secret>,
     pub webhook_tolerance: Duration,
     pub jwt_secret: Secret,
+    /// The keys the app's backend calls `/v1/` with (`ENTITLE_API_KEYS`); more than one while a key
+    /// is being rotated. None set means the server API refuses every call.
+    pub api_keys: Vec<Secret>,
+    /// Emulator mode made the one key up: the banner prints it so a newcomer can call the API.
+    pub api_key_generated: bool,
     pub plans_file: PathBuf,
     /// How long a subscription's entitlement outlives its paid period, so a late renewal does not
     /// lock anyone out.
@@ -259,6 +264,31 @@ impl Config {
             ));
         }
 
+        let (api_keys, api_key_generated) = match get("ENTITLE_API_KEYS") {
+            None if emulated => (
+                vec![Secret::new(format!("ek_emulator_{}", Uuid::new_v4().simple()))],
+                true,
+            ),
+            None => (Vec::new(), false),
+            Some(value) => (
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(Secret::new)
+                    .collect(),
+                false,
+            ),
+        };
+        // A short key can be guessed; one with spaces or control characters cannot be sent as a header.
+        let usable = |key: &Secret| key.expose().len() >= 32 && key.expose().bytes().all(|b| b.is_ascii_graphic());
+        if !api_keys.iter().all(usable) {
+            return Err(invalid(
+                "ENTITLE_API_KEYS",
+                "must be comma-separated keys of at least 32 printable characters each",
+            ));
+        }
+
         let plans_file = PathBuf::from(get("PLANS_FILE").unwrap_or_else(|| "plans.toml".into()));
 
         let entitlement_grace = seconds(&get, "ENTITLEMENT_GRACE_SECS", 86_400, 0..=30 * 86_400)?;
@@ -322,6 +352,8 @@ impl Config {
             webhook_secrets,
             webhook_tolerance,
             jwt_secret: Secret::new(jwt_secret),
+            api_keys,
+            api_key_generated,
             plans_file,
             entitlement_grace,
             order_status_reread,

@@ -16,6 +16,12 @@ pub enum DomainError {
     Conflict { code: &'static str, message: &'static str },
     #[error("{message}")]
     NotFound { code: &'static str, message: &'static str },
+    /// The request breaks a rule of the domain (a field out of range); nothing was written.
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    /// Fewer credits are available than a spend asks for; nothing was written.
+    #[error("Not enough credits: {available} available, {requested} requested.")]
+    InsufficientCredits { available: i64, requested: i64 },
     /// A limit was reached; asking again after `retry_after_secs` may succeed.
     #[error("{message}")]
     TooManyRequests {
@@ -32,7 +38,8 @@ impl DomainError {
             Self::PaymentProvider(ProviderError::Stripe(err)) => failure::is_permanent_refusal(err),
             Self::PaymentProvider(ProviderError::MissingUrl) => true,
             Self::Database(_) | Self::TooManyRequests { .. } => false,
-            Self::Conflict { .. } | Self::NotFound { .. } => true,
+            Self::Conflict { .. } | Self::NotFound { .. } | Self::Invalid { .. } => true,
+            Self::InsufficientCredits { .. } => false,
         }
     }
 }

@@ -19,6 +19,8 @@ pub enum AppError {
     NotFound { code: &'static str, message: &'static str },
     #[error("{message}")]
     Conflict { code: &'static str, message: &'static str },
+    #[error("{message}")]
+    PaymentRequired { code: &'static str, message: String },
     /// Answered with `Retry-After`: the client may come back then, and not before.
     #[error("{message}")]
     TooManyRequests {
@@ -49,6 +51,11 @@ impl From<crate::domain_error::DomainError> for AppError {
             DomainError::PaymentProvider(err) => Self::PaymentProvider(err),
             DomainError::Conflict { code, message } => Self::Conflict { code, message },
             DomainError::NotFound { code, message } => Self::NotFound { code, message },
+            DomainError::Invalid { code, message } => Self::BadRequest { code, message },
+            err @ DomainError::InsufficientCredits { .. } => Self::PaymentRequired {
+                code: "insufficient_credits",
+                message: err.to_string(),
+            },
             DomainError::TooManyRequests {
                 code,
                 message,
@@ -76,6 +83,7 @@ impl AppError {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, code),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            Self::PaymentRequired { code, .. } => (StatusCode::PAYMENT_REQUIRED, code),
             Self::TooManyRequests { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Database(err) if is_unstorable_input(err) => (StatusCode::BAD_REQUEST, "invalid_body"),

@@ -15,7 +15,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::{
-    db,
+    credits, db,
     domain_error::DomainError,
     entitlement::EntitlementChange,
     lifecycle::{
@@ -28,7 +28,7 @@ use crate::{
     orders::OrderStatus,
     outcome::Outcome,
     store::{
-        credit_ledger, entitlements,
+        entitlements,
         orders::{self, LockedOrder, StripeIds},
         processed_events,
     },
@@ -195,7 +195,15 @@ async fn fulfil_order(
     orders::mark_paid(conn, order.id, &stripe_ids(session)).await?;
 
     if order.credits > 0 {
-        credit_ledger::grant_purchase_once(conn, &order.user_id, order.id, order.credits, event_id).await?;
+        credits::grant_purchase(
+            conn,
+            &order.user_id,
+            order.id,
+            order.credits,
+            order.credits_expire_after_days,
+            event_id,
+        )
+        .await?;
     }
     let paid = LockedPaidOrder {
         id: order.id,
@@ -210,6 +218,7 @@ async fn fulfil_order(
             // payments and any reversal of them) now applies.
             lifecycle::subscriptions::adopt_stored_state(conn, subscription_id, order.id).await?;
             settle_order(conn, &paid, event_id, Cause::Fulfilment).await?;
+            lifecycle::subscriptions::grant_paid_periods(conn, subscription_id, &paid, event_id).await?;
         }
         None => {
             let payment_intent = session.payment_intent.as_ref().map(|p| p.id());

@@ -24,6 +24,11 @@ pub struct Plan {
     pub interval: Option<String>,
     /// Credits granted once when a one-time plan is paid.
     pub credits: i64,
+    /// Subscriptions: credits granted by each paid period's invoice, expiring at the period's end.
+    pub credits_per_period: i64,
+    /// One-time plans: the purchase's credits expire this many days after the payment (never
+    /// when unset).
+    pub credits_expire_after_days: Option<i32>,
     /// Entitlement key granted while the plan is paid for.
     pub entitlement: Option<String>,
     #[serde(skip)]

@@ -23,6 +23,9 @@ use crate::{
 pub const EMULATOR_PATH: &str = "/stripe-emulator";
 /// How often Stripe's event list is checked for events the webhook missed.
 const RECONCILE_EVERY: Duration = Duration::from_secs(5 * 60);
+/// Expiries are also written by every read and write of the user they belong to; the sweep only
+/// records them for users nobody asks about.
+const CREDIT_SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -98,11 +101,17 @@ impl Application {
             RECONCILE_EVERY,
             self.state.config.reconciler_max_attempts,
         ));
+        tokio::spawn(crate::credits::sweep_periodically(
+            self.state.db.clone(),
+            CREDIT_SWEEP_EVERY,
+        ));
         let order_events = self.state.order_events.clone();
+        let config = &self.state.config;
+        let api_key = config.api_key_generated.then(|| config.api_keys[0].expose().to_owned());
         let mut app = router(self.state);
         if let Some(emulator) = &self.emulator {
             app = app.nest(EMULATOR_PATH, emulator.router());
-            print_emulator_banner(addr);
+            print_emulator_banner(addr, api_key.as_deref());
         }
         tracing::info!(%addr, "entitle listening");
         axum::serve(self.listener, app)
@@ -158,11 +167,17 @@ fn public_origin(addr: SocketAddr) -> String {
     }
 }
 
-fn print_emulator_banner(addr: SocketAddr) {
+fn print_emulator_banner(addr: SocketAddr, generated_api_key: Option<&str>) {
     let origin = public_origin(addr);
     let line = "=".repeat(78);
+    // Printed only when made up for this process in emulator mode, where nothing real is at stake.
+    let api_key = generated_api_key
+        .map(|key| {
+            format!("\n  Server API (/v1/) key for this run: {key}\n  (set ENTITLE_API_KEYS to choose your own).")
+        })
+        .unwrap_or_default();
     tracing::warn!(
-        "\n{line}\n  STRIPE EMULATOR MODE: no STRIPE_SECRET_KEY is set, so no real payment can happen.\n  Payments go to the built-in Stripe emulator at {origin}{EMULATOR_PATH},\n  which signs and delivers webhooks to this service. Open {origin}/ to try the shop.\n  Set STRIPE_SECRET_KEY (and STRIPE_WEBHOOK_SECRET, AUTH_JWT_SECRET) to use real Stripe.\n{line}"
+        "\n{line}\n  STRIPE EMULATOR MODE: no STRIPE_SECRET_KEY is set, so no real payment can happen.\n  Payments go to the built-in Stripe emulator at {origin}{EMULATOR_PATH},\n  which signs and delivers webhooks to this service. Open {origin}/ to try the shop.\n  Set STRIPE_SECRET_KEY (and STRIPE_WEBHOOK_SECRET, AUTH_JWT_SECRET) to use real Stripe.{api_key}\n{line}"
     );
 }
 

@@ -7,8 +7,12 @@ use axum::extract::FromRef;
 use sqlx::PgPool;
 
 use crate::{
-    auth::TokenVerifier, checkout_limits::CheckoutLimiter, config::Config, order_events::OrderEvents,
-    order_lookup::OrderLookup, rate_limit::RateLimit,
+    auth::{ApiKeys, TokenVerifier},
+    checkout_limits::CheckoutLimiter,
+    config::Config,
+    order_events::OrderEvents,
+    order_lookup::OrderLookup,
+    rate_limit::RateLimit,
 };
 
 /// What every handler shares. Axum clones the state for each request (and each extractor that
@@ -31,6 +35,8 @@ pub struct Shared {
     pub stripe: stripe::Client,
     /// Verifies the user tokens (`AuthUser` takes it through `FromRef`).
     pub tokens: TokenVerifier,
+    /// Checks the app backend's calls (`ApiCaller` takes it through `FromRef`).
+    pub api_keys: ApiKeys,
     /// Caps the Stripe calls that polling return pages may cause.
     pub stripe_sync_limit: Arc<RateLimit>,
     /// Bounds how fast checkouts open, per user and per process.
@@ -43,6 +49,7 @@ pub struct Shared {
 impl AppState {
     pub fn new(db: PgPool, config: Config, stripe: stripe::Client, order_events: OrderEvents) -> Self {
         let tokens = TokenVerifier::new(config.jwt_secret.expose());
+        let api_keys = ApiKeys::new(config.api_keys.iter().map(|key| key.expose()));
         let sync_rate = config.return_sync_rate;
         let stripe_sync_limit = Arc::new(RateLimit::new(sync_rate.per_second, sync_rate.burst));
         let checkout_limiter = CheckoutLimiter::new(&config.checkout_limits);
@@ -52,6 +59,7 @@ impl AppState {
             config: Arc::new(config),
             stripe,
             tokens,
+            api_keys,
             stripe_sync_limit,
             checkout_limiter,
             order_events,
@@ -62,5 +70,11 @@ impl AppState {
 impl FromRef<AppState> for TokenVerifier {
     fn from_ref(state: &AppState) -> Self {
         state.tokens.clone()
+    }
+}
+
+impl FromRef<AppState> for ApiKeys {
+    fn from_ref(state: &AppState) -> Self {
+        state.api_keys.clone()
     }
 }

@@ -10,7 +10,7 @@ use std::{sync::Arc, time::Duration};
 
 use entitle::{
     outcome::Outcome,
-    store::{credit_ledger, orders, payment_facts, processed_events},
+    store::{orders, payment_facts, processed_events},
 };
 use sqlx::{PgPool, postgres::PgPoolOptions};
 use uuid::Uuid;
@@ -89,7 +89,7 @@ async fn apply_completed_event(pool: &PgPool, event_id: &str, session_id: &str) 
         customer: None,
     };
     orders::mark_paid(&mut tx, order.id, &ids).await?;
-    credit_ledger::grant_purchase_once(&mut tx, &order.user_id, order.id, order.credits, event_id).await?;
+    entitle::credits::grant_purchase(&mut tx, &order.user_id, order.id, order.credits, None, event_id).await?;
     payment_facts::any_facts_for(&mut tx, &payment_intent).await?;
     processed_events::record_outcome(&mut tx, event_id, Outcome::Fulfilled, Some(order.id)).await?;
     tx.commit().await

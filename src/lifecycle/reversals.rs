@@ -306,7 +306,7 @@ pub async fn settle_order(
                 _ => LedgerKind::Refund,
             },
         };
-        credit_ledger::adjust(conn, &order.user_id, order.id, kind, delta, event_id).await?;
+        credit_ledger::adjust_order(conn, &order.user_id, order.id, kind, delta, event_id).await?;
     }
 
     // An order whose payment did not match was never granted: refunded in full it is settled,

@@ -21,10 +21,12 @@ use super::{
 // Fulfilment takes the subscription's lock and hands it its stored state by these names.
 pub use crate::store::subscriptions::{adopt_stored_state, lock as lock_subscription};
 use crate::{
+    credits,
     domain_error::DomainError,
     outcome::Outcome,
     store::{
         order_standing::{self, Owner},
+        orders,
         subscriptions::{self, AnsweredState},
     },
     stripe::{
@@ -193,6 +195,7 @@ pub async fn apply_subscription_event(
                     status,
                 };
                 settle_order(conn, &order, &event.id, Cause::Fulfilment).await?;
+                grant_paid_periods(conn, subscription_id, &order, &event.id).await?;
             }
             let detail = format!("{} (subscription {})", event.event_type, current.status);
             refresh_entitlement(conn, order_id, &event.id, &detail).await?;
@@ -201,6 +204,34 @@ pub async fn apply_subscription_event(
         Some(_) => Ok((Outcome::SubscriptionStored, Some(order_id))),
         None => Ok((Outcome::NoMatchingOrder, None)),
     }
+}
+
+/// Each paid period's credits when the order's plan grants them: once per invoice, expiring at
+/// the subscription's period end. Run when an invoice is paid and when the checkout completes
+/// (invoices paid before it were recorded and are granted then).
+pub async fn grant_paid_periods(
+    conn: &mut PgConnection,
+    subscription_id: &str,
+    order: &LockedPaidOrder,
+    event_id: &str,
+) -> Result<(), sqlx::Error> {
+    let credits = orders::period_credits(conn, order.id).await?;
+    if credits == 0 {
+        return Ok(());
+    }
+    let periods = subscriptions::paid_periods(conn, subscription_id).await?;
+    for invoice_id in &periods.invoice_ids {
+        credits::grant_period(
+            conn,
+            &order.user_id,
+            invoice_id,
+            credits,
+            periods.current_period_end,
+            event_id,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Writes Stripe's current state; the period end only moves forward. Returns the order it belongs

@@ -1,5 +1,6 @@
 pub mod cancel_checkout;
 pub mod checkout;
+pub mod credits;
 pub mod demo;
 pub mod dev_token;
 pub mod entitlements;

@@ -171,3 +171,16 @@ pub async fn held(db: &PgPool, user_id: &str) -> Result<Vec<Held>, sqlx::Error> 
     .fetch_all(db)
     .await
 }
+
+/// The user's entitlement to one key, for `/v1/check`.
+pub async fn held_key(db: &PgPool, user_id: &str, key: &str) -> Result<Option<Held>, sqlx::Error> {
+    sqlx::query_as!(
+        Held,
+        r#"select key, status as "status: EntitlementStatus", current_period_end, cancel_at_period_end
+           from entitlements where user_id = $1 and key = $2"#,
+        user_id,
+        key
+    )
+    .fetch_optional(db)
+    .await
+}

@@ -21,6 +21,8 @@ pub struct NewOrder<'a> {
     pub amount: i64,
     pub currency: &'a str,
     pub credits: i64,
+    pub credits_expire_after_days: Option<i32>,
+    pub credits_per_period: i64,
     pub entitlement: Option<&'a str>,
     /// Named only for subscriptions: a unique index allows one open checkout per user and
     /// entitlement (see `subscription_checkout`).
@@ -29,14 +31,17 @@ pub struct NewOrder<'a> {
 
 pub async fn insert_pending(conn: &mut PgConnection, order: &NewOrder<'_>) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "insert into orders (id, user_id, plan_id, status, amount, currency, credits, entitlement, subscription_entitlement)
-         values ($1, $2, $3, 'pending', $4, $5, $6, $7, $8)",
+        "insert into orders (id, user_id, plan_id, status, amount, currency, credits, credits_expire_after_days,
+                             credits_per_period, entitlement, subscription_entitlement)
+         values ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10)",
         order.id,
         order.user_id,
         order.plan_id,
         order.amount,
         order.currency,
         order.credits,
+        order.credits_expire_after_days,
+        order.credits_per_period,
         order.entitlement,
         order.subscription_entitlement,
     )
@@ -231,6 +236,7 @@ pub struct LockedOrder {
     pub session_id: Option<String>,
     /// What the order grants, fixed when it was placed.
     pub credits: i64,
+    pub credits_expire_after_days: Option<i32>,
     pub entitlement: Option<String>,
 }
 
@@ -242,7 +248,7 @@ pub async fn lock_by_session(conn: &mut PgConnection, session_id: &str) -> Resul
     sqlx::query_as!(
         LockedOrder,
         r#"select id, user_id, status as "status: OrderStatus", amount, currency,
-                  stripe_checkout_session_id as session_id, credits, entitlement
+                  stripe_checkout_session_id as session_id, credits, credits_expire_after_days, entitlement
            from orders where stripe_checkout_session_id = $1 for no key update"#,
         session_id
     )
@@ -255,7 +261,7 @@ pub async fn lock_by_id(conn: &mut PgConnection, order_id: Uuid) -> Result<Optio
     sqlx::query_as!(
         LockedOrder,
         r#"select id, user_id, status as "status: OrderStatus", amount, currency,
-                  stripe_checkout_session_id as session_id, credits, entitlement
+                  stripe_checkout_session_id as session_id, credits, credits_expire_after_days, entitlement
            from orders where id = $1 for no key update"#,
         order_id
     )
@@ -395,4 +401,11 @@ pub async fn release_sync(db: &PgPool, order_id: Uuid, claim: &SyncClaim) -> Res
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// The credits each paid period of the order's subscription grants, fixed when it was placed.
+pub async fn period_credits(conn: &mut PgConnection, order_id: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!("select credits_per_period from orders where id = $1", order_id)
+        .fetch_one(conn)
+        .await
 }

@@ -8,13 +8,15 @@ use crate::plan::{Plan, PlanKind};
 /// Writes the plan as the file defines it, and makes it active again if it had left the file.
 pub async fn upsert(conn: &mut PgConnection, plan: &Plan) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "insert into plans (id, name, kind, amount, currency, interval, credits, entitlement, stripe_price, active)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, true)
+        "insert into plans (id, name, kind, amount, currency, interval, credits, entitlement, stripe_price,
+                            credits_per_period, credits_expire_after_days, active)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true)
          on conflict (id) do update set
              name = excluded.name, kind = excluded.kind, amount = excluded.amount,
              currency = excluded.currency, interval = excluded.interval, credits = excluded.credits,
              entitlement = excluded.entitlement, stripe_price = excluded.stripe_price,
-             active = true, updated_at = now()",
+             credits_per_period = excluded.credits_per_period,
+             credits_expire_after_days = excluded.credits_expire_after_days, active = true, updated_at = now()",
         plan.id,
         plan.name,
         plan.kind as PlanKind,
@@ -24,6 +26,8 @@ pub async fn upsert(conn: &mut PgConnection, plan: &Plan) -> Result<(), sqlx::Er
         plan.credits,
         plan.entitlement,
         plan.stripe_price,
+        plan.credits_per_period,
+        plan.credits_expire_after_days,
     )
     .execute(conn)
     .await?;
@@ -44,7 +48,8 @@ pub async fn deactivate_all_but(conn: &mut PgConnection, listed: &[String]) -> R
 pub async fn find_active_plan(conn: &mut PgConnection, id: &str) -> Result<Option<Plan>, sqlx::Error> {
     sqlx::query_as!(
         Plan,
-        r#"select id, name, kind as "kind: PlanKind", amount, currency, interval, credits, entitlement, stripe_price
+        r#"select id, name, kind as "kind: PlanKind", amount, currency, interval, credits, credits_per_period,
+                  credits_expire_after_days, entitlement, stripe_price
            from plans where id = $1 and active"#,
         id
     )
@@ -55,7 +60,8 @@ pub async fn find_active_plan(conn: &mut PgConnection, id: &str) -> Result<Optio
 pub async fn list_active_plans(pool: &PgPool) -> Result<Vec<Plan>, sqlx::Error> {
     sqlx::query_as!(
         Plan,
-        r#"select id, name, kind as "kind: PlanKind", amount, currency, interval, credits, entitlement, stripe_price
+        r#"select id, name, kind as "kind: PlanKind", amount, currency, interval, credits, credits_per_period,
+                  credits_expire_after_days, entitlement, stripe_price
            from plans where active order by amount, id"#
     )
     .fetch_all(pool)

@@ -140,3 +140,22 @@ pub async fn adopt_stored_state(
     .await?;
     Ok(())
 }
+
+/// The invoices whose payments were recorded for the subscription, with the period end stored
+/// for it: the periods paid before its checkout completed.
+pub struct PaidPeriods {
+    pub invoice_ids: Vec<String>,
+    pub current_period_end: Option<DateTime<Utc>>,
+}
+
+pub async fn paid_periods(conn: &mut PgConnection, subscription_id: &str) -> Result<PaidPeriods, sqlx::Error> {
+    sqlx::query_as!(
+        PaidPeriods,
+        r#"select coalesce(array(select distinct stripe_invoice_id from subscription_payments
+                                 where stripe_subscription_id = $1 order by 1), '{}') as "invoice_ids!",
+                  (select current_period_end from subscriptions where stripe_subscription_id = $1) as current_period_end"#,
+        subscription_id
+    )
+    .fetch_one(conn)
+    .await
+}

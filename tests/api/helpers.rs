@@ -19,6 +19,8 @@ use uuid::Uuid;
 
 pub const WEBHOOK_SECRET: &str = "whsec_test_primary_secret";
 pub const JWT_SECRET: &str = "test-jwt-secret-that-is-long-enough-for-hs256";
+/// The app backend's key for `/v1/`.
+pub const API_KEY: &str = "ek_test_0123456789abcdefghijklmnopqrstuvwxyz";
 
 pub fn admin_database_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
@@ -90,6 +92,8 @@ impl TestApp {
             webhook_secrets,
             webhook_tolerance: std::time::Duration::from_secs(300),
             jwt_secret: Secret::new(JWT_SECRET),
+            api_keys: vec![Secret::new(API_KEY)],
+            api_key_generated: false,
             plans_file: concat!(env!("CARGO_MANIFEST_DIR"), "/plans.toml").into(),
             emulator_chaos: Default::default(),
             entitlement_grace: std::time::Duration::from_secs(86_400),
@@ -194,6 +198,55 @@ impl TestApp {
             request = request.bearer_auth(token);
         }
         read(request.send().await.unwrap()).await
+    }
+
+    /// A call of the server API with the app backend's key: status, `Idempotent-Replayed`, body.
+    pub async fn api_post(&self, path: &str, body: &Value) -> (StatusCode, bool, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(API_KEY)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let replayed = response
+            .headers()
+            .get("idempotent-replayed")
+            .is_some_and(|v| v == "true");
+        let (status, body) = read(response).await;
+        (status, replayed, body)
+    }
+
+    pub async fn api_get(&self, path: &str) -> (StatusCode, Value) {
+        self.get(path, Some(API_KEY)).await
+    }
+
+    /// `GET /v1/users/{user}/balance`, asserted 200.
+    pub async fn balance(&self, user: &str) -> Value {
+        let (status, body) = self.api_get(&format!("/v1/users/{user}/balance")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// Gives the user `credits` through `POST /v1/grants`, asserted 200; the grant's id.
+    pub async fn grant_credits(&self, user: &str, credits: i64) -> String {
+        let body = json!({
+            "userId": user, "credits": credits, "reason": "test",
+            "idempotencyKey": format!("grant-{}", Uuid::new_v4()),
+        });
+        let (status, _, body) = self.api_post("/v1/grants", &body).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Every ledger row of the user summed, for checking a balance against its rows.
+    pub async fn ledger_sum(&self, user: &str) -> i64 {
+        sqlx::query_scalar::<_, i64>("select coalesce(sum(delta), 0)::bigint from credit_ledger where user_id = $1")
+            .bind(user)
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {

@@ -279,8 +279,8 @@ async fn given_an_order_refunded_before_reversal_facts_were_kept_then_no_later_e
     let app = TestApp::spawn().await;
     let purchase = app.fulfilled_purchase("alice", "pro_lifetime").await;
     let charge = app.charge_of(&purchase);
-    // How the migration leaves an order refunded in full by the earlier code: the hold and the
-    // clawback on file, no facts about the refund.
+    // How the migrations leave an order refunded in full by the earlier code: the hold and the
+    // clawback on file, its grant empty, no facts about the refund.
     sqlx::query(
         "update orders set status = 'refunded', amount_refunded = 9900, hold = 'refunded', legacy_hold = 'refunded'
          where id = $1",
@@ -290,6 +290,11 @@ async fn given_an_order_refunded_before_reversal_facts_were_kept_then_no_later_e
     .await
     .unwrap();
     sqlx::query("insert into credit_ledger (user_id, order_id, kind, delta) values ('alice', $1, 'refund', -100)")
+        .bind(purchase.order_id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    sqlx::query("update credit_grants set remaining = 0 where order_id = $1")
         .bind(purchase.order_id)
         .execute(&app.db)
         .await
