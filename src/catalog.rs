@@ -191,6 +191,18 @@ mod tests {
                 "[plans.a]\nname='A'\nkind='one_time'\namount=1\ncurrency='usd'\ncredits=1\nprice=3",
                 "unknown field",
             ),
+            (
+                "[plans.a]\nname='A'\nkind='one_time'\namount=1\ncurrency='usd'\ncredits=1\ncredits_per_period=5",
+                "credits_per_period is for subscriptions",
+            ),
+            (
+                "[plans.a]\nname='A'\nkind='one_time'\namount=1\ncurrency='usd'\ncredits=1\ncredits_expire_after_days=0",
+                "credits_expire_after_days",
+            ),
+            (
+                "[plans.a]\nname='A'\nkind='subscription'\namount=1\ncurrency='usd'\ninterval='month'\nentitlement='x'\ncredits=5",
+                "credits_per_period, not credits",
+            ),
         ] {
             let err = parse_plans(toml).unwrap_err();
             assert!(err.contains(expected), "{err}");

@@ -507,6 +507,30 @@ mod tests {
     }
 
     #[test]
+    fn api_keys_are_made_up_only_in_emulator_mode_and_refused_when_short() {
+        let emulated = load(&HashMap::new()).unwrap();
+        assert!(emulated.api_key_generated);
+        assert!(emulated.api_keys[0].expose().len() >= 32);
+        assert_ne!(load(&HashMap::new()).unwrap().api_keys, emulated.api_keys);
+
+        let live = load(&with_stripe_key()).unwrap();
+        assert!(live.api_keys.is_empty() && !live.api_key_generated);
+
+        let mut vars = with_stripe_key();
+        vars.insert(
+            "ENTITLE_API_KEYS",
+            "first-key-0123456789abcdefghijklmnop, second-key-0123456789abcdefghijklmno",
+        );
+        let rotated = load(&vars).unwrap();
+        assert_eq!(rotated.api_keys.len(), 2);
+        assert_eq!(rotated.api_keys[1].expose(), "second-key-0123456789abcdefghijklmno");
+
+        vars.insert("ENTITLE_API_KEYS", "long-enough-key-0123456789abcdefghij,short");
+        let err = load(&vars).unwrap_err().to_string();
+        assert!(err.contains("ENTITLE_API_KEYS") && !err.contains("short"), "{err}");
+    }
+
+    #[test]
     fn the_default_frontend_origin_follows_the_port_the_service_listens_on() {
         let vars = HashMap::from([("BIND_ADDR", "127.0.0.1:3900")]);
         assert_eq!(load(&vars).unwrap().app_base_url, "http://localhost:3900");
