@@ -1,6 +1,8 @@
 //! Settings read once at startup from the environment (and `.env`, when present). Every value is
 //! validated here, so a bad deployment stops with one line naming the variable instead of failing
-//! on the first payment.
+//! on the first payment. Written by hand rather than with `envy` or `figment`: their errors name a
+//! field and a type, not the rule broken ("must be a number from 1 to 1000"), and most variables
+//! here have rules that depend on another (emulator mode, the key's mode).
 
 use std::{fmt, net::SocketAddr, ops::RangeInclusive, path::PathBuf, time::Duration};
 

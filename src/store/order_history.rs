@@ -32,6 +32,8 @@ pub async fn summary(db: &PgPool, order_id: Uuid) -> Result<Option<OrderSummary>
 pub struct AppliedEvent {
     pub event_id: String,
     pub event_type: String,
+    /// As stored, for display only: history keeps the words older versions wrote too, which
+    /// `Outcome` need not parse.
     pub outcome: String,
     pub received_at: DateTime<Utc>,
 }

@@ -53,6 +53,8 @@ pub async fn record_outcome(
 
 /// How an event already applied was settled, and when it arrived.
 pub struct Applied {
+    /// As stored, for display only: history keeps the words older versions wrote too, which
+    /// `Outcome` need not parse.
     pub outcome: String,
     pub received_at: chrono::DateTime<chrono::Utc>,
 }

@@ -1,80 +1,54 @@
 //! The Stripe event types the service acts on, named once. Any other type parses to `None` and is
 //! recorded as ignored; the reconciler asks Stripe for exactly `EventKind::ALL`.
 
-/// A Stripe event type we act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventKind {
-    CheckoutSessionCompleted,
-    CheckoutSessionAsyncPaymentSucceeded,
-    CheckoutSessionAsyncPaymentFailed,
-    CheckoutSessionExpired,
-    CustomerSubscriptionCreated,
-    CustomerSubscriptionUpdated,
-    CustomerSubscriptionDeleted,
-    InvoicePaid,
-    InvoicePaymentFailed,
+/// Declares the enum, `ALL` and `as_str` from one list, so a kind cannot be added to one and
+/// forgotten in another (the reconciler asks Stripe for exactly `ALL`).
+macro_rules! event_kinds {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
+        /// A Stripe event type we act on.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum EventKind {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl EventKind {
+            /// Every kind, once: what the reconciler lists from Stripe.
+            pub const ALL: [Self; [$($name),*].len()] = [$(Self::$variant),*];
+
+            /// Stripe's name for the type, as in an event's `type` field.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+event_kinds! {
+    CheckoutSessionCompleted => "checkout.session.completed",
+    CheckoutSessionAsyncPaymentSucceeded => "checkout.session.async_payment_succeeded",
+    CheckoutSessionAsyncPaymentFailed => "checkout.session.async_payment_failed",
+    CheckoutSessionExpired => "checkout.session.expired",
+    CustomerSubscriptionCreated => "customer.subscription.created",
+    CustomerSubscriptionUpdated => "customer.subscription.updated",
+    CustomerSubscriptionDeleted => "customer.subscription.deleted",
+    InvoicePaid => "invoice.paid",
+    InvoicePaymentFailed => "invoice.payment_failed",
     /// Carries the charge with its running refunded total; the other refund kinds carry the refund.
-    ChargeRefunded,
-    ChargeRefundUpdated,
-    RefundCreated,
-    RefundUpdated,
-    RefundFailed,
-    ChargeDisputeCreated,
-    ChargeDisputeUpdated,
-    ChargeDisputeClosed,
-    ChargeDisputeFundsWithdrawn,
-    ChargeDisputeFundsReinstated,
+    ChargeRefunded => "charge.refunded",
+    ChargeRefundUpdated => "charge.refund.updated",
+    RefundCreated => "refund.created",
+    RefundUpdated => "refund.updated",
+    RefundFailed => "refund.failed",
+    ChargeDisputeCreated => "charge.dispute.created",
+    ChargeDisputeUpdated => "charge.dispute.updated",
+    ChargeDisputeClosed => "charge.dispute.closed",
+    ChargeDisputeFundsWithdrawn => "charge.dispute.funds_withdrawn",
+    ChargeDisputeFundsReinstated => "charge.dispute.funds_reinstated",
 }
 
 impl EventKind {
-    /// Every kind, once: what the reconciler lists from Stripe.
-    pub const ALL: [Self; 19] = [
-        Self::CheckoutSessionCompleted,
-        Self::CheckoutSessionAsyncPaymentSucceeded,
-        Self::CheckoutSessionAsyncPaymentFailed,
-        Self::CheckoutSessionExpired,
-        Self::CustomerSubscriptionCreated,
-        Self::CustomerSubscriptionUpdated,
-        Self::CustomerSubscriptionDeleted,
-        Self::InvoicePaid,
-        Self::InvoicePaymentFailed,
-        Self::ChargeRefunded,
-        Self::ChargeRefundUpdated,
-        Self::RefundCreated,
-        Self::RefundUpdated,
-        Self::RefundFailed,
-        Self::ChargeDisputeCreated,
-        Self::ChargeDisputeUpdated,
-        Self::ChargeDisputeClosed,
-        Self::ChargeDisputeFundsWithdrawn,
-        Self::ChargeDisputeFundsReinstated,
-    ];
-
-    /// Stripe's name for the type, as in an event's `type` field.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::CheckoutSessionCompleted => "checkout.session.completed",
-            Self::CheckoutSessionAsyncPaymentSucceeded => "checkout.session.async_payment_succeeded",
-            Self::CheckoutSessionAsyncPaymentFailed => "checkout.session.async_payment_failed",
-            Self::CheckoutSessionExpired => "checkout.session.expired",
-            Self::CustomerSubscriptionCreated => "customer.subscription.created",
-            Self::CustomerSubscriptionUpdated => "customer.subscription.updated",
-            Self::CustomerSubscriptionDeleted => "customer.subscription.deleted",
-            Self::InvoicePaid => "invoice.paid",
-            Self::InvoicePaymentFailed => "invoice.payment_failed",
-            Self::ChargeRefunded => "charge.refunded",
-            Self::ChargeRefundUpdated => "charge.refund.updated",
-            Self::RefundCreated => "refund.created",
-            Self::RefundUpdated => "refund.updated",
-            Self::RefundFailed => "refund.failed",
-            Self::ChargeDisputeCreated => "charge.dispute.created",
-            Self::ChargeDisputeUpdated => "charge.dispute.updated",
-            Self::ChargeDisputeClosed => "charge.dispute.closed",
-            Self::ChargeDisputeFundsWithdrawn => "charge.dispute.funds_withdrawn",
-            Self::ChargeDisputeFundsReinstated => "charge.dispute.funds_reinstated",
-        }
-    }
-
     /// The kind Stripe's `event_type` names; `None` for a type we do not act on. Read back through
     /// `as_str`, so the names are written in one place.
     pub fn parse(event_type: &str) -> Option<Self> {
