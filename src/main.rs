@@ -1,3 +1,6 @@
+//! The `entitle` binary: with no command it serves the API; with one it runs that operator command
+//! (`cli`) against the configured database and Stripe, and exits.
+
 use std::process::ExitCode;
 
 use entitle::{
