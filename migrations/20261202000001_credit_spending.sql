@@ -34,7 +34,10 @@ create table credit_grants (
     remaining         bigint not null check (remaining >= 0),
     expires_at        timestamptz,
     created_at        timestamptz not null default now(),
-    check ((source = 'purchase') = (order_id is not null and stripe_invoice_id is null)),
+    -- A purchase names its order; a period names its invoice and the order its subscription
+    -- belongs to, which a refund of that invoice's payment finds it by.
+    constraint credit_grants_purchase_names_its_order
+        check (source <> 'purchase' or (order_id is not null and stripe_invoice_id is null)),
     check ((source = 'period') = (stripe_invoice_id is not null)),
     check ((source = 'manual') = (idempotency_key is not null and request_hash is not null))
 );
@@ -334,8 +337,10 @@ begin
             g.id, g.granted, g.remaining, g.expires_at;
         return;
     end if;
+    -- Only a purchase's row names its order: the order's own reckoning of what its purchase still
+    -- gives (`credit_ledger` by order) must not count a period's credits.
     insert into credit_ledger (user_id, order_id, kind, delta, grant_id, stripe_event_id)
-        values (p_user, p_order, p_kind, p_credits, new_id, p_event);
+        values (p_user, case when p_source = 'purchase' then p_order end, p_kind, p_credits, new_id, p_event);
     perform credit_cover_overdraft(p_user);
     update credit_accounts a set version = version + 1, updated_at = now() where a.user_id = p_user;
     select * into g from credit_grants c where c.id = new_id;

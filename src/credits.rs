@@ -382,6 +382,7 @@ pub async fn grant_purchase(
 pub async fn grant_period(
     conn: &mut PgConnection,
     user_id: &str,
+    order_id: Uuid,
     invoice_id: &str,
     credits: i64,
     period_end: Option<DateTime<Utc>>,
@@ -390,7 +391,7 @@ pub async fn grant_period(
     let grant = NewGrant {
         user_id,
         source: GrantSource::Period,
-        order_id: None,
+        order_id: Some(order_id),
         stripe_invoice_id: Some(invoice_id),
         idempotency_key: None,
         request_hash: None,

@@ -217,8 +217,9 @@ async fn fulfil_order(
             // Subscription events may have come first; what they stored (its state, the invoices'
             // payments and any reversal of them) now applies.
             lifecycle::subscriptions::adopt_stored_state(conn, subscription_id, order.id).await?;
-            settle_order(conn, &paid, event_id, Cause::Fulfilment).await?;
+            // Granted before the standing is settled, so a refund that came first takes it back.
             lifecycle::subscriptions::grant_paid_periods(conn, subscription_id, &paid, event_id).await?;
+            settle_order(conn, &paid, event_id, Cause::Fulfilment).await?;
         }
         None => {
             let payment_intent = session.payment_intent.as_ref().map(|p| p.id());

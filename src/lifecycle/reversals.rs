@@ -21,7 +21,7 @@ use crate::{
     outcome::Outcome,
     store::{
         credit_ledger::{self, LedgerKind},
-        order_standing,
+        order_standing, subscriptions,
     },
     stripe::{
         event::{EventKind, WebhookEvent},
@@ -160,6 +160,43 @@ fn refunded_of(facts: &PaymentFacts, payment: &str, order_amount: i64) -> (i64, 
     (refunded.max(standing), charged)
 }
 
+/// Each subscription period's credits follow its own payment as a purchase's follow the order's:
+/// a part refunded takes that share back, a full refund or a dispute all of it, and what a failed
+/// refund or a won dispute gives back returns.
+async fn settle_period_credits(
+    conn: &mut PgConnection,
+    order: &LockedPaidOrder,
+    period_amount: i64,
+    event_id: &str,
+    cause: Cause,
+) -> Result<(), sqlx::Error> {
+    for grant in credit_ledger::period_grants_of_order(conn, order.id).await? {
+        let intents = subscriptions::invoice_payment_intents(conn, &grant.stripe_invoice_id).await?;
+        let facts = payment_facts::facts_for(conn, &intents).await?;
+        let standing = derive_standing(&facts, grant.granted, period_amount);
+        let delta = grant.taken - standing.credits_taken;
+        if delta != 0 {
+            let kind = adjustment_kind(cause, delta, standing.hold);
+            credit_ledger::adjust_grant(conn, &order.user_id, grant.id, kind, delta, event_id).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The ledger's name for an adjustment of `delta` credits made for `cause`.
+fn adjustment_kind(cause: Cause, delta: i64, hold: Option<Hold>) -> LedgerKind {
+    match (cause, delta < 0) {
+        (Cause::Dispute, true) => LedgerKind::Dispute,
+        (Cause::Dispute, false) => LedgerKind::DisputeReversal,
+        (Cause::Refund, true) => LedgerKind::Refund,
+        (Cause::Refund, false) => LedgerKind::RefundReversal,
+        (Cause::Fulfilment, _) => match hold {
+            Some(Hold::Disputed | Hold::DisputeLost) => LedgerKind::Dispute,
+            _ => LedgerKind::Refund,
+        },
+    }
+}
+
 /// The credits a refund of `refunded` out of `charged` takes back, rounded down, so a buyer never
 /// loses more than the share they got back.
 pub fn credits_owed_back(purchased: i64, refunded: i64, charged: i64) -> i64 {
@@ -296,18 +333,10 @@ pub async fn settle_order(
     let target_held = credits.purchased - standing.credits_taken;
     if target_held != credits.held {
         let delta = target_held - credits.held;
-        let kind = match (cause, delta < 0) {
-            (Cause::Dispute, true) => LedgerKind::Dispute,
-            (Cause::Dispute, false) => LedgerKind::DisputeReversal,
-            (Cause::Refund, true) => LedgerKind::Refund,
-            (Cause::Refund, false) => LedgerKind::RefundReversal,
-            (Cause::Fulfilment, _) => match standing.hold {
-                Some(Hold::Disputed | Hold::DisputeLost) => LedgerKind::Dispute,
-                _ => LedgerKind::Refund,
-            },
-        };
+        let kind = adjustment_kind(cause, delta, standing.hold);
         credit_ledger::adjust_order(conn, &order.user_id, order.id, kind, delta, event_id).await?;
     }
+    settle_period_credits(conn, order, current.amount, event_id, cause).await?;
 
     // An order whose payment did not match was never granted: refunded in full it is settled,
     // otherwise it waits for a person, under review, whatever else happens to the payment.

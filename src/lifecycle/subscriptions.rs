@@ -194,8 +194,9 @@ pub async fn apply_subscription_event(
                     user_id,
                     status,
                 };
-                settle_order(conn, &order, &event.id, Cause::Fulfilment).await?;
+                // Granted before the standing is settled, so a refund that came first takes it back.
                 grant_paid_periods(conn, subscription_id, &order, &event.id).await?;
+                settle_order(conn, &order, &event.id, Cause::Fulfilment).await?;
             }
             let detail = format!("{} (subscription {})", event.event_type, current.status);
             refresh_entitlement(conn, order_id, &event.id, &detail).await?;
@@ -224,6 +225,7 @@ pub async fn grant_paid_periods(
         credits::grant_period(
             conn,
             &order.user_id,
+            order.id,
             invoice_id,
             credits,
             periods.current_period_end,

@@ -416,3 +416,50 @@ pub async fn latest_rows(db: &PgPool, user_id: &str, limit: i64) -> Result<Vec<L
     .fetch_all(db)
     .await
 }
+
+/// A subscription period's grant and what refunds and disputes have taken of it so far.
+pub struct PeriodGrant {
+    pub id: Uuid,
+    pub stripe_invoice_id: String,
+    pub granted: i64,
+    pub taken: i64,
+}
+
+/// The period grants the order's subscription earned.
+pub async fn period_grants_of_order(conn: &mut PgConnection, order_id: Uuid) -> Result<Vec<PeriodGrant>, sqlx::Error> {
+    sqlx::query_as!(
+        PeriodGrant,
+        r#"select g.id, g.stripe_invoice_id as "stripe_invoice_id!", g.granted,
+                  coalesce(-(select sum(l.delta) from credit_ledger l
+                             where l.grant_id = g.id
+                               and l.kind in ('refund', 'refund_reversal', 'dispute', 'dispute_reversal')), 0)::bigint
+                      as "taken!"
+           from credit_grants g where g.source = 'period' and g.order_id = $1
+           order by g.created_at, g.id"#,
+        order_id
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// As `adjust_order`, for one grant (a subscription period's).
+pub async fn adjust_grant(
+    conn: &mut PgConnection,
+    user_id: &str,
+    grant_id: Uuid,
+    kind: LedgerKind,
+    delta: i64,
+    event_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "select credit_adjust_grant($1, $2, $3, $4, $5)",
+        user_id,
+        grant_id,
+        kind as LedgerKind,
+        delta,
+        event_id
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(())
+}

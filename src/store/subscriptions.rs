@@ -159,3 +159,13 @@ pub async fn paid_periods(conn: &mut PgConnection, subscription_id: &str) -> Res
     .fetch_one(conn)
     .await
 }
+
+/// The payments that paid an invoice.
+pub async fn invoice_payment_intents(conn: &mut PgConnection, invoice_id: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "select stripe_payment_intent_id from subscription_payments where stripe_invoice_id = $1 order by 1",
+        invoice_id
+    )
+    .fetch_all(conn)
+    .await
+}

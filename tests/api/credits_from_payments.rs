@@ -133,3 +133,38 @@ async fn given_a_grant_past_its_expiry_then_what_is_left_of_it_is_gone_in_one_ex
             .unwrap();
     assert_eq!(expiries, vec![-30]);
 }
+
+#[tokio::test]
+async fn given_a_period_paid_then_refunded_then_its_credits_go_back_in_proportion_and_what_was_spent_is_owed() {
+    let app = TestApp::spawn().await;
+    let purchase = app.fulfilled_purchase("alice", "team_monthly").await;
+    let usage = json!({"userId": "alice", "credits": 300, "idempotencyKey": "job"});
+    let (status, _, body) = app.api_post("/v1/usage", &usage).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let charge = app
+        .emulator
+        .latest_charge_of_subscription(&purchase.subscription_id())
+        .unwrap();
+
+    // Half of the 4,900-cent period back: half of its 1,000 credits.
+    let (_, events) = app.emulator.refund(&charge, Some(2450)).unwrap();
+    app.deliver_all(&events).await;
+    let balance = app.balance("alice").await;
+    assert_eq!(balance["credits"]["available"], 200, "{balance}");
+    assert_eq!(app.ledger_sum("alice").await, 200);
+
+    // The rest back: all of it, and the 300 spent are owed.
+    let (_, events) = app.emulator.refund(&charge, None).unwrap();
+    app.deliver_all(&events).await;
+    app.deliver_all(&events).await;
+    let balance = app.balance("alice").await;
+    assert_eq!(
+        (
+            balance["credits"]["available"].as_i64(),
+            balance["credits"]["overdrawn"].as_i64()
+        ),
+        (Some(0), Some(300)),
+        "{balance}"
+    );
+    assert_eq!(app.ledger_sum("alice").await, -300);
+}
