@@ -25,8 +25,6 @@ struct Claims {
     sub: String,
 }
 
-pub const MAX_USER_ID_LEN: usize = 255;
-
 /// The key and rules user tokens are checked with; cheap to clone.
 #[derive(Clone)]
 pub struct TokenVerifier {
@@ -60,7 +58,7 @@ pub fn token_validation() -> Validation {
 pub fn verify_bearer_token(token: &str, key: &DecodingKey, validation: &Validation) -> Option<AuthUser> {
     let claims = jsonwebtoken::decode::<Claims>(token, key, validation).ok()?.claims;
     let user_id = claims.sub;
-    if user_id.is_empty() || user_id.len() > MAX_USER_ID_LEN {
+    if !crate::user_id::is_valid(&user_id) {
         return None;
     }
     Some(AuthUser { user_id })

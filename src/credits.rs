@@ -15,7 +15,6 @@ use uuid::Uuid;
 
 pub use crate::store::credit_ledger::{Balance, GrantRow, GrantSource, LedgerRow, SpendStatus};
 use crate::{
-    auth::MAX_USER_ID_LEN,
     db,
     domain_error::DomainError,
     holdings,
@@ -40,7 +39,7 @@ fn invalid(field: &str, rule: &str) -> DomainError {
 
 /// A user id as the tokens' `sub` may carry it.
 pub fn check_user_id(field: &str, user_id: &str) -> Result<(), DomainError> {
-    if user_id.is_empty() || user_id.len() > MAX_USER_ID_LEN || user_id.chars().any(char::is_control) {
+    if !crate::user_id::is_valid(user_id) {
         return Err(invalid(field, "must be 1 to 255 bytes without control characters"));
     }
     Ok(())

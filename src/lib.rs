@@ -32,3 +32,4 @@ pub mod store;
 pub mod stripe;
 pub mod stripe_emulator;
 pub mod subscription_checkout;
+pub mod user_id;

@@ -1,0 +1,10 @@
+//! What a user id may be, wherever one comes in: a user token's `sub` and the server API's
+//! `userId` follow the same rule, so an id accepted by one is accepted by the other.
+
+pub const MAX_USER_ID_LEN: usize = 255;
+
+/// 1 to 255 bytes, without control characters (which no auth provider issues, and NUL cannot be
+/// stored).
+pub fn is_valid(user_id: &str) -> bool {
+    !user_id.is_empty() && user_id.len() <= MAX_USER_ID_LEN && !user_id.chars().any(char::is_control)
+}
