@@ -4,6 +4,7 @@
 mod auth_and_ownership;
 mod checkout;
 mod checkout_limits;
+mod credit_expiry;
 mod credits_api;
 mod demo_credits;
 mod emulator_mode;
