@@ -58,7 +58,11 @@ pub fn router(state: AppState) -> Router {
         );
     if state.config.stripe.is_emulator() {
         // Anyone may sign in as anyone: only where nothing real can be bought.
-        app = app.route("/dev/token", post(routes::dev_token::dev_token));
+        app = app
+            .route("/dev/token", post(routes::dev_token::dev_token))
+            // The demo shop's credits, spent by the buyer's own token: no API key in a browser.
+            .route("/dev/credits", get(routes::dev_credits::demo_credits))
+            .route("/dev/credits/use", post(routes::dev_credits::use_demo_credits));
     }
 
     app.fallback(|| async {

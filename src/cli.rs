@@ -1,6 +1,7 @@
 //! Operator commands on the service's own binary, for when Stripe and our records must be compared
 //! by hand: `entitle reconcile --since 72h`, `entitle replay <event_id>`, `entitle order <id>`,
-//! `entitle failed-events`, `entitle review`; `entitle <command> --help` documents each.
+//! `entitle failed-events`, `entitle review`, `entitle user <id>`; `entitle <command> --help`
+//! documents each.
 //! They use the same configuration and the same functions as the server; `entitle` alone serves.
 
 use std::{ffi::OsString, fmt::Write, time::Duration};
@@ -14,6 +15,7 @@ use uuid::Uuid;
 
 use crate::{
     config::Config,
+    credits::{self, Balance, GrantRow, LedgerRow},
     domain_error::DomainError,
     fulfillment::process_event,
     reconcile::missed_events::reconcile_since,
@@ -96,6 +98,19 @@ pub enum OperatorCommand {
     FailedEvents,
     /// List orders whose payment did not match them, waiting for a person
     Review,
+    /// Show a user's credits: the balance, the grants in the order they are spent, the latest
+    /// ledger rows
+    ///
+    /// Expiries that fell due (a grant past its date, a reservation past its TTL) are written
+    /// first, as any read of the balance does, so what is shown is what the user can spend.
+    User {
+        /// The user id, as your app's tokens carry it in `sub`
+        #[arg(value_parser = parse_user_id)]
+        user_id: String,
+        /// How many of the latest ledger rows to show (1-1000)
+        #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=1000))]
+        limit: i64,
+    },
 }
 
 /// `90m`, `72h`, `7d`, `30s`.
@@ -127,6 +142,17 @@ fn parse_event_id(text: &str) -> Result<String, String> {
 
 fn parse_order_id(text: &str) -> Result<Uuid, String> {
     Uuid::parse_str(text).map_err(|_| format!("`{text}` is not an order id (a UUID)"))
+}
+
+/// The rule the server API holds user ids to, so an id no call could have used is refused here.
+fn parse_user_id(text: &str) -> Result<String, String> {
+    match credits::check_user_id("userId", text) {
+        Ok(()) => Ok(text.to_owned()),
+        Err(_) => Err(format!(
+            "`{}` is not a user id (1 to 255 bytes without control characters)",
+            text.escape_debug()
+        )),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +209,105 @@ pub async fn run_operator_command(config: Config, command: OperatorCommand) -> R
         OperatorCommand::Order { order_id } => describe_order(&db, order_id).await,
         OperatorCommand::Review => orders_under_review(&db).await,
         OperatorCommand::FailedEvents => describe_failed_events(&db, config.reconciler_max_attempts).await,
+        OperatorCommand::User { user_id, limit } => describe_user(&db, &user_id, limit).await,
     }
+}
+
+/// A user's credits as support needs them: what they can spend, what it is made of and in which
+/// order it goes, and the latest changes with what caused each.
+async fn describe_user(db: &sqlx::PgPool, user_id: &str, limit: i64) -> Result<String, CommandError> {
+    // The balance first: it writes what fell due, so the grants read after it are spendable.
+    let Balance {
+        available,
+        reserved,
+        overdrawn,
+        ..
+    } = credits::balance(db, user_id).await?;
+    let grants = credits::spendable_grants(db, user_id).await?;
+    let rows = credits::latest_ledger_rows(db, user_id, limit).await?;
+
+    let mut out = format!("user {user_id}: {available} available, {reserved} reserved, {overdrawn} overdrawn\n");
+    if grants.is_empty() && rows.is_empty() {
+        let _ = writeln!(
+            out,
+            "  no grants and no ledger rows: this user has never held credits (is it the id your tokens carry in `sub`?)"
+        );
+        return Ok(out);
+    }
+    if overdrawn > 0 {
+        let _ = writeln!(
+            out,
+            "  owes {overdrawn}: a refund or dispute took back credits already spent; new credits pay it first"
+        );
+    }
+    if grants.is_empty() {
+        let _ = writeln!(out, "grants: nothing left to spend");
+    } else {
+        let _ = writeln!(
+            out,
+            "grants, in the order they are spent (expiring first, then oldest):"
+        );
+        for grant in &grants {
+            let _ = writeln!(out, "  {}", describe_grant(grant));
+        }
+    }
+    let _ = writeln!(out, "latest ledger rows, newest first (at most {limit}):");
+    if rows.is_empty() {
+        let _ = writeln!(out, "  none");
+    }
+    for row in &rows {
+        let _ = writeln!(out, "  {}", describe_ledger_row(row));
+    }
+    Ok(out)
+}
+
+fn describe_grant(grant: &GrantRow) -> String {
+    let expires = grant
+        .expires_at
+        .map_or("never expires".to_owned(), |at| format!("expires {}", short_time(at)));
+    let mut line = format!(
+        "{}  {:<8}  {} of {} left, {expires}, granted {}",
+        grant.id,
+        grant.source.as_str(),
+        grant.remaining,
+        grant.granted,
+        short_time(grant.created_at)
+    );
+    if let Some(order_id) = grant.order_id {
+        let _ = write!(line, ", order {order_id}");
+    }
+    if let Some(reason) = &grant.reason {
+        let _ = write!(line, ", reason {reason:?}");
+    }
+    line
+}
+
+fn describe_ledger_row(row: &LedgerRow) -> String {
+    let causes: Vec<String> = [
+        row.order_id.map(|id| format!("order {id}")),
+        row.grant_id.map(|id| format!("grant {id}")),
+        row.spend_id.map(|id| format!("spend {id}")),
+        row.stripe_event_id.as_ref().map(|id| format!("event {id}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    format!(
+        "{}  {:<19}  {:>+7}  {}",
+        short_time(row.created_at),
+        row.kind.as_str(),
+        row.delta,
+        if causes.is_empty() {
+            "-".to_owned()
+        } else {
+            causes.join(", ")
+        }
+    )
+}
+
+/// To the second: the rows are read by people, side by side.
+fn short_time(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
 /// Each missed event the reconciler could not apply: set aside (skipped from now on) or still
@@ -353,6 +477,20 @@ mod tests {
             parse("failed-events").unwrap(),
             Command::Operator(OperatorCommand::FailedEvents)
         );
+        assert_eq!(
+            parse("user alice").unwrap(),
+            Command::Operator(OperatorCommand::User {
+                user_id: "alice".into(),
+                limit: 20
+            })
+        );
+        assert_eq!(
+            parse("user user_42 --limit 5").unwrap(),
+            Command::Operator(OperatorCommand::User {
+                user_id: "user_42".into(),
+                limit: 5
+            })
+        );
     }
 
     #[test]
@@ -374,6 +512,9 @@ mod tests {
             ),
             ("replay", "<EVENT_ID>", "Usage: entitle replay <EVENT_ID>"),
             ("order 42", "`42` is not an order id", "Usage: entitle order <ORDER_ID>"),
+            ("user", "<USER_ID>", "Usage: entitle user <USER_ID>"),
+            ("user alice --limit 0", "0 is not in 1..=1000", "Usage: entitle user"),
+            ("user alice --limit x", "invalid value 'x'", "Usage: entitle user"),
             ("failed-events evt_123", "'evt_123'", "Usage: entitle failed-events"),
             (
                 "failed_events",
@@ -406,6 +547,8 @@ mod tests {
             ("order --help", "<ORDER_ID>"),
             ("review --help", "Usage: entitle review"),
             ("failed-events --help", "Usage: entitle failed-events"),
+            ("user --help", "--limit <N>"),
+            ("help user", "Expiries that fell due"),
             ("serve --help", "Usage: entitle serve"),
         ] {
             let help = parse(line).expect_err(line);

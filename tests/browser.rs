@@ -1,6 +1,7 @@
 //! The demo shop in a real browser: headless Chromium, driven over chromedriver, against the app in
 //! emulator mode exactly as `cargo run` starts it. A buyer signs in, buys 100 credits and pays with
-//! 4242…, sees "paid" and the credits; a declined card shows Stripe's error; cancel ends "canceled".
+//! 4242…, sees "paid" and the credits, spends them 10 at a time until told there are not enough; a
+//! declined card shows Stripe's error; cancel ends "canceled".
 //! Each final page is saved under target/screenshots/ for people to look at.
 
 use std::{
@@ -153,6 +154,18 @@ async fn pay_with_card(browser: &Client, number: &str) {
         .unwrap();
 }
 
+async fn use_ten_credits(browser: &Client) {
+    let button = browser.find(Locator::Id("use-credits")).await.unwrap();
+    // The page re-enables the button once the previous use has answered.
+    for _ in 0..300 {
+        if button.is_enabled().await.unwrap() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    button.click().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_buyer_pays_is_declined_and_cancels_in_a_real_browser() {
     let shop = start_app().await;
@@ -205,6 +218,48 @@ async fn a_buyer_pays_is_declined_and_cancels_in_a_real_browser() {
         .unwrap();
     screenshot(&browser, "paid").await;
 
+    // "Use 10 credits" spends from the purchase's grant, which then shows what is left.
+    browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath("//table[@id='grants']//td[text()='100']"))
+        .await
+        .unwrap();
+    use_ten_credits(&browser).await;
+    for spent in [
+        "//strong[@id='credits' and text()='90']",
+        "//table[@id='grants']//td[text()='90']",
+        "//span[@id='usage-result' and text()='Used 10 credits: 90 left.']",
+    ] {
+        browser
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::XPath(spent))
+            .await
+            .unwrap();
+    }
+    screenshot(&browser, "spent").await;
+    // Spent down to nothing, one more use is refused in words a buyer understands.
+    for left in (0..90).step_by(10).rev() {
+        use_ten_credits(&browser).await;
+        let result = format!("//span[@id='usage-result' and text()='Used 10 credits: {left} left.']");
+        browser
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::XPath(&result))
+            .await
+            .unwrap();
+    }
+    use_ten_credits(&browser).await;
+    let refused = "//span[@id='usage-result' and starts-with(text(), 'Not enough credits')]";
+    browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath(refused))
+        .await
+        .unwrap();
+    screenshot(&browser, "not-enough-credits").await;
+
     // A declined card: the hosted page says so and nothing changes.
     buy_credits(&browser, &shop).await;
     pay_with_card(&browser, "4000 0000 0000 0002").await;
@@ -233,7 +288,7 @@ async fn a_buyer_pays_is_declined_and_cancels_in_a_real_browser() {
         .text()
         .await
         .unwrap();
-    assert_eq!(credits, "100", "the declined and canceled orders granted nothing");
+    assert_eq!(credits, "0", "the declined and canceled orders granted nothing");
     screenshot(&browser, "canceled").await;
 
     browser.close().await.unwrap();

@@ -5,6 +5,7 @@ pub mod cancel_checkout;
 pub mod checkout;
 pub mod credits;
 pub mod demo;
+pub mod dev_credits;
 pub mod dev_token;
 pub mod entitlements;
 pub mod health;

@@ -4,8 +4,10 @@
 mod auth_and_ownership;
 mod checkout;
 mod checkout_limits;
+mod credit_expiry;
 mod credits_api;
 mod credits_from_payments;
+mod demo_credits;
 mod emulator_mode;
 mod helpers;
 mod lifecycle_helpers;

@@ -1,9 +1,12 @@
 //! The operator commands, run as the real binary against the test's database and Stripe stand-in.
 
+use chrono::{Duration, Utc};
 use entitle::{
     config::{Config, StripeBackend},
     stripe_emulator::{InjectedFailure, PaymentResult},
 };
+use reqwest::StatusCode;
+use serde_json::{Value, json};
 
 use crate::{
     helpers::{JWT_SECRET, TestApp, WEBHOOK_SECRET},
@@ -166,4 +169,121 @@ async fn failed_events_shows_an_event_the_reconciler_set_aside_until_replay_appl
     let (_, stdout, _) = app.run_entitle(&["failed-events"]).await;
     assert!(stdout.contains("no missed event is failing"), "{stdout}");
     assert_eq!(app.entitlement("alice").await["cancelAtPeriodEnd"], true);
+}
+
+/// The line of `stdout` that contains `needle`, and where it is.
+fn line_with<'a>(stdout: &'a str, needle: &str) -> (usize, &'a str) {
+    stdout
+        .lines()
+        .enumerate()
+        .find(|(_, line)| line.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{stdout}"))
+}
+
+async fn api_ok(app: &TestApp, path: &str, body: Value) -> Value {
+    let (status, _, body) = app.api_post(path, &body).await;
+    assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    body
+}
+
+#[tokio::test]
+async fn user_shows_the_balance_the_grants_in_spend_order_and_the_latest_ledger_rows() {
+    let app = TestApp::spawn().await;
+    let (ok, stdout, stderr) = app.run_entitle(&["user", "alice"]).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("never held credits"), "{stdout}");
+
+    // 100 bought, 50 granted to expire next week; 40 used and 5 reserved come out of the 50 first.
+    let purchase = app.fulfilled_purchase("alice", "credits_100").await;
+    let expires = (Utc::now() + Duration::days(7)).to_rfc3339();
+    let manual = api_ok(
+        &app,
+        "/v1/grants",
+        json!({"userId": "alice", "credits": 50, "idempotencyKey": "promo-1", "reason": "launch promo", "expiresAt": expires}),
+    )
+    .await;
+    let usage = api_ok(
+        &app,
+        "/v1/usage",
+        json!({"userId": "alice", "credits": 40, "idempotencyKey": "render-1"}),
+    )
+    .await;
+    let reservation = api_ok(
+        &app,
+        "/v1/reservations",
+        json!({"userId": "alice", "credits": 5, "idempotencyKey": "job-1"}),
+    )
+    .await;
+
+    let (ok, stdout, stderr) = app.run_entitle(&["user", "alice", "--limit", "3"]).await;
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.starts_with("user alice: 105 available, 5 reserved, 0 overdrawn\n"),
+        "{stdout}"
+    );
+    let (manual_at, manual_line) = line_with(&stdout, manual["id"].as_str().unwrap());
+    let (purchase_at, purchase_line) = line_with(&stdout, &format!("order {}", purchase.order_id));
+    assert!(manual_at < purchase_at, "the expiring grant is spent first:\n{stdout}");
+    assert!(
+        manual_line.contains("manual")
+            && manual_line.contains("5 of 50 left")
+            && manual_line.contains("\"launch promo\""),
+        "{manual_line}"
+    );
+    assert!(
+        purchase_line.contains("purchase") && purchase_line.contains("100 of 100 left, never expires"),
+        "{purchase_line}"
+    );
+    // The three latest rows, newest first, each naming its cause; the purchase's row is beyond the limit.
+    let (reserved_at, reserved_line) = line_with(&stdout, reservation["reservationId"].as_str().unwrap());
+    let (used_at, used_line) = line_with(&stdout, usage["usageId"].as_str().unwrap());
+    let (granted_at, granted_line) = line_with(&stdout, "manual_grant");
+    assert!(reserved_at < used_at && used_at < granted_at, "{stdout}");
+    assert!(
+        reserved_line.contains("reservation") && reserved_line.contains("-5"),
+        "{reserved_line}"
+    );
+    assert!(used_line.contains("usage") && used_line.contains("-40"), "{used_line}");
+    assert!(granted_line.contains("+50"), "{granted_line}");
+    assert!(
+        !stdout.contains("evt_"),
+        "the purchase row is the fourth newest:\n{stdout}"
+    );
+
+    // Spend from the purchase too, then refund it in full: what was spent of it is owed.
+    api_ok(
+        &app,
+        "/v1/usage",
+        json!({"userId": "alice", "credits": 100, "idempotencyKey": "render-2"}),
+    )
+    .await;
+    let charge = app.charge_of(&purchase);
+    let (refund, events) = app.emulator.refund(&charge, None).unwrap();
+    app.deliver_all(&events).await;
+    let (ok, stdout, stderr) = app.run_entitle(&["user", "alice"]).await;
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.starts_with("user alice: 0 available, 5 reserved, 95 overdrawn\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("owes 95"), "{stdout}");
+    assert!(stdout.contains("grants: nothing left to spend"), "{stdout}");
+    let (_, refund_line) = line_with(&stdout, "UTC  refund ");
+    assert!(
+        refund_line.contains("-100") && refund_line.contains(&format!("order {}", purchase.order_id)),
+        "{refund_line}"
+    );
+    assert!(refund_line.contains("event evt_"), "{refund_line} ({refund})");
+    // By default every row of these six fits.
+    let (_, purchase_row) = line_with(&stdout, "+100");
+    assert!(
+        purchase_row.contains("purchase") && purchase_row.contains("event evt_"),
+        "{purchase_row}"
+    );
+
+    let (ok, stdout, _) = app.run_entitle(&["user", "--help"]).await;
+    assert!(
+        ok && stdout.contains("--limit <N>") && stdout.contains("[default: 20]"),
+        "{stdout}"
+    );
 }
