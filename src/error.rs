@@ -19,8 +19,9 @@ pub enum AppError {
     NotFound { code: &'static str, message: &'static str },
     #[error("{message}")]
     Conflict { code: &'static str, message: &'static str },
-    #[error("{message}")]
-    PaymentRequired { code: &'static str, message: String },
+    /// A 402 whose body also carries the numbers, so an app need not parse the message.
+    #[error("Not enough credits: {available} available, {requested} requested.")]
+    InsufficientCredits { available: i64, requested: i64 },
     /// Answered with `Retry-After`: the client may come back then, and not before.
     #[error("{message}")]
     TooManyRequests {
@@ -52,10 +53,9 @@ impl From<crate::domain_error::DomainError> for AppError {
             DomainError::Conflict { code, message } => Self::Conflict { code, message },
             DomainError::NotFound { code, message } => Self::NotFound { code, message },
             DomainError::Invalid { code, message } => Self::BadRequest { code, message },
-            err @ DomainError::InsufficientCredits { .. } => Self::PaymentRequired {
-                code: "insufficient_credits",
-                message: err.to_string(),
-            },
+            DomainError::InsufficientCredits { available, requested } => {
+                Self::InsufficientCredits { available, requested }
+            }
             DomainError::TooManyRequests {
                 code,
                 message,
@@ -83,7 +83,7 @@ impl AppError {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, code),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
-            Self::PaymentRequired { code, .. } => (StatusCode::PAYMENT_REQUIRED, code),
+            Self::InsufficientCredits { .. } => (StatusCode::PAYMENT_REQUIRED, "insufficient_credits"),
             Self::TooManyRequests { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Database(err) if is_unstorable_input(err) => (StatusCode::BAD_REQUEST, "invalid_body"),
@@ -148,7 +148,12 @@ impl IntoResponse for AppError {
         } else {
             self.to_string()
         };
-        let mut response = (status, Json(json!({ "error": { "code": code, "message": message } }))).into_response();
+        let mut error = json!({ "code": code, "message": message });
+        if let Self::InsufficientCredits { available, requested } = &self {
+            error["available"] = json!(available);
+            error["requested"] = json!(requested);
+        }
+        let mut response = (status, Json(json!({ "error": error }))).into_response();
         if let Some(retry_after) = retry_after {
             response.headers_mut().insert(RETRY_AFTER, retry_after);
         }
