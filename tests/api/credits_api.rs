@@ -51,6 +51,10 @@ async fn a_usage_beyond_the_balance_is_refused_and_writes_nothing() {
         body["error"]["message"].as_str().unwrap().contains("10 available"),
         "{body}"
     );
+    assert_eq!(
+        (body["error"]["available"].as_i64(), body["error"]["requested"].as_i64()),
+        (Some(10), Some(11))
+    );
     // The key names nothing: with credits enough it spends.
     app.grant_credits("alice", 1).await;
     let (status, replayed, _) = app
