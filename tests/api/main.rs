@@ -5,6 +5,7 @@ mod auth_and_ownership;
 mod checkout;
 mod checkout_limits;
 mod credits_api;
+mod credits_contract;
 mod emulator_mode;
 mod helpers;
 mod lifecycle_helpers;
