@@ -77,8 +77,11 @@ alter table credit_ledger add constraint credit_ledger_kind_check check (kind in
     'purchase', 'period', 'manual_grant', 'usage', 'reservation', 'reservation_release', 'expiry',
     'refund', 'refund_reversal', 'dispute', 'dispute_reversal'
 ));
+-- A grant is granted once. It may expire more than once: credits a reservation held from it come
+-- back after it expired (committed in part, released, or past the reservation's TTL) and expire
+-- then, each time as one more `expiry` row.
 create unique index credit_ledger_one_row_per_grant on credit_ledger (grant_id, kind)
-    where kind in ('period', 'manual_grant', 'expiry');
+    where kind in ('period', 'manual_grant');
 create unique index credit_ledger_one_row_per_spend on credit_ledger (spend_id, kind) where spend_id is not null;
 -- The latest rows of a user, for `entitle user`; the balance itself is read from the grants.
 create index credit_ledger_user_latest on credit_ledger (user_id, id desc);
@@ -286,6 +289,8 @@ begin
             perform credit_give_back(r.taken, r.credits - spend);
             insert into credit_ledger (user_id, kind, delta, spend_id)
                 values (r.user_id, 'reservation_release', r.credits - spend, r.id);
+            -- What went back to a grant that expired meanwhile expires now, as it would have.
+            perform credit_expire(r.user_id);
             perform credit_cover_overdraft(r.user_id);
         end if;
         update credit_spends s
