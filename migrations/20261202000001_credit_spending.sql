@@ -58,6 +58,8 @@ create table credit_spends (
     spent           bigint not null default 0 check (spent >= 0 and spent <= credits),
     status          text not null check (status in ('spent', 'held', 'committed', 'released', 'expired')),
     expires_at      timestamptz,
+    -- What the user could spend right after it: part of its answer, which a replay repeats.
+    available_after bigint not null check (available_after >= 0),
     -- Which grants the credits came from, in spend order: [{"grant": id, "credits": n}].
     taken           jsonb not null default '[]',
     description     text,
@@ -238,18 +240,18 @@ begin
         return;
     end if;
     insert into credit_spends as s (user_id, kind, idempotency_key, request_hash, credits, spent, status, expires_at,
-                                    description, metadata)
+                                    available_after, description, metadata)
         values (p_user, p_kind, p_key, p_hash, p_credits,
                 case when p_kind = 'usage' then p_credits else 0 end,
                 case when p_kind = 'usage' then 'spent' else 'held' end,
-                p_expires_at, p_description, p_metadata)
+                p_expires_at, have - p_credits, p_description, p_metadata)
         on conflict (kind, idempotency_key) do nothing
         returning s.id into new_id;
     if new_id is null then
         -- Another user's request took the key first (ours waited for it to commit).
         select * into existing from credit_spends s where s.kind = p_kind and s.idempotency_key = p_key;
         return query select 'key_reused', existing.id, existing.credits, existing.status, existing.expires_at,
-            credit_spendable(p_user);
+            existing.available_after;
         return;
     end if;
     update credit_spends s set taken = credit_take(p_user, p_credits) where s.id = new_id;
@@ -313,7 +315,8 @@ begin
 end $$;
 
 -- A grant (a purchase, a period or a manual one) once: `outcome` is granted, replayed (its key is
--- known with the same request), key_reused, or exists (a purchase or a period granted before).
+-- known with the same request), key_reused, exists (a purchase or a period granted before), or
+-- past (a new manual grant that would expire before it is made; nothing is written).
 create function credit_grant(
     p_user text, p_source text, p_kind text, p_order uuid, p_invoice text, p_key text, p_hash text, p_reason text,
     p_credits bigint, p_expires_at timestamptz, p_event text

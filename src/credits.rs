@@ -4,7 +4,8 @@
 //! lifecycle through `grant_purchase` and `grant_period`.
 //!
 //! A request's idempotency key names it for as long as what it made exists: the same key with
-//! the same request answers the same again (a replay), with another request `409`. "The same
+//! the same request answers the same again (a replay: the first answer, whatever happened since),
+//! with another request `409`. "The same
 //! request" is the SHA-256 of its fields in a canonical JSON form.
 
 use chrono::{DateTime, Utc};
@@ -129,7 +130,7 @@ pub struct Spent {
     pub credits: i64,
     pub status: SpendStatus,
     pub expires_at: Option<DateTime<Utc>>,
-    /// What the user can spend after it (now, for a replay).
+    /// What the user could spend right after it (for a replay too: it is the first answer again).
     pub available: i64,
     pub replayed: bool,
 }
