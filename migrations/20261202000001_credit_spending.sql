@@ -33,6 +33,9 @@ create table credit_grants (
     granted           bigint not null check (granted > 0),
     remaining         bigint not null check (remaining >= 0),
     expires_at        timestamptz,
+    -- What was left of it once made (less than granted when it paid what the user owed): what a
+    -- replay of a manual grant answers, as the first answer did.
+    first_remaining   bigint,
     created_at        timestamptz not null default now(),
     check ((source = 'purchase') = (order_id is not null and stripe_invoice_id is null)),
     check ((source = 'period') = (stripe_invoice_id is not null)),
@@ -229,9 +232,12 @@ begin
         select * into existing from credit_spends s where s.kind = p_kind and s.idempotency_key = p_key;
     end if;
     if found then
+        -- A replay is the first answer again: what was spent or held then, and what was left.
         return query select
             case when existing.request_hash = p_hash then 'replayed' else 'key_reused' end,
-            existing.id, existing.credits, existing.status, existing.expires_at, credit_spendable(existing.user_id);
+            existing.id, existing.credits,
+            case when existing.kind = 'usage' then 'spent' else 'held' end,
+            existing.expires_at, existing.available_after;
         return;
     end if;
     have := credit_spendable(p_user);
@@ -326,6 +332,20 @@ declare
     g credit_grants;
     new_id uuid;
 begin
+    if p_source = 'manual' then
+        -- A replay needs no lock (what it answers never changes), and is a replay even once the
+        -- time the grant expires has come.
+        select * into g from credit_grants c where c.source = 'manual' and c.idempotency_key = p_key;
+        if found then
+            return query select case when g.request_hash = p_hash then 'replayed' else 'key_reused' end,
+                g.id, g.granted, g.first_remaining, g.expires_at;
+            return;
+        end if;
+        if p_expires_at <= now() then
+            return query select 'past', null::uuid, p_credits, p_credits, p_expires_at;
+            return;
+        end if;
+    end if;
     perform credit_lock(p_user);
     insert into credit_grants as c (user_id, source, order_id, stripe_invoice_id, idempotency_key, request_hash, reason,
                                     granted, remaining, expires_at)
@@ -339,14 +359,14 @@ begin
                or (p_source = 'manual' and c.source = 'manual' and c.idempotency_key = p_key);
         return query select
             case when p_source <> 'manual' then 'exists' when g.request_hash = p_hash then 'replayed' else 'key_reused' end,
-            g.id, g.granted, g.remaining, g.expires_at;
+            g.id, g.granted, coalesce(g.first_remaining, g.remaining), g.expires_at;
         return;
     end if;
     insert into credit_ledger (user_id, order_id, kind, delta, grant_id, stripe_event_id)
         values (p_user, p_order, p_kind, p_credits, new_id, p_event);
     perform credit_cover_overdraft(p_user);
     update credit_accounts a set version = version + 1, updated_at = now() where a.user_id = p_user;
-    select * into g from credit_grants c where c.id = new_id;
+    update credit_grants c set first_remaining = c.remaining where c.id = new_id returning * into g;
     return query select 'granted', g.id, g.granted, g.remaining, g.expires_at;
 end $$;
 

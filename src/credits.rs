@@ -312,9 +312,8 @@ pub async fn grant_manual(db: &PgPool, request: ManualGrantRequest) -> Result<Gr
     check_credits("credits", request.credits, 1)?;
     check_key(&request.idempotency_key)?;
     check_text("reason", request.reason.as_deref(), true)?;
-    if request.expires_at.is_some_and(|at| at <= Utc::now()) {
-        return Err(invalid("expiresAt", "must be in the future"));
-    }
+    // Whether `expiresAt` is still to come is checked after the key: a replay of a grant whose
+    // expiry has come since is still that grant.
     let hash = request_hash(json!({
         "userId": request.user_id,
         "credits": request.credits,
@@ -343,8 +342,9 @@ pub async fn grant_manual(db: &PgPool, request: ManualGrantRequest) -> Result<Gr
     .await?;
     match answer.outcome {
         GrantOutcome::KeyReused | GrantOutcome::Exists => Err(key_reused()),
+        GrantOutcome::Past => Err(invalid("expiresAt", "must be in the future")),
         GrantOutcome::Granted | GrantOutcome::Replayed => Ok(Granted {
-            id: answer.grant_id,
+            id: answer.grant_id.expect("a grant names its row"),
             credits: answer.granted,
             remaining: answer.remaining,
             expires_at: answer.expires_at,
