@@ -34,7 +34,11 @@ async fn only_an_api_key_opens_the_server_api_and_only_a_user_token_opens_the_us
     for auth in refused {
         for (method, path, body) in [
             (Method::GET, "/v1/users/alice/balance", None),
-            (Method::POST, "/v1/check", Some(json!({"userId": "alice", "credits": 1}))),
+            (
+                Method::POST,
+                "/v1/check",
+                Some(json!({"userId": "alice", "credits": 1})),
+            ),
             (Method::POST, "/v1/usage", Some(usage.clone())),
             (
                 Method::POST,
@@ -63,7 +67,11 @@ async fn only_an_api_key_opens_the_server_api_and_only_a_user_token_opens_the_us
     // The key is not a user's token, wherever a user's token goes.
     for (method, path, body) in [
         (Method::GET, "/entitlements", None),
-        (Method::POST, "/checkout-session", Some(json!({"planId": "credits_100"}))),
+        (
+            Method::POST,
+            "/checkout-session",
+            Some(json!({"planId": "credits_100"})),
+        ),
         (
             Method::POST,
             "/order-status",
@@ -329,7 +337,11 @@ async fn the_balance_shows_the_grants_in_spend_order_and_the_entitlements_as_the
 
     // Spending follows that order: the sooner grant, then the later one, then the oldest.
     let (status, _, body) = app.usage("alice", 30, "spend-30").await;
-    assert_eq!((status, body["available"].as_i64()), (StatusCode::OK, Some(102)), "{body}");
+    assert_eq!(
+        (status, body["available"].as_i64()),
+        (StatusCode::OK, Some(102)),
+        "{body}"
+    );
     let balance = app.consistent_balance("alice").await;
     let remaining: Vec<(String, i64)> = balance["grants"]
         .as_array()
@@ -404,14 +416,8 @@ async fn a_check_says_whether_credits_and_an_entitlement_allow_and_writes_nothin
     // What is reserved is not available to a check either.
     let (status, _, _) = app.reserve("alice", 60, "r", None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        check(json!({"userId": "alice", "credits": 41})).await["allowed"],
-        false
-    );
-    assert_eq!(
-        check(json!({"userId": "alice", "credits": 40})).await["allowed"],
-        true
-    );
+    assert_eq!(check(json!({"userId": "alice", "credits": 41})).await["allowed"], false);
+    assert_eq!(check(json!({"userId": "alice", "credits": 40})).await["allowed"], true);
     app.consistent_balance("alice").await;
 }
 
@@ -490,7 +496,10 @@ async fn a_refused_usage_says_how_many_are_available_and_holds_no_key() {
         (status, error_code(&body)),
         (StatusCode::PAYMENT_REQUIRED, "insufficient_credits")
     );
-    assert!(body["error"]["message"].as_str().unwrap().contains("0 available"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("0 available"),
+        "{body}"
+    );
     assert_eq!(app.credit_rows().await.ledger, before.ledger);
     assert_eq!(app.credit_rows().await.spends, before.spends);
 
@@ -500,7 +509,10 @@ async fn a_refused_usage_says_how_many_are_available_and_holds_no_key() {
     let before = app.credit_rows().await;
     let (status, _, body) = app.usage("carol", 26, "c-2").await;
     assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("25 available"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("25 available"),
+        "{body}"
+    );
     let (status, _, body) = app.reserve("carol", 26, "c-r2", None).await;
     assert_eq!(
         (status, error_code(&body)),
@@ -509,7 +521,11 @@ async fn a_refused_usage_says_how_many_are_available_and_holds_no_key() {
     assert_eq!(app.credit_rows().await, before);
     // Exactly what is available may be spent.
     let (status, _, body) = app.usage("carol", 25, "c-2").await;
-    assert_eq!((status, body["available"].as_i64()), (StatusCode::OK, Some(0)), "{body}");
+    assert_eq!(
+        (status, body["available"].as_i64()),
+        (StatusCode::OK, Some(0)),
+        "{body}"
+    );
     let balance = app.consistent_balance("carol").await;
     assert_eq!(
         balance["credits"],
@@ -593,7 +609,10 @@ async fn a_reservation_is_committed_or_released_once_and_each_settlement_answers
     assert_eq!(app.balance("alice").await["credits"]["available"], 35);
     let (status, released) = app.release_reservation(freed_id).await;
     assert_eq!(status, StatusCode::OK, "{released}");
-    assert_eq!((released["status"].as_str(), released["spent"].as_i64()), (Some("released"), Some(0)));
+    assert_eq!(
+        (released["status"].as_str(), released["spent"].as_i64()),
+        (Some("released"), Some(0))
+    );
     let rows = app.credit_rows().await;
     let (status, again) = app.release_reservation(freed_id).await;
     assert_eq!((status, &again), (StatusCode::OK, &released));
@@ -684,7 +703,11 @@ async fn a_reservation_past_its_ttl_releases_itself_and_can_no_longer_be_committ
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     // Releasing what released itself is done already.
     let (status, body) = app.release_reservation(&id).await;
-    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("released")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("released")),
+        "{body}"
+    );
     assert_eq!(body["spent"], 0);
     assert_eq!(app.credit_rows().await, rows);
     // A replay of the reservation names it as it is; nothing is held again.
@@ -713,7 +736,11 @@ async fn credits_held_past_their_ttl_can_be_spent_by_the_next_debit_at_once() {
     sleep_past(held["expiresAt"].as_str().unwrap(), MARGIN).await;
     // Nothing read the balance since: the debit itself finds the hold gone.
     let (status, _, body) = app.usage("alice", 50, "all").await;
-    assert_eq!((status, body["available"].as_i64()), (StatusCode::OK, Some(0)), "{body}");
+    assert_eq!(
+        (status, body["available"].as_i64()),
+        (StatusCode::OK, Some(0)),
+        "{body}"
+    );
     let (status, _, body) = app.reserve("alice", 1, "more", None).await;
     assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{body}");
     app.consistent_balance("alice").await;
@@ -803,7 +830,11 @@ async fn a_grant_past_its_expiry_loses_what_is_left_of_it_and_nothing_more() {
     app.grant_credits("alice", 5).await;
     // Spent from the expiring grant first.
     let (status, _, body) = app.usage("alice", 4, "u1").await;
-    assert_eq!((status, body["available"].as_i64()), (StatusCode::OK, Some(11)), "{body}");
+    assert_eq!(
+        (status, body["available"].as_i64()),
+        (StatusCode::OK, Some(11)),
+        "{body}"
+    );
     sleep_past(&expires, MARGIN).await;
 
     let balance = app.consistent_balance("alice").await;
@@ -814,7 +845,10 @@ async fn a_grant_past_its_expiry_loses_what_is_left_of_it_and_nothing_more() {
     assert_eq!(balance["grants"].as_array().unwrap().len(), 1);
     let (status, _, body) = app.usage("alice", 6, "u2").await;
     assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("5 available"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("5 available"),
+        "{body}"
+    );
     assert_eq!(
         app.ledger_of("alice").await,
         [("manual_grant", 10), ("manual_grant", 5), ("usage", -4), ("expiry", -6)].map(|(k, d)| (k.to_owned(), d))
@@ -858,9 +892,7 @@ async fn credits_held_from_a_grant_that_expires_meanwhile_are_spent_when_committ
         "{balance}"
     );
     // The 25: 20 from the expired grant, 5 from the lasting one (last taken, first handed back).
-    let (status, body) = app
-        .release_reservation(second["reservationId"].as_str().unwrap())
-        .await;
+    let (status, body) = app.release_reservation(second["reservationId"].as_str().unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let balance = app.consistent_balance("alice").await;
     assert_eq!(
@@ -919,7 +951,10 @@ async fn the_periodic_sweep_writes_expiries_of_users_nobody_asks_about() {
             assert!(rows.contains(&("reservation_release".to_owned(), 4)), "{rows:?}");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no sweep wrote the expiry: {rows:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no sweep wrote the expiry: {rows:?}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
     app.consistent_balance("idle").await;

@@ -597,7 +597,51 @@ pub fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
 
 /// Sleeps until `at` (RFC 3339) has passed by `margin`.
 pub async fn sleep_past(at: &str, margin: std::time::Duration) {
-    let at = chrono::DateTime::parse_from_rfc3339(at).unwrap().with_timezone(&chrono::Utc);
+    let at = chrono::DateTime::parse_from_rfc3339(at)
+        .unwrap()
+        .with_timezone(&chrono::Utc);
     let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default() + margin;
     tokio::time::sleep(wait).await;
+}
+
+impl TestApp {
+    /// Ends every session the app has open on its database, as a restart or a failover does, while
+    /// the database stays up; how many there were.
+    pub async fn kill_app_connections(&self) -> i64 {
+        let mut admin = PgConnection::connect(&format!("{}/postgres", admin_database_url()))
+            .await
+            .unwrap();
+        // The test's own pool goes too; it pings before use and reconnects.
+        sqlx::query_scalar(
+            "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity where datname = $1) k",
+        )
+        .bind(&self.db_name)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap()
+    }
+}
+
+impl TestApp {
+    /// Closes the app's database to new connections and ends those open (`false`), as an outage
+    /// does, or opens it again (`true`).
+    pub async fn set_database_accepting(&self, accepting: bool) {
+        let mut admin = PgConnection::connect(&format!("{}/postgres", admin_database_url()))
+            .await
+            .unwrap();
+        sqlx::query(&format!(
+            "alter database {} allow_connections {accepting}",
+            self.db_name
+        ))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        if !accepting {
+            sqlx::query("select pg_terminate_backend(pid) from pg_stat_activity where datname = $1")
+                .bind(&self.db_name)
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        }
+    }
 }

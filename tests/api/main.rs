@@ -5,6 +5,8 @@ mod auth_and_ownership;
 mod checkout;
 mod checkout_limits;
 mod credits_api;
+mod credits_clawbacks;
+mod credits_concurrency;
 mod credits_contract;
 mod emulator_mode;
 mod helpers;
