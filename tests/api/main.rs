@@ -8,6 +8,7 @@ mod credits_api;
 mod credits_clawbacks;
 mod credits_concurrency;
 mod credits_contract;
+mod credits_properties;
 mod emulator_mode;
 mod helpers;
 mod lifecycle_helpers;
