@@ -6,7 +6,7 @@ use chrono::{Duration, Utc};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{TestApp, error_code, rfc3339};
+use crate::helpers::{TestApp, error_code, rfc3339, sleep_past};
 
 fn credits(balance: &serde_json::Value) -> (i64, i64, i64) {
     let c = &balance["credits"];
@@ -213,4 +213,32 @@ async fn a_lost_dispute_keeps_them_taken_and_a_failed_refund_hands_them_back() {
     assert_eq!(credits(&balance), (0, 0, 60), "{balance}");
     app.grant_credits("alice", 61).await;
     assert_eq!(credits(&app.consistent_balance("alice").await), (1, 0, 0));
+}
+
+/// Credits a reservation hands back at its TTL pay what is owed as they would have when it ran
+/// out, however late its expiry is written: here after the grant they came back to expired too.
+#[tokio::test]
+async fn credits_back_from_a_hold_past_its_ttl_pay_what_is_owed_however_late_that_is_written() {
+    let app = TestApp::spawn().await;
+    let purchase = app.fulfilled_purchase("alice", "credits_100").await;
+    let soon = rfc3339(Utc::now() + Duration::milliseconds(3000));
+    app.grant_expiring("alice", 50, &soon).await;
+    // The hold takes the expiring grant (spent first), the usage the purchase; the refund then
+    // leaves all 100 of it owed.
+    let (status, _, held) = app.reserve("alice", 50, "r", Some(1)).await;
+    assert_eq!(status, StatusCode::OK, "{held}");
+    let (status, _, _) = app.usage("alice", 100, "u").await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, events) = app.emulator.refund(&app.charge_of(&purchase), None).unwrap();
+    app.deliver_all(&events).await;
+
+    // Nobody looks at alice until the grant has expired as well.
+    sleep_past(&soon, std::time::Duration::from_millis(400)).await;
+    let held_until = chrono::DateTime::parse_from_rfc3339(held["expiresAt"].as_str().unwrap()).unwrap();
+    let grant_until = chrono::DateTime::parse_from_rfc3339(&soon).unwrap();
+    // The hold ran out while its grant still ran (unless the machine took seconds to get here):
+    // its 50 came back spendable and paid 50 of the 100 owed, and the grant expired empty.
+    let owed = if held_until < grant_until { 50 } else { 100 };
+    let balance = app.consistent_balance("alice").await;
+    assert_eq!(credits(&balance), (0, 0, owed), "{balance}");
 }
