@@ -225,6 +225,12 @@ declare
 begin
     -- A replay needs no lock: the row it names never changes its answer.
     select * into existing from credit_spends s where s.kind = p_kind and s.idempotency_key = p_key;
+    if not found and not exists (select 1 from credit_accounts a where a.user_id = p_user) then
+        -- Never granted anything, so nothing to spend: refused without writing even the lock row
+        -- (a grant committed meanwhile came after this).
+        return query select 'insufficient', null::uuid, p_credits, null::text, null::timestamptz, 0::bigint;
+        return;
+    end if;
     if not found then
         perform credit_lock(p_user);
         perform credit_expire(p_user);
