@@ -313,7 +313,7 @@ async fn any_user_id_a_token_may_carry_is_one_the_api_can_address() {
         "{body}"
     );
     assert_eq!(app.credits(odd).await, 60);
-    app.consistent_balance(&encoded).await;
+    assert_eq!(app.ledger_sum(odd).await, 60);
 }
 
 #[tokio::test]
