@@ -116,15 +116,17 @@ begin
     return account;
 end $$;
 
--- What can be spent now: the unexpired grants' remaining credits.
-create function credit_spendable(p_user text) returns bigint language sql stable as $$
+-- What can be spent at `p_at` (now, unless an expiry is being written late): the remaining
+-- credits of the grants not expired by then.
+create function credit_spendable(p_user text, p_at timestamptz default now()) returns bigint language sql stable as $$
     select coalesce(sum(remaining), 0)::bigint from credit_grants
-    where user_id = p_user and remaining > 0 and (expires_at is null or expires_at > now())
+    where user_id = p_user and remaining > 0 and (expires_at is null or expires_at > p_at)
 $$;
 
--- Takes `p_amount` from the spendable grants, the one expiring first, then the oldest; returns
--- what it took from which. The caller has checked the credits are there.
-create function credit_take(p_user text, p_amount bigint) returns jsonb language plpgsql as $$
+-- Takes `p_amount` from the grants spendable at `p_at`, the one expiring first, then the oldest;
+-- returns what it took from which. The caller has checked the credits are there.
+create function credit_take(p_user text, p_amount bigint, p_at timestamptz default now()) returns jsonb
+language plpgsql as $$
 declare
     g record;
     owed bigint := p_amount;
@@ -132,7 +134,7 @@ declare
     taken jsonb := '[]';
 begin
     for g in select id, remaining from credit_grants
-             where user_id = p_user and remaining > 0 and (expires_at is null or expires_at > now())
+             where user_id = p_user and remaining > 0 and (expires_at is null or expires_at > p_at)
              order by expires_at nulls last, created_at, id
     loop
         exit when owed = 0;
@@ -163,48 +165,64 @@ begin
     end loop;
 end $$;
 
--- Pays what the user owes from what they can spend. Not a ledger row: the balance (the rows' sum)
--- does not change, only which grants it is made of.
-create function credit_cover_overdraft(p_user text) returns void language plpgsql as $$
+-- Pays what the user owes from what they can spend (at `p_at`). Not a ledger row: the balance
+-- (the rows' sum) does not change, only which grants it is made of.
+create function credit_cover_overdraft(p_user text, p_at timestamptz default now()) returns void
+language plpgsql as $$
 declare
     owed bigint;
     cover bigint;
 begin
     select overdrawn into owed from credit_accounts where user_id = p_user;
     if owed > 0 then
-        cover := least(owed, credit_spendable(p_user));
+        cover := least(owed, credit_spendable(p_user, p_at));
         if cover > 0 then
-            perform credit_take(p_user, cover);
+            perform credit_take(p_user, cover, p_at);
             update credit_accounts set overdrawn = overdrawn - cover where user_id = p_user;
         end if;
     end if;
 end $$;
 
--- Everything past its time: held reservations past their TTL release themselves, then grants past
--- their expiry lose what is left of them. Returns how many changed.
-create function credit_expire(p_user text) returns int language plpgsql as $$
+-- The grants past their expiry at `p_at` lose what is left of them, each as an `expiry` row.
+-- Returns how many.
+create function credit_expire_grants(p_user text, p_at timestamptz) returns int language plpgsql as $$
 declare
-    s record;
     g record;
     changed int := 0;
 begin
-    for s in select id, credits, taken from credit_spends
-             where user_id = p_user and status = 'held' and expires_at <= now() order by expires_at, id
-    loop
-        perform credit_give_back(s.taken, s.credits);
-        update credit_spends set status = 'expired', settled_at = now() where id = s.id;
-        insert into credit_ledger (user_id, kind, delta, spend_id) values (p_user, 'reservation_release', s.credits, s.id);
-        changed := changed + 1;
-    end loop;
     for g in select id, remaining from credit_grants
-             where user_id = p_user and remaining > 0 and expires_at <= now()
+             where user_id = p_user and remaining > 0 and expires_at <= p_at
     loop
         update credit_grants set remaining = 0 where id = g.id;
         insert into credit_ledger (user_id, kind, delta, grant_id) values (p_user, 'expiry', -g.remaining, g.id);
         changed := changed + 1;
     end loop;
+    return changed;
+end $$;
+
+-- Everything past its time, written as it would have been at that time, so that a balance does
+-- not depend on when anyone looked: each held reservation past its TTL, in the order they ran out,
+-- after the grants that expired before it; its credits come back (those of a grant gone by then
+-- expire again) and pay what is owed from what could be spent at that moment. Then the grants
+-- expired since. Returns how many changed.
+create function credit_expire(p_user text) returns int language plpgsql as $$
+declare
+    s record;
+    changed int := 0;
+begin
+    for s in select id, credits, taken, expires_at from credit_spends
+             where user_id = p_user and status = 'held' and expires_at <= now() order by expires_at, id
+    loop
+        changed := changed + credit_expire_grants(p_user, s.expires_at);
+        perform credit_give_back(s.taken, s.credits);
+        update credit_spends set status = 'expired', settled_at = now() where id = s.id;
+        insert into credit_ledger (user_id, kind, delta, spend_id) values (p_user, 'reservation_release', s.credits, s.id);
+        perform credit_expire_grants(p_user, s.expires_at);
+        perform credit_cover_overdraft(p_user, s.expires_at);
+        changed := changed + 1;
+    end loop;
+    changed := changed + credit_expire_grants(p_user, now());
     if changed > 0 then
-        perform credit_cover_overdraft(p_user);
         update credit_accounts set version = version + 1, updated_at = now() where user_id = p_user;
     end if;
     return changed;
