@@ -242,3 +242,45 @@ async fn credits_back_from_a_hold_past_its_ttl_pay_what_is_owed_however_late_tha
     let balance = app.consistent_balance("alice").await;
     assert_eq!(credits(&balance), (0, 0, owed), "{balance}");
 }
+
+/// The same, when new credits come while the hold's expiry is still unwritten: they pay only what
+/// the hold's credits did not.
+#[tokio::test]
+async fn a_grant_after_a_hold_ran_out_pays_only_what_the_holds_credits_did_not() {
+    let app = TestApp::spawn().await;
+    let purchase = app.fulfilled_purchase("alice", "credits_100").await;
+    let soon = rfc3339(Utc::now() + Duration::milliseconds(3000));
+    app.grant_expiring("alice", 50, &soon).await;
+    let (status, _, held) = app.reserve("alice", 50, "r", Some(1)).await;
+    assert_eq!(status, StatusCode::OK, "{held}");
+    let (status, _, _) = app.usage("alice", 100, "u").await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, events) = app.emulator.refund(&app.charge_of(&purchase), None).unwrap();
+    app.deliver_all(&events).await;
+
+    // Past the hold's TTL, before its grant expires: 200 new credits, of which 50 pay what the
+    // hold's 50 did not.
+    sleep_past(
+        held["expiresAt"].as_str().unwrap(),
+        std::time::Duration::from_millis(300),
+    )
+    .await;
+    let (status, _, grant) = app
+        .api_post(
+            "/v1/grants",
+            &json!({"userId": "alice", "credits": 200, "idempotencyKey": "g", "reason": "r"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{grant}");
+    sleep_past(&soon, std::time::Duration::from_millis(400)).await;
+    let held_until = chrono::DateTime::parse_from_rfc3339(held["expiresAt"].as_str().unwrap()).unwrap();
+    let grant_until = chrono::DateTime::parse_from_rfc3339(&soon).unwrap();
+    let (left, remaining) = if held_until < grant_until {
+        (150, 150)
+    } else {
+        (100, 100)
+    };
+    assert_eq!(grant["remaining"], remaining, "{grant}");
+    let balance = app.consistent_balance("alice").await;
+    assert_eq!(credits(&balance), (left, 0, 0), "{balance}");
+}
