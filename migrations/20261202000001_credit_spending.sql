@@ -371,6 +371,9 @@ begin
         end if;
     end if;
     perform credit_lock(p_user);
+    -- What fell due is written first, as of when it did: a hold that ran out may pay what is owed
+    -- before these credits do.
+    perform credit_expire(p_user);
     insert into credit_grants as c (user_id, source, order_id, stripe_invoice_id, idempotency_key, request_hash, reason,
                                     granted, remaining, expires_at)
         values (p_user, p_source, p_order, p_invoice, p_key, p_hash, p_reason, p_credits, p_credits, p_expires_at)
