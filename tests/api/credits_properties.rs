@@ -1,8 +1,9 @@
 //! Generated sequences of grants (some expiring within seconds, some later, some never), usages,
 //! reservations (some with a TTL of a second or two), commits, releases, replays, reused keys and
-//! checks over one to three users, each step checked against a small model of the balance: the
-//! answer (200 with what is left, 402 with what is available, 409, 400) and, after every step, the
-//! user's available and reserved credits, their grants in spend order, and the ledger's sum.
+//! checks over one to three users, with now and then a purchase, a refund of part or all of it and
+//! a refund that fails, each step checked against a small model of the balance: the answer (200
+//! with what is left, 402 with what is available, 409, 400) and, after every step, the user's
+//! available, reserved and owed credits, their grants in spend order, and the ledger's sum.
 //!
 //! Expiry depends on the clock: the model knows when each grant and reservation expires, and
 //! where a step ran while something expired (its request sent before, its answer received after)
@@ -17,7 +18,9 @@ use futures::{StreamExt, stream};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, rfc3339};
+use entitle::config::{CheckoutLimits, Rate};
+
+use crate::helpers::{Options, TestApp, rfc3339};
 
 /// SplitMix64, as in `reversal_properties`.
 struct Rng(u64);
@@ -72,13 +75,14 @@ struct Reservation {
     status: Status,
 }
 
-/// One history the service may have had: what each grant has left and where each reservation
-/// stands. Expiry is applied as time passes (`advance`): the service applies it lazily, which
-/// comes to the same when nothing is owed (no clawbacks here).
-#[derive(Clone, Debug, PartialEq, Default)]
+/// One history the service may have had: what each grant has left, where each reservation
+/// stands and what each user owes. Expiry is applied as time passes (`advance`), each thing as of
+/// when it fell due: the service writes it lazily, and must come to the same.
+#[derive(Clone, Debug, PartialEq)]
 struct World {
     grants: Vec<Grant>,
     reservations: Vec<Reservation>,
+    owed: Vec<i64>,
 }
 
 impl World {
@@ -93,22 +97,58 @@ impl World {
         }
     }
 
-    /// Everything due by `now`: held reservations past their TTL go back to their grants, then
-    /// grants past their expiry lose what is left (including what just came back).
-    fn advance(&mut self, now: DateTime<Utc>) {
-        for i in 0..self.reservations.len() {
-            let r = &self.reservations[i];
-            if r.status == Status::Held && r.expires_at <= now {
-                let (taken, credits) = (r.taken.clone(), r.credits);
-                self.give_back(&taken, credits);
-                self.reservations[i].status = Status::Expired;
-            }
+    fn new(users: usize) -> Self {
+        Self {
+            grants: Vec::new(),
+            reservations: Vec::new(),
+            owed: vec![0; users],
         }
+    }
+
+    fn expire_grants(&mut self, at: DateTime<Utc>) {
         for grant in &mut self.grants {
-            if grant.expires_at.is_some_and(|at| at <= now) {
+            if grant.expires_at.is_some_and(|expires| expires <= at) {
                 grant.remaining = 0;
             }
         }
+    }
+
+    /// Everything due by `now`, in the order it fell due: each held reservation past its TTL
+    /// after the grants that expired before it; its credits go back to their grants (those gone
+    /// by then expire again) and pay what is owed from what could be spent at that moment. Then
+    /// the grants expired since.
+    fn advance(&mut self, now: DateTime<Utc>) {
+        let mut due: Vec<usize> = (0..self.reservations.len())
+            .filter(|&i| self.reservations[i].status == Status::Held && self.reservations[i].expires_at <= now)
+            .collect();
+        due.sort_by(|&a, &b| {
+            let (a, b) = (&self.reservations[a], &self.reservations[b]);
+            (a.expires_at, &a.id).cmp(&(b.expires_at, &b.id))
+        });
+        for i in due {
+            let r = self.reservations[i].clone();
+            self.expire_grants(r.expires_at);
+            self.give_back(&r.taken, r.credits);
+            self.reservations[i].status = Status::Expired;
+            self.expire_grants(r.expires_at);
+            self.cover(r.user, r.expires_at);
+        }
+        self.expire_grants(now);
+    }
+
+    /// Pays what `user` owes from what they could spend at `at`.
+    fn cover(&mut self, user: usize, at: DateTime<Utc>) {
+        let cover = self.owed[user].min(self.spendable(user, at));
+        self.take(user, cover, at);
+        self.owed[user] -= cover;
+    }
+
+    fn spendable(&self, user: usize, at: DateTime<Utc>) -> i64 {
+        self.grants
+            .iter()
+            .filter(|g| g.user == user && g.expires_at.is_none_or(|expires| expires > at))
+            .map(|g| g.remaining)
+            .sum()
     }
 
     /// What `user` can spend (after `advance`).
@@ -124,18 +164,21 @@ impl World {
             .sum()
     }
 
-    /// The grants with something left, in spend order: expiring first, then the oldest.
-    fn spend_order(&self, user: usize) -> Vec<usize> {
+    /// The grants with something left at `at`, in spend order: expiring first, then the oldest.
+    fn spend_order(&self, user: usize, at: DateTime<Utc>) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.grants.len())
-            .filter(|&i| self.grants[i].user == user && self.grants[i].remaining > 0)
+            .filter(|&i| {
+                let g = &self.grants[i];
+                g.user == user && g.remaining > 0 && g.expires_at.is_none_or(|expires| expires > at)
+            })
             .collect();
         order.sort_by_key(|&i| (self.grants[i].expires_at.is_none(), self.grants[i].expires_at, i));
         order
     }
 
-    fn take(&mut self, user: usize, mut amount: i64) -> Vec<(usize, i64)> {
+    fn take(&mut self, user: usize, mut amount: i64, at: DateTime<Utc>) -> Vec<(usize, i64)> {
         let mut taken = Vec::new();
-        for i in self.spend_order(user) {
+        for i in self.spend_order(user, at) {
             if amount == 0 {
                 break;
             }
@@ -197,14 +240,48 @@ impl World {
                     remaining: *credits,
                     expires_at: *expires_at,
                 });
-                Expect::Done(json!({"granted": credits, "remaining": credits}))
+                // New credits pay what is owed first.
+                self.cover(*user, now);
+                let remaining = self.grants.last().unwrap().remaining;
+                Expect::Done(json!({"granted": credits, "remaining": remaining}))
+            }
+            Step::Purchase { user } => {
+                self.grants.push(Grant {
+                    id: answer["grantId"].as_str().unwrap_or_default().to_owned(),
+                    user: *user,
+                    remaining: 100,
+                    expires_at: None,
+                });
+                self.cover(*user, now);
+                Expect::Done(json!({}))
+            }
+            Step::Refund { user, grant, delta, .. } => {
+                // Taken back: what is left of the purchase first, then the user's other credits,
+                // and owed beyond that. Handed back: to the purchase, paying what is owed first.
+                let grant = self
+                    .grants
+                    .iter()
+                    .position(|g| &g.id == grant)
+                    .expect("a known purchase");
+                if *delta < 0 {
+                    let own = self.grants[grant].remaining.min(-delta);
+                    self.grants[grant].remaining -= own;
+                    let rest = -delta - own;
+                    let other = rest.min(self.spendable(*user, now));
+                    self.take(*user, other, now);
+                    self.owed[*user] += rest - other;
+                } else {
+                    self.grants[grant].remaining += delta;
+                    self.cover(*user, now);
+                }
+                Expect::Done(json!({}))
             }
             Step::Usage { user, credits, .. } | Step::Reserve { user, credits, .. } => {
                 let available = self.available(*user);
                 if available < *credits {
                     return Expect::Insufficient(available);
                 }
-                let taken = self.take(*user, *credits);
+                let taken = self.take(*user, *credits, now);
                 if let Step::Reserve { .. } = step {
                     let expires_at = answer["expiresAt"]
                         .as_str()
@@ -234,8 +311,10 @@ impl World {
                         }
                         self.give_back(&r.taken, r.credits - spend);
                         self.reservation(id).status = Status::Committed(spend);
-                        // What went back to a grant expired meanwhile expires.
+                        // What went back to a grant expired meanwhile expires; the rest pays
+                        // what is owed.
                         self.advance(now);
+                        self.cover(r.user, now);
                         Expect::Done(json!({"status": "committed", "spent": spend, "credits": r.credits}))
                     }
                     Status::Committed(spent) if credits.is_none_or(|c| c == spent) => {
@@ -253,6 +332,7 @@ impl World {
                         self.give_back(&r.taken, r.credits);
                         self.reservation(id).status = Status::Released;
                         self.advance(now);
+                        self.cover(r.user, now);
                         Expect::Done(json!({"status": "released", "spent": 0, "expired": false}))
                     }
                     Status::Released => Expect::Done(json!({"status": "released", "spent": 0, "expired": false})),
@@ -312,6 +392,52 @@ enum Step {
     },
     /// Sleeps until the next thing falls due.
     Wait,
+    /// `credits_100` bought and fulfilled: a purchase grant of 100 that never expires.
+    Purchase {
+        user: usize,
+    },
+    /// A refund of the purchase's charge (`cents`, or all that is left), or a refund of it that
+    /// fails (`undo`); `delta` is what that does to the purchase's credits.
+    Refund {
+        user: usize,
+        purchase: usize,
+        grant: String,
+        cents: Option<i64>,
+        undo: Option<String>,
+        delta: i64,
+    },
+}
+
+/// A purchase as Stripe and the service know it, whatever the history.
+struct Bought {
+    user: usize,
+    grant: String,
+    charge: String,
+    refunded: i64,
+    /// Refunds that stand: (id, cents).
+    refunds: Vec<(String, i64)>,
+}
+
+const PRICE: i64 = 500;
+
+/// The credits a purchase of 100 gives back for `refunded` cents: the share, rounded down.
+fn taken_for(refunded: i64) -> i64 {
+    100 * refunded / PRICE
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Grant,
+    /// A commit or a release.
+    Settle,
+    Reserve,
+    /// A usage's request again, or its key with another.
+    Again,
+    Check,
+    Purchase,
+    Refund,
+    Wait,
+    Usage,
 }
 
 /// What the service should answer.
@@ -348,6 +474,8 @@ impl Expect {
 struct Sequence<'a> {
     app: &'a TestApp,
     seed: u64,
+    /// Which weights the steps are drawn with.
+    profile: usize,
     users: Vec<String>,
     /// Every history the answers so far allow (almost always one).
     worlds: Vec<World>,
@@ -355,6 +483,7 @@ struct Sequence<'a> {
     reservations: Vec<String>,
     /// Usages made: their request and first answer.
     usages: Vec<(Value, Value)>,
+    purchases: Vec<Bought>,
     log: Vec<String>,
 }
 
@@ -373,9 +502,41 @@ impl Sequence<'_> {
     fn generate(&self, rng: &mut Rng, n: usize) -> Step {
         let user = rng.below(self.users.len());
         let key = format!("p{}-s{n}", self.seed);
-        let roll = rng.below(100);
-        match roll {
-            0..=19 => {
+        // Weights by profile: 0 leans on expiry, 1 on purchases and refunds, 2 is in between.
+        let weights: [(Kind, [usize; 3]); 9] = [
+            (Kind::Grant, [20, 10, 15]),
+            (Kind::Settle, [15, 18, 15]),
+            (Kind::Reserve, [15, 18, 15]),
+            (Kind::Again, [8, 5, 6]),
+            (Kind::Check, [5, 3, 4]),
+            (Kind::Purchase, [2, 10, 5]),
+            (Kind::Refund, [3, 14, 7]),
+            (Kind::Wait, [10, 4, 8]),
+            (Kind::Usage, [22, 18, 25]),
+        ];
+        let possible: Vec<(Kind, usize)> = weights
+            .into_iter()
+            .map(|(kind, w)| (kind, w[self.profile]))
+            .filter(|(kind, _)| match kind {
+                Kind::Settle => !self.reservations.is_empty(),
+                Kind::Again => !self.usages.is_empty(),
+                Kind::Purchase => self.purchases.len() < 4,
+                Kind::Refund => !self.purchases.is_empty(),
+                _ => true,
+            })
+            .collect();
+        let mut roll = rng.below(possible.iter().map(|(_, w)| w).sum());
+        let kind = possible
+            .iter()
+            .find(|(_, w)| {
+                let here = roll < *w;
+                roll = roll.saturating_sub(*w);
+                here
+            })
+            .unwrap()
+            .0;
+        match kind {
+            Kind::Grant => {
                 let expires_at = match rng.below(10) {
                     0..=2 => None,
                     3..=5 => Some(Utc::now() + Duration::minutes(rng.between(1, 1000))),
@@ -390,9 +551,9 @@ impl Sequence<'_> {
                     key,
                 }
             }
-            20..=34 if !self.reservations.is_empty() => {
+            Kind::Settle => {
                 let id = self.reservations[rng.below(self.reservations.len())].clone();
-                if roll < 26 {
+                if rng.chance(40) {
                     Step::Release { id }
                 } else {
                     let held = self.worlds[0]
@@ -408,15 +569,15 @@ impl Sequence<'_> {
                     Step::Commit { id, credits }
                 }
             }
-            35..=49 => Step::Reserve {
+            Kind::Reserve => Step::Reserve {
                 user,
                 credits: rng.between(1, 30),
                 ttl: if rng.chance(50) { Some(rng.between(1, 2)) } else { None },
                 key,
             },
-            50..=57 if !self.usages.is_empty() => {
+            Kind::Again => {
                 let (body, first) = self.usages[rng.below(self.usages.len())].clone();
-                if roll < 55 {
+                if rng.chance(60) {
                     Step::Replay { body, first }
                 } else {
                     let mut body = body;
@@ -424,12 +585,44 @@ impl Sequence<'_> {
                     Step::Reuse { body }
                 }
             }
-            58..=62 => Step::Check {
+            Kind::Check => Step::Check {
                 user,
                 credits: rng.between(0, 60),
             },
-            63..=74 => Step::Wait,
-            _ => Step::Usage {
+            Kind::Purchase => Step::Purchase { user },
+            Kind::Refund => {
+                let purchase = rng.below(self.purchases.len());
+                let bought = &self.purchases[purchase];
+                let taken = taken_for(bought.refunded);
+                if !bought.refunds.is_empty() && (bought.refunded == PRICE || rng.chance(30)) {
+                    let (id, cents) = bought.refunds[rng.below(bought.refunds.len())].clone();
+                    Step::Refund {
+                        user: bought.user,
+                        purchase,
+                        grant: bought.grant.clone(),
+                        cents: Some(cents),
+                        undo: Some(id),
+                        delta: taken - taken_for(bought.refunded - cents),
+                    }
+                } else {
+                    let left = PRICE - bought.refunded;
+                    let cents = if rng.chance(50) {
+                        None
+                    } else {
+                        Some(rng.between(1, left))
+                    };
+                    Step::Refund {
+                        user: bought.user,
+                        purchase,
+                        grant: bought.grant.clone(),
+                        cents,
+                        undo: None,
+                        delta: -(taken_for(bought.refunded + cents.unwrap_or(left)) - taken),
+                    }
+                }
+            }
+            Kind::Wait => Step::Wait,
+            Kind::Usage => Step::Usage {
                 user,
                 credits: rng.between(1, 30),
                 key,
@@ -471,6 +664,26 @@ impl Sequence<'_> {
             Step::Check { user, credits } => {
                 app.api_post("/v1/check", &json!({"userId": self.users[*user], "credits": credits}))
                     .await
+            }
+            Step::Purchase { user } => {
+                let purchase = app.fulfilled_purchase(&self.users[*user], "credits_100").await;
+                let grant: String = sqlx::query_scalar("select id::text from credit_grants where order_id = $1")
+                    .bind(purchase.order_id)
+                    .fetch_one(&app.db)
+                    .await
+                    .unwrap();
+                let charge = app.charge_of(&purchase);
+                (StatusCode::OK, false, json!({"grantId": grant, "charge": charge}))
+            }
+            Step::Refund {
+                purchase, cents, undo, ..
+            } => {
+                let (refund, events) = match undo {
+                    Some(id) => (id.clone(), app.emulator.undo_refund(id, "failed").unwrap()),
+                    None => app.emulator.refund(&self.purchases[*purchase].charge, *cents).unwrap(),
+                };
+                app.deliver_all(&events).await;
+                (StatusCode::OK, false, json!({"refundId": refund}))
             }
             Step::Wait => unreachable!(),
         }
@@ -528,6 +741,31 @@ impl Sequence<'_> {
                     json!({"userId": self.users[*user], "credits": credits, "idempotencyKey": key}),
                     answer,
                 )),
+                Step::Purchase { user } => self.purchases.push(Bought {
+                    user: *user,
+                    grant: answer["grantId"].as_str().unwrap().to_owned(),
+                    charge: answer["charge"].as_str().unwrap().to_owned(),
+                    refunded: 0,
+                    refunds: Vec::new(),
+                }),
+                Step::Refund {
+                    purchase, cents, undo, ..
+                } => {
+                    let bought = &mut self.purchases[*purchase];
+                    match undo {
+                        Some(id) => {
+                            bought.refunded -= cents.unwrap();
+                            bought.refunds.retain(|(refund, _)| refund != id);
+                        }
+                        None => {
+                            let cents = cents.unwrap_or(PRICE - bought.refunded);
+                            bought.refunded += cents;
+                            bought
+                                .refunds
+                                .push((answer["refundId"].as_str().unwrap().to_owned(), cents));
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -560,10 +798,9 @@ impl Sequence<'_> {
                     credits["available"].as_i64().unwrap(),
                     credits["overdrawn"].as_i64().unwrap(),
                 );
-                assert_eq!(
-                    overdrawn,
-                    0,
-                    "overdrawn with no clawback: {balance}\n{}",
+                assert!(
+                    available == 0 || overdrawn == 0,
+                    "credits available while some are owed: {balance}\n{}",
                     self.context()
                 );
                 assert_eq!(
@@ -577,7 +814,7 @@ impl Sequence<'_> {
             let agrees = |world: &World| {
                 seen.iter().all(|(user, balance, _)| {
                     let grants: Vec<(String, i64)> = world
-                        .spend_order(*user)
+                        .spend_order(*user, started)
                         .into_iter()
                         .map(|i| (world.grants[i].id.clone(), world.grants[i].remaining))
                         .collect();
@@ -589,26 +826,27 @@ impl Sequence<'_> {
                         .collect();
                     balance["credits"]["available"] == world.available(*user)
                         && balance["credits"]["reserved"] == world.reserved(*user)
+                        && balance["credits"]["overdrawn"] == world.owed[*user]
                         && grants == listed
                 })
             };
             let before = self.worlds.clone();
             self.worlds.retain(agrees);
             if self.worlds.is_empty() {
-                let expected: Vec<(i64, i64)> = users
+                let expected: Vec<(i64, i64, i64)> = users
                     .iter()
-                    .map(|&u| (before[0].available(u), before[0].reserved(u)))
+                    .map(|&u| (before[0].available(u), before[0].reserved(u), before[0].owed[u]))
                     .collect();
                 let balances: Vec<&Value> = seen.iter().map(|(_, b, _)| b).collect();
                 panic!(
-                    "the balances fit no history of the model: (available, reserved) expected {expected:?}, read {balances:?}\n{}",
+                    "the balances fit no history of the model: (available, reserved, overdrawn) expected {expected:?}, read {balances:?}\n{}",
                     self.context()
                 );
             }
             self.log.push(format!(
                 "  balances {:?}",
                 seen.iter()
-                    .map(|(u, b, _)| (*u, b["credits"]["available"].clone(), b["credits"]["reserved"].clone()))
+                    .map(|(u, b, _)| (*u, b["credits"].clone()))
                     .collect::<Vec<_>>()
             ));
             return;
@@ -618,14 +856,18 @@ impl Sequence<'_> {
 
 async fn run_sequence(app: &TestApp, seed: u64, steps: usize) {
     let mut rng = Rng(seed);
-    let users = (0..1 + rng.below(3)).map(|k| format!("p{seed}-u{k}")).collect();
+    let n_users = 1 + rng.below(3);
+    let profile = rng.below(3);
+    let users: Vec<String> = (0..n_users).map(|k| format!("p{seed}-u{k}")).collect();
     let mut sequence = Sequence {
         app,
         seed,
+        profile,
         users,
-        worlds: vec![World::default()],
+        worlds: vec![World::new(n_users)],
         reservations: Vec::new(),
         usages: Vec::new(),
+        purchases: Vec::new(),
         log: Vec::new(),
     };
     let everyone: Vec<usize> = (0..sequence.users.len()).collect();
@@ -635,7 +877,9 @@ async fn run_sequence(app: &TestApp, seed: u64, steps: usize) {
             Step::Grant { user, .. }
             | Step::Usage { user, .. }
             | Step::Reserve { user, .. }
-            | Step::Check { user, .. } => Some(*user),
+            | Step::Check { user, .. }
+            | Step::Purchase { user }
+            | Step::Refund { user, .. } => Some(*user),
             _ => None,
         };
         sequence.step(step).await;
@@ -661,7 +905,18 @@ async fn generated_sequences_of_grants_spends_and_reservations_keep_to_the_model
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
     println!("credit sequences: CREDITS_SEED={base_seed} CREDITS_SEQUENCES={sequences} CREDITS_STEPS={steps}");
-    let app = TestApp::spawn().await;
+    // Purchases by the dozen in seconds: the checkout rate limit is not what is tested here.
+    let app = TestApp::spawn_with(Options {
+        checkout_limits: CheckoutLimits {
+            per_user_per_minute: 1000,
+            sessions: Rate {
+                per_second: 100_000.0,
+                burst: 100_000,
+            },
+        },
+        ..Options::default()
+    })
+    .await;
     stream::iter((0..sequences as u64).map(|i| base_seed.wrapping_add(i)))
         .for_each_concurrent(10, |seed| run_sequence(&app, seed, steps))
         .await;
