@@ -5,8 +5,8 @@
 //!
 //! A request's idempotency key names it for as long as what it made exists: the same key with
 //! the same request answers the same again (a replay: the first answer, whatever happened since),
-//! with another request `409`. "The same
-//! request" is the SHA-256 of its fields in a canonical JSON form.
+//! with another request `409`. "The same request" is the SHA-256 of its fields in a canonical JSON
+//! form.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};

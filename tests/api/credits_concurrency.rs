@@ -59,7 +59,7 @@ async fn hundreds_of_simultaneous_debits_never_spend_more_than_the_balance() {
     assert!(total <= BALANCE, "spent {total} of {BALANCE}");
     // The debits ran one after the other: ordered by what each left, each left what the one
     // before it left less its own credits.
-    spent.sort_by(|a, b| b.0.cmp(&a.0));
+    spent.sort_by_key(|s| std::cmp::Reverse(s.0));
     let mut left = BALANCE;
     for (available, credits) in &spent {
         left -= credits;
@@ -83,7 +83,7 @@ async fn the_same_key_sent_many_times_at_once_makes_one_grant_and_one_usage() {
     let app = &TestApp::spawn().await;
     // A user nobody has seen: their account row is made by whichever request comes first.
     let grant = json!({"userId": "fresh", "credits": 100, "idempotencyKey": "once", "reason": "r"});
-    let answers = join_all((0..60).map(|_| until_answered(&app, "/v1/grants", &grant))).await;
+    let answers = join_all((0..60).map(|_| until_answered(app, "/v1/grants", &grant))).await;
     let first: Vec<&Value> = answers
         .iter()
         .filter(|(_, replayed, _)| !replayed)
@@ -104,7 +104,7 @@ async fn the_same_key_sent_many_times_at_once_makes_one_grant_and_one_usage() {
     assert_eq!(app.consistent_balance("newcomer").await["credits"]["available"], 60);
 
     let usage = json!({"userId": "fresh", "credits": 30, "idempotencyKey": "job"});
-    let answers = join_all((0..60).map(|_| until_answered(&app, "/v1/usage", &usage))).await;
+    let answers = join_all((0..60).map(|_| until_answered(app, "/v1/usage", &usage))).await;
     let first: Vec<&Value> = answers
         .iter()
         .filter(|(_, replayed, _)| !replayed)
