@@ -6,7 +6,7 @@ use chrono::{Duration, Utc};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{TestApp, error_code, rfc3339, sleep_past};
+use crate::helpers::{TestApp, error_code, rfc3339, sleep_past, with_time_to_spare};
 
 fn credits(balance: &serde_json::Value) -> (i64, i64, i64) {
     let c = &balance["credits"];
@@ -219,68 +219,76 @@ async fn a_lost_dispute_keeps_them_taken_and_a_failed_refund_hands_them_back() {
 /// out, however late its expiry is written: here after the grant they came back to expired too.
 #[tokio::test]
 async fn credits_back_from_a_hold_past_its_ttl_pay_what_is_owed_however_late_that_is_written() {
-    let app = TestApp::spawn().await;
-    let purchase = app.fulfilled_purchase("alice", "credits_100").await;
-    let soon = rfc3339(Utc::now() + Duration::milliseconds(3000));
-    app.grant_expiring("alice", 50, &soon).await;
-    // The hold takes the expiring grant (spent first), the usage the purchase; the refund then
-    // leaves all 100 of it owed.
-    let (status, _, held) = app.reserve("alice", 50, "r", Some(1)).await;
-    assert_eq!(status, StatusCode::OK, "{held}");
-    let (status, _, _) = app.usage("alice", 100, "u").await;
-    assert_eq!(status, StatusCode::OK);
-    let (_, events) = app.emulator.refund(&app.charge_of(&purchase), None).unwrap();
-    app.deliver_all(&events).await;
+    let app = &TestApp::spawn().await;
+    with_time_to_spare(Duration::milliseconds(3000), |n, span| async move {
+        let user = format!("alice-{n}");
+        let purchase = app.fulfilled_purchase(&user, "credits_100").await;
+        let until = Utc::now() + span;
+        let soon = rfc3339(until);
+        app.grant_expiring(&user, 50, &soon).await;
+        // The hold takes the expiring grant (spent first), the usage the purchase; the refund then
+        // leaves all 100 of it owed.
+        let (status, _, held) = app.reserve(&user, 50, &format!("r-{n}"), Some(1)).await;
+        if Utc::now() >= until {
+            return false;
+        }
+        assert_eq!(status, StatusCode::OK, "{held}");
+        let (status, _, _) = app.usage(&user, 100, &format!("u-{n}")).await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, events) = app.emulator.refund(&app.charge_of(&purchase), None).unwrap();
+        app.deliver_all(&events).await;
 
-    // Nobody looks at alice until the grant has expired as well.
-    sleep_past(&soon, std::time::Duration::from_millis(400)).await;
-    let held_until = chrono::DateTime::parse_from_rfc3339(held["expiresAt"].as_str().unwrap()).unwrap();
-    let grant_until = chrono::DateTime::parse_from_rfc3339(&soon).unwrap();
-    // The hold ran out while its grant still ran (unless the machine took seconds to get here):
-    // its 50 came back spendable and paid 50 of the 100 owed, and the grant expired empty.
-    let owed = if held_until < grant_until { 50 } else { 100 };
-    let balance = app.consistent_balance("alice").await;
-    assert_eq!(credits(&balance), (0, 0, owed), "{balance}");
+        // Nobody looks at the user until the grant has expired as well.
+        sleep_past(&soon, std::time::Duration::from_millis(400)).await;
+        let held_until = chrono::DateTime::parse_from_rfc3339(held["expiresAt"].as_str().unwrap()).unwrap();
+        // The hold ran out while its grant still ran (unless the machine took seconds to get here):
+        // its 50 came back spendable and paid 50 of the 100 owed, and the grant expired empty.
+        let owed = if held_until < until { 50 } else { 100 };
+        let balance = app.consistent_balance(&user).await;
+        assert_eq!(credits(&balance), (0, 0, owed), "{balance}");
+        true
+    })
+    .await;
 }
 
 /// The same, when new credits come while the hold's expiry is still unwritten: they pay only what
 /// the hold's credits did not.
 #[tokio::test]
 async fn a_grant_after_a_hold_ran_out_pays_only_what_the_holds_credits_did_not() {
-    let app = TestApp::spawn().await;
-    let purchase = app.fulfilled_purchase("alice", "credits_100").await;
-    let soon = rfc3339(Utc::now() + Duration::milliseconds(3000));
-    app.grant_expiring("alice", 50, &soon).await;
-    let (status, _, held) = app.reserve("alice", 50, "r", Some(1)).await;
-    assert_eq!(status, StatusCode::OK, "{held}");
-    let (status, _, _) = app.usage("alice", 100, "u").await;
-    assert_eq!(status, StatusCode::OK);
-    let (_, events) = app.emulator.refund(&app.charge_of(&purchase), None).unwrap();
-    app.deliver_all(&events).await;
+    let app = &TestApp::spawn().await;
+    with_time_to_spare(Duration::milliseconds(3000), |n, span| async move {
+        let user = format!("alice-{n}");
+        let purchase = app.fulfilled_purchase(&user, "credits_100").await;
+        let until = Utc::now() + span;
+        let soon = rfc3339(until);
+        app.grant_expiring(&user, 50, &soon).await;
+        let (status, _, held) = app.reserve(&user, 50, &format!("r-{n}"), Some(1)).await;
+        if Utc::now() >= until {
+            return false;
+        }
+        assert_eq!(status, StatusCode::OK, "{held}");
+        let (status, _, _) = app.usage(&user, 100, &format!("u-{n}")).await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, events) = app.emulator.refund(&app.charge_of(&purchase), None).unwrap();
+        app.deliver_all(&events).await;
 
-    // Past the hold's TTL, before its grant expires: 200 new credits, of which 50 pay what the
-    // hold's 50 did not.
-    sleep_past(
-        held["expiresAt"].as_str().unwrap(),
-        std::time::Duration::from_millis(300),
-    )
-    .await;
-    let (status, _, grant) = app
-        .api_post(
-            "/v1/grants",
-            &json!({"userId": "alice", "credits": 200, "idempotencyKey": "g", "reason": "r"}),
+        // Past the hold's TTL, before its grant expires: 200 new credits, of which 50 pay what
+        // the hold's 50 did not.
+        sleep_past(
+            held["expiresAt"].as_str().unwrap(),
+            std::time::Duration::from_millis(300),
         )
         .await;
-    assert_eq!(status, StatusCode::OK, "{grant}");
-    sleep_past(&soon, std::time::Duration::from_millis(400)).await;
-    let held_until = chrono::DateTime::parse_from_rfc3339(held["expiresAt"].as_str().unwrap()).unwrap();
-    let grant_until = chrono::DateTime::parse_from_rfc3339(&soon).unwrap();
-    let (left, remaining) = if held_until < grant_until {
-        (150, 150)
-    } else {
-        (100, 100)
-    };
-    assert_eq!(grant["remaining"], remaining, "{grant}");
-    let balance = app.consistent_balance("alice").await;
-    assert_eq!(credits(&balance), (left, 0, 0), "{balance}");
+        let grant = json!({"userId": user, "credits": 200, "idempotencyKey": format!("g-{n}"), "reason": "r"});
+        let (status, _, grant) = app.api_post("/v1/grants", &grant).await;
+        assert_eq!(status, StatusCode::OK, "{grant}");
+        sleep_past(&soon, std::time::Duration::from_millis(400)).await;
+        let held_until = chrono::DateTime::parse_from_rfc3339(held["expiresAt"].as_str().unwrap()).unwrap();
+        let left = if held_until < until { 150 } else { 100 };
+        assert_eq!(grant["remaining"], left, "{grant}");
+        let balance = app.consistent_balance(&user).await;
+        assert_eq!(credits(&balance), (left, 0, 0), "{balance}");
+        true
+    })
+    .await;
 }

@@ -645,3 +645,22 @@ impl TestApp {
         }
     }
 }
+
+/// Runs a scenario whose setup must be done before something it sets to expire does: `attempt`
+/// gets the attempt's number (to name fresh users and keys by) and how far ahead to set its
+/// expiries, and answers `false` when its setup outlived them. It is then run again with twice
+/// the time, so that a slow machine makes the test slower, never wrong.
+pub async fn with_time_to_spare<F, Fut>(first: chrono::Duration, mut attempt: F)
+where
+    F: FnMut(u32, chrono::Duration) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut span = first;
+    for n in 0..6 {
+        if attempt(n, span).await {
+            return;
+        }
+        span = span * 2;
+    }
+    panic!("six attempts and the setup never beat its own expiries");
+}
