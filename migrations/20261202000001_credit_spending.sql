@@ -33,6 +33,9 @@ create table credit_grants (
     granted           bigint not null check (granted > 0),
     remaining         bigint not null check (remaining >= 0),
     expires_at        timestamptz,
+    -- What was left of it once made (less than granted when it paid what the user owed): what a
+    -- replay of a manual grant answers, as the first answer did.
+    first_remaining   bigint,
     created_at        timestamptz not null default now(),
     -- A purchase names its order; a period names its invoice and the order its subscription
     -- belongs to, which a refund of that invoice's payment finds it by.
@@ -61,6 +64,8 @@ create table credit_spends (
     spent           bigint not null default 0 check (spent >= 0 and spent <= credits),
     status          text not null check (status in ('spent', 'held', 'committed', 'released', 'expired')),
     expires_at      timestamptz,
+    -- What the user could spend right after it: part of its answer, which a replay repeats.
+    available_after bigint not null check (available_after >= 0),
     -- Which grants the credits came from, in spend order: [{"grant": id, "credits": n}].
     taken           jsonb not null default '[]',
     description     text,
@@ -80,8 +85,11 @@ alter table credit_ledger add constraint credit_ledger_kind_check check (kind in
     'purchase', 'period', 'manual_grant', 'usage', 'reservation', 'reservation_release', 'expiry',
     'refund', 'refund_reversal', 'dispute', 'dispute_reversal'
 ));
+-- A grant is granted once. It may expire more than once: credits a reservation held from it come
+-- back after it expired (committed in part, released, or past the reservation's TTL) and expire
+-- then, each time as one more `expiry` row.
 create unique index credit_ledger_one_row_per_grant on credit_ledger (grant_id, kind)
-    where kind in ('period', 'manual_grant', 'expiry');
+    where kind in ('period', 'manual_grant');
 create unique index credit_ledger_one_row_per_spend on credit_ledger (spend_id, kind) where spend_id is not null;
 -- The latest rows of a user, for `entitle user`; the balance itself is read from the grants.
 create index credit_ledger_user_latest on credit_ledger (user_id, id desc);
@@ -111,15 +119,17 @@ begin
     return account;
 end $$;
 
--- What can be spent now: the unexpired grants' remaining credits.
-create function credit_spendable(p_user text) returns bigint language sql stable as $$
+-- What can be spent at `p_at` (now, unless an expiry is being written late): the remaining
+-- credits of the grants not expired by then.
+create function credit_spendable(p_user text, p_at timestamptz default now()) returns bigint language sql stable as $$
     select coalesce(sum(remaining), 0)::bigint from credit_grants
-    where user_id = p_user and remaining > 0 and (expires_at is null or expires_at > now())
+    where user_id = p_user and remaining > 0 and (expires_at is null or expires_at > p_at)
 $$;
 
--- Takes `p_amount` from the spendable grants, the one expiring first, then the oldest; returns
--- what it took from which. The caller has checked the credits are there.
-create function credit_take(p_user text, p_amount bigint) returns jsonb language plpgsql as $$
+-- Takes `p_amount` from the grants spendable at `p_at`, the one expiring first, then the oldest;
+-- returns what it took from which. The caller has checked the credits are there.
+create function credit_take(p_user text, p_amount bigint, p_at timestamptz default now()) returns jsonb
+language plpgsql as $$
 declare
     g record;
     owed bigint := p_amount;
@@ -127,7 +137,7 @@ declare
     taken jsonb := '[]';
 begin
     for g in select id, remaining from credit_grants
-             where user_id = p_user and remaining > 0 and (expires_at is null or expires_at > now())
+             where user_id = p_user and remaining > 0 and (expires_at is null or expires_at > p_at)
              order by expires_at nulls last, created_at, id
     loop
         exit when owed = 0;
@@ -158,48 +168,64 @@ begin
     end loop;
 end $$;
 
--- Pays what the user owes from what they can spend. Not a ledger row: the balance (the rows' sum)
--- does not change, only which grants it is made of.
-create function credit_cover_overdraft(p_user text) returns void language plpgsql as $$
+-- Pays what the user owes from what they can spend (at `p_at`). Not a ledger row: the balance
+-- (the rows' sum) does not change, only which grants it is made of.
+create function credit_cover_overdraft(p_user text, p_at timestamptz default now()) returns void
+language plpgsql as $$
 declare
     owed bigint;
     cover bigint;
 begin
     select overdrawn into owed from credit_accounts where user_id = p_user;
     if owed > 0 then
-        cover := least(owed, credit_spendable(p_user));
+        cover := least(owed, credit_spendable(p_user, p_at));
         if cover > 0 then
-            perform credit_take(p_user, cover);
+            perform credit_take(p_user, cover, p_at);
             update credit_accounts set overdrawn = overdrawn - cover where user_id = p_user;
         end if;
     end if;
 end $$;
 
--- Everything past its time: held reservations past their TTL release themselves, then grants past
--- their expiry lose what is left of them. Returns how many changed.
-create function credit_expire(p_user text) returns int language plpgsql as $$
+-- The grants past their expiry at `p_at` lose what is left of them, each as an `expiry` row.
+-- Returns how many.
+create function credit_expire_grants(p_user text, p_at timestamptz) returns int language plpgsql as $$
 declare
-    s record;
     g record;
     changed int := 0;
 begin
-    for s in select id, credits, taken from credit_spends
-             where user_id = p_user and status = 'held' and expires_at <= now() order by expires_at, id
-    loop
-        perform credit_give_back(s.taken, s.credits);
-        update credit_spends set status = 'expired', settled_at = now() where id = s.id;
-        insert into credit_ledger (user_id, kind, delta, spend_id) values (p_user, 'reservation_release', s.credits, s.id);
-        changed := changed + 1;
-    end loop;
     for g in select id, remaining from credit_grants
-             where user_id = p_user and remaining > 0 and expires_at <= now()
+             where user_id = p_user and remaining > 0 and expires_at <= p_at
     loop
         update credit_grants set remaining = 0 where id = g.id;
         insert into credit_ledger (user_id, kind, delta, grant_id) values (p_user, 'expiry', -g.remaining, g.id);
         changed := changed + 1;
     end loop;
+    return changed;
+end $$;
+
+-- Everything past its time, written as it would have been at that time, so that a balance does
+-- not depend on when anyone looked: each held reservation past its TTL, in the order they ran out,
+-- after the grants that expired before it; its credits come back (those of a grant gone by then
+-- expire again) and pay what is owed from what could be spent at that moment. Then the grants
+-- expired since. Returns how many changed.
+create function credit_expire(p_user text) returns int language plpgsql as $$
+declare
+    s record;
+    changed int := 0;
+begin
+    for s in select id, credits, taken, expires_at from credit_spends
+             where user_id = p_user and status = 'held' and expires_at <= now() order by expires_at, id
+    loop
+        changed := changed + credit_expire_grants(p_user, s.expires_at);
+        perform credit_give_back(s.taken, s.credits);
+        update credit_spends set status = 'expired', settled_at = now() where id = s.id;
+        insert into credit_ledger (user_id, kind, delta, spend_id) values (p_user, 'reservation_release', s.credits, s.id);
+        perform credit_expire_grants(p_user, s.expires_at);
+        perform credit_cover_overdraft(p_user, s.expires_at);
+        changed := changed + 1;
+    end loop;
+    changed := changed + credit_expire_grants(p_user, now());
     if changed > 0 then
-        perform credit_cover_overdraft(p_user);
         update credit_accounts set version = version + 1, updated_at = now() where user_id = p_user;
     end if;
     return changed;
@@ -220,6 +246,12 @@ declare
 begin
     -- A replay needs no lock: the row it names never changes its answer.
     select * into existing from credit_spends s where s.kind = p_kind and s.idempotency_key = p_key;
+    if not found and not exists (select 1 from credit_accounts a where a.user_id = p_user) then
+        -- Never granted anything, so nothing to spend: refused without writing even the lock row
+        -- (a grant committed meanwhile came after this).
+        return query select 'insufficient', null::uuid, p_credits, null::text, null::timestamptz, 0::bigint;
+        return;
+    end if;
     if not found then
         perform credit_lock(p_user);
         perform credit_expire(p_user);
@@ -227,9 +259,12 @@ begin
         select * into existing from credit_spends s where s.kind = p_kind and s.idempotency_key = p_key;
     end if;
     if found then
+        -- A replay is the first answer again: what was spent or held then, and what was left.
         return query select
             case when existing.request_hash = p_hash then 'replayed' else 'key_reused' end,
-            existing.id, existing.credits, existing.status, existing.expires_at, credit_spendable(existing.user_id);
+            existing.id, existing.credits,
+            case when existing.kind = 'usage' then 'spent' else 'held' end,
+            existing.expires_at, existing.available_after;
         return;
     end if;
     have := credit_spendable(p_user);
@@ -238,18 +273,18 @@ begin
         return;
     end if;
     insert into credit_spends as s (user_id, kind, idempotency_key, request_hash, credits, spent, status, expires_at,
-                                    description, metadata)
+                                    available_after, description, metadata)
         values (p_user, p_kind, p_key, p_hash, p_credits,
                 case when p_kind = 'usage' then p_credits else 0 end,
                 case when p_kind = 'usage' then 'spent' else 'held' end,
-                p_expires_at, p_description, p_metadata)
+                p_expires_at, have - p_credits, p_description, p_metadata)
         on conflict (kind, idempotency_key) do nothing
         returning s.id into new_id;
     if new_id is null then
         -- Another user's request took the key first (ours waited for it to commit).
         select * into existing from credit_spends s where s.kind = p_kind and s.idempotency_key = p_key;
         return query select 'key_reused', existing.id, existing.credits, existing.status, existing.expires_at,
-            credit_spendable(p_user);
+            existing.available_after;
         return;
     end if;
     update credit_spends s set taken = credit_take(p_user, p_credits) where s.id = new_id;
@@ -289,6 +324,8 @@ begin
             perform credit_give_back(r.taken, r.credits - spend);
             insert into credit_ledger (user_id, kind, delta, spend_id)
                 values (r.user_id, 'reservation_release', r.credits - spend, r.id);
+            -- What went back to a grant that expired meanwhile expires now, as it would have.
+            perform credit_expire(r.user_id);
             perform credit_cover_overdraft(r.user_id);
         end if;
         update credit_spends s
@@ -311,7 +348,8 @@ begin
 end $$;
 
 -- A grant (a purchase, a period or a manual one) once: `outcome` is granted, replayed (its key is
--- known with the same request), key_reused, or exists (a purchase or a period granted before).
+-- known with the same request), key_reused, exists (a purchase or a period granted before), or
+-- past (a new manual grant that would expire before it is made; nothing is written).
 create function credit_grant(
     p_user text, p_source text, p_kind text, p_order uuid, p_invoice text, p_key text, p_hash text, p_reason text,
     p_credits bigint, p_expires_at timestamptz, p_event text
@@ -321,7 +359,24 @@ declare
     g credit_grants;
     new_id uuid;
 begin
+    if p_source = 'manual' then
+        -- A replay needs no lock (what it answers never changes), and is a replay even once the
+        -- time the grant expires has come.
+        select * into g from credit_grants c where c.source = 'manual' and c.idempotency_key = p_key;
+        if found then
+            return query select case when g.request_hash = p_hash then 'replayed' else 'key_reused' end,
+                g.id, g.granted, g.first_remaining, g.expires_at;
+            return;
+        end if;
+        if p_expires_at <= now() then
+            return query select 'past', null::uuid, p_credits, p_credits, p_expires_at;
+            return;
+        end if;
+    end if;
     perform credit_lock(p_user);
+    -- What fell due is written first, as of when it did: a hold that ran out may pay what is owed
+    -- before these credits do.
+    perform credit_expire(p_user);
     insert into credit_grants as c (user_id, source, order_id, stripe_invoice_id, idempotency_key, request_hash, reason,
                                     granted, remaining, expires_at)
         values (p_user, p_source, p_order, p_invoice, p_key, p_hash, p_reason, p_credits, p_credits, p_expires_at)
@@ -334,7 +389,7 @@ begin
                or (p_source = 'manual' and c.source = 'manual' and c.idempotency_key = p_key);
         return query select
             case when p_source <> 'manual' then 'exists' when g.request_hash = p_hash then 'replayed' else 'key_reused' end,
-            g.id, g.granted, g.remaining, g.expires_at;
+            g.id, g.granted, coalesce(g.first_remaining, g.remaining), g.expires_at;
         return;
     end if;
     -- Only a purchase's row names its order: the order's own reckoning of what its purchase still
@@ -343,7 +398,7 @@ begin
         values (p_user, case when p_source = 'purchase' then p_order end, p_kind, p_credits, new_id, p_event);
     perform credit_cover_overdraft(p_user);
     update credit_accounts a set version = version + 1, updated_at = now() where a.user_id = p_user;
-    select * into g from credit_grants c where c.id = new_id;
+    update credit_grants c set first_remaining = c.remaining where c.id = new_id returning * into g;
     return query select 'granted', g.id, g.granted, g.remaining, g.expires_at;
 end $$;
 

@@ -4,8 +4,9 @@
 //! lifecycle through `grant_purchase` and `grant_period`.
 //!
 //! A request's idempotency key names it for as long as what it made exists: the same key with
-//! the same request answers the same again (a replay), with another request `409`. "The same
-//! request" is the SHA-256 of its fields in a canonical JSON form.
+//! the same request answers the same again (a replay: the first answer, whatever happened since),
+//! with another request `409`. "The same request" is the SHA-256 of its fields in a canonical JSON
+//! form.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -37,10 +38,12 @@ fn invalid(field: &str, rule: &str) -> DomainError {
     }
 }
 
-/// A user id as the tokens' `sub` may carry it.
+/// A user id as the tokens' `sub` may carry it: 1 to 255 bytes, whatever they are (a user who
+/// bought credits must be one the server API can name), but for NUL, which no user id stored can
+/// hold.
 pub fn check_user_id(field: &str, user_id: &str) -> Result<(), DomainError> {
     if !crate::user_id::is_valid(user_id) {
-        return Err(invalid(field, "must be 1 to 255 bytes without control characters"));
+        return Err(invalid(field, "must be 1 to 255 bytes without NUL characters"));
     }
     Ok(())
 }
@@ -128,7 +131,7 @@ pub struct Spent {
     pub credits: i64,
     pub status: SpendStatus,
     pub expires_at: Option<DateTime<Utc>>,
-    /// What the user can spend after it (now, for a replay).
+    /// What the user could spend right after it (for a replay too: it is the first answer again).
     pub available: i64,
     pub replayed: bool,
 }
@@ -310,9 +313,8 @@ pub async fn grant_manual(db: &PgPool, request: ManualGrantRequest) -> Result<Gr
     check_credits("credits", request.credits, 1)?;
     check_key(&request.idempotency_key)?;
     check_text("reason", request.reason.as_deref(), true)?;
-    if request.expires_at.is_some_and(|at| at <= Utc::now()) {
-        return Err(invalid("expiresAt", "must be in the future"));
-    }
+    // Whether `expiresAt` is still to come is checked after the key: a replay of a grant whose
+    // expiry has come since is still that grant.
     let hash = request_hash(json!({
         "userId": request.user_id,
         "credits": request.credits,
@@ -341,8 +343,9 @@ pub async fn grant_manual(db: &PgPool, request: ManualGrantRequest) -> Result<Gr
     .await?;
     match answer.outcome {
         GrantOutcome::KeyReused | GrantOutcome::Exists => Err(key_reused()),
+        GrantOutcome::Past => Err(invalid("expiresAt", "must be in the future")),
         GrantOutcome::Granted | GrantOutcome::Replayed => Ok(Granted {
-            id: answer.grant_id,
+            id: answer.grant_id.expect("a grant names its row"),
             credits: answer.granted,
             remaining: answer.remaining,
             expires_at: answer.expires_at,
@@ -516,6 +519,7 @@ mod tests {
         assert!(check_user_id("userId", &"u".repeat(256)).is_err());
         assert!(check_user_id("userId", "a\u{0}b").is_err());
         assert!(check_user_id("userId", "user_123").is_ok());
+        assert!(check_user_id("userId", "tab\tand\u{7f}").is_ok());
         assert!(check_key(&"k".repeat(256)).is_err());
         assert!(check_metadata(Some(&json!([1]))).is_err());
         assert!(check_metadata(Some(&json!({"a": "\u{0}"}))).is_err());

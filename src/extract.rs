@@ -25,6 +25,16 @@ where
     }
 }
 
+impl<T: DeserializeOwned> AppJson<T> {
+    /// A body already read (one that may also be empty, say), with the same errors as the extractor.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, AppError> {
+        match axum::Json::<T>::from_bytes(bytes) {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_rejection_to_error(rejection)),
+        }
+    }
+}
+
 fn json_rejection_to_error(rejection: JsonRejection) -> AppError {
     match rejection {
         JsonRejection::MissingJsonContentType(_) => AppError::UnsupportedMediaType,

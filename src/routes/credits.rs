@@ -300,11 +300,11 @@ pub async fn commit(
     body: axum::body::Bytes,
 ) -> Result<Json<ReservationResponse>, AppError> {
     let id = reservation_in_path(path)?;
+    // Read as every other body is, so that an error names the field.
     let request: CommitRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CommitRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|err| AppError::bad_request("invalid_body", format!("Invalid request body: {err}")))?
+        AppJson::from_bytes(&body)?.0
     };
     Ok(Json(credits::commit(&state.db, id, request.credits).await?.into()))
 }

@@ -128,6 +128,8 @@ pub enum GrantOutcome {
     KeyReused,
     /// The purchase or the period was granted before.
     Exists,
+    /// A new manual grant whose expiry has come already: nothing was written.
+    Past,
 }
 
 pub struct NewSpend<'a> {
@@ -215,18 +217,20 @@ pub struct NewGrant<'a> {
 
 pub struct GrantAnswer {
     pub outcome: GrantOutcome,
-    pub grant_id: Uuid,
+    /// None when `Past`.
+    pub grant_id: Option<Uuid>,
     pub granted: i64,
     pub remaining: i64,
     pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// A grant, once: by the order for a purchase, by the invoice for a period, by the key for a
-/// manual grant. Runs in the caller's transaction (fulfilment grants with the order it marks paid).
+/// manual grant (whose replay answers what its first call did, even once it expired). Runs in the
+/// caller's transaction (fulfilment grants with the order it marks paid).
 pub async fn grant(conn: &mut PgConnection, grant: &NewGrant<'_>) -> Result<GrantAnswer, sqlx::Error> {
     sqlx::query_as!(
         GrantAnswer,
-        r#"select outcome as "outcome!: GrantOutcome", grant_id as "grant_id!", granted as "granted!",
+        r#"select outcome as "outcome!: GrantOutcome", grant_id, granted as "granted!",
                   remaining as "remaining!", expires_at
            from credit_grant($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"#,
         grant.user_id,

@@ -8,8 +8,6 @@ use serde_json::json;
 use crate::helpers::TestApp;
 
 #[tokio::test]
-#[ignore = "fails: credit_expire writes a second `expiry` row for the grant, which \
-            credit_ledger_one_row_per_grant refuses, so every later read or write of the user answers 500"]
 async fn given_a_reservation_from_a_grant_that_expired_when_it_is_released_then_the_balance_still_reads() {
     let app = TestApp::spawn().await;
     let expires = (Utc::now() + Duration::seconds(2)).to_rfc3339();

@@ -429,3 +429,238 @@ pub fn init_test_logging() {
             .try_init();
     }
 }
+
+/// What the credit tables hold in all, to show that a refused request wrote nothing.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub struct CreditRows {
+    pub ledger: i64,
+    pub spends: i64,
+    pub grants: i64,
+    pub accounts: i64,
+    pub remaining: i64,
+}
+
+impl TestApp {
+    /// A request with any `Authorization` header (or none) and any body (or none), as a client that
+    /// gets auth wrong would send it: (status, body).
+    pub async fn request_with_auth(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        authorization: Option<&str>,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        read(request.send().await.unwrap()).await
+    }
+
+    /// `POST /v1/usage` for `user`: (status, replayed, body).
+    pub async fn usage(&self, user: &str, credits: i64, key: &str) -> (StatusCode, bool, Value) {
+        self.api_post(
+            "/v1/usage",
+            &json!({ "userId": user, "credits": credits, "idempotencyKey": key }),
+        )
+        .await
+    }
+
+    /// `POST /v1/reservations` for `user`, with the default TTL when `ttl_seconds` is `None`.
+    pub async fn reserve(
+        &self,
+        user: &str,
+        credits: i64,
+        key: &str,
+        ttl_seconds: Option<i64>,
+    ) -> (StatusCode, bool, Value) {
+        let mut body = json!({ "userId": user, "credits": credits, "idempotencyKey": key });
+        if let Some(ttl) = ttl_seconds {
+            body["ttlSeconds"] = json!(ttl);
+        }
+        self.api_post("/v1/reservations", &body).await
+    }
+
+    /// `POST /v1/reservations/{id}/commit` with `credits` (all of it when `None`).
+    pub async fn commit_reservation(&self, id: &str, credits: Option<i64>) -> (StatusCode, Value) {
+        let body = match credits {
+            Some(credits) => json!({ "credits": credits }),
+            None => json!({}),
+        };
+        let (status, _, body) = self.api_post(&format!("/v1/reservations/{id}/commit"), &body).await;
+        (status, body)
+    }
+
+    /// `POST /v1/reservations/{id}/release`.
+    pub async fn release_reservation(&self, id: &str) -> (StatusCode, Value) {
+        let (status, _, body) = self
+            .api_post(&format!("/v1/reservations/{id}/release"), &json!({}))
+            .await;
+        (status, body)
+    }
+
+    /// Gives `user` `credits` that expire at `expires_at` (RFC 3339) through `POST /v1/grants`,
+    /// asserted 200; the grant as answered.
+    pub async fn grant_expiring(&self, user: &str, credits: i64, expires_at: &str) -> Value {
+        let body = json!({
+            "userId": user, "credits": credits, "reason": "test", "expiresAt": expires_at,
+            "idempotencyKey": format!("grant-{}", Uuid::new_v4()),
+        });
+        let (status, _, body) = self.api_post("/v1/grants", &body).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// The balance, asserted consistent with the ledger: available − overdrawn is the sum of the
+    /// user's rows, every row names its cause, no grant has less than nothing left, and what the
+    /// grants list holds is what is available. Returns the balance.
+    pub async fn consistent_balance(&self, user: &str) -> Value {
+        let balance = self.balance(user).await;
+        let credits = &balance["credits"];
+        let (available, reserved, overdrawn) = (
+            credits["available"].as_i64().unwrap(),
+            credits["reserved"].as_i64().unwrap(),
+            credits["overdrawn"].as_i64().unwrap(),
+        );
+        assert!(available >= 0 && reserved >= 0 && overdrawn >= 0, "{balance}");
+        assert!(
+            available == 0 || overdrawn == 0,
+            "credits are available while some are owed: {balance}"
+        );
+        let sum = self.ledger_sum(user).await;
+        assert_eq!(
+            available - overdrawn,
+            sum,
+            "available − overdrawn is not the sum of the ledger rows for {user}: {balance}\n{:?}",
+            self.ledger_of(user).await
+        );
+        let in_grants: i64 = balance["grants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["remaining"].as_i64().unwrap())
+            .sum();
+        assert_eq!(in_grants, available, "the grants listed do not add up: {balance}");
+        let causeless: i64 = sqlx::query_scalar(
+            "select count(*) from credit_ledger
+             where user_id = $1 and grant_id is null and spend_id is null and order_id is null",
+        )
+        .bind(user)
+        .fetch_one(&self.db)
+        .await
+        .unwrap();
+        assert_eq!(causeless, 0, "ledger rows naming no cause for {user}");
+        let negative: i64 = sqlx::query_scalar("select count(*) from credit_grants where remaining < 0")
+            .fetch_one(&self.db)
+            .await
+            .unwrap();
+        assert_eq!(negative, 0, "a grant has less than nothing left");
+        balance
+    }
+
+    /// The user's ledger rows, oldest first, as (kind, delta).
+    pub async fn ledger_of(&self, user: &str) -> Vec<(String, i64)> {
+        sqlx::query_as("select kind, delta from credit_ledger where user_id = $1 order by id")
+            .bind(user)
+            .fetch_all(&self.db)
+            .await
+            .unwrap()
+    }
+
+    /// Counts of every credit table, and every grant's remaining credits summed.
+    pub async fn credit_rows(&self) -> CreditRows {
+        let (ledger, spends, grants, accounts, remaining): (i64, i64, i64, i64, i64) = sqlx::query_as(
+            "select (select count(*) from credit_ledger), (select count(*) from credit_spends),
+                    (select count(*) from credit_grants), (select count(*) from credit_accounts),
+                    (select coalesce(sum(remaining), 0)::bigint from credit_grants)",
+        )
+        .fetch_one(&self.db)
+        .await
+        .unwrap();
+        CreditRows {
+            ledger,
+            spends,
+            grants,
+            accounts,
+            remaining,
+        }
+    }
+}
+
+/// `at` as RFC 3339 in UTC, to the millisecond (what a client would send).
+pub fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Sleeps until `at` (RFC 3339) has passed by `margin`.
+pub async fn sleep_past(at: &str, margin: std::time::Duration) {
+    let at = chrono::DateTime::parse_from_rfc3339(at)
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default() + margin;
+    tokio::time::sleep(wait).await;
+}
+
+impl TestApp {
+    /// Ends every session the app has open on its database, as a restart or a failover does, while
+    /// the database stays up; how many there were.
+    pub async fn kill_app_connections(&self) -> i64 {
+        let mut admin = PgConnection::connect(&format!("{}/postgres", admin_database_url()))
+            .await
+            .unwrap();
+        // The test's own pool goes too; it pings before use and reconnects.
+        sqlx::query_scalar(
+            "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity where datname = $1) k",
+        )
+        .bind(&self.db_name)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap()
+    }
+}
+
+impl TestApp {
+    /// Closes the app's database to new connections and ends those open (`false`), as an outage
+    /// does, or opens it again (`true`).
+    pub async fn set_database_accepting(&self, accepting: bool) {
+        let mut admin = PgConnection::connect(&format!("{}/postgres", admin_database_url()))
+            .await
+            .unwrap();
+        sqlx::query(&format!(
+            "alter database {} allow_connections {accepting}",
+            self.db_name
+        ))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        if !accepting {
+            sqlx::query("select pg_terminate_backend(pid) from pg_stat_activity where datname = $1")
+                .bind(&self.db_name)
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Runs a scenario whose setup must be done before something it sets to expire does: `attempt`
+/// gets the attempt's number (to name fresh users and keys by) and how far ahead to set its
+/// expiries, and answers `false` when its setup outlived them. It is then run again with twice
+/// the time, so that a slow machine makes the test slower, never wrong.
+pub async fn with_time_to_spare<F, Fut>(first: chrono::Duration, mut attempt: F)
+where
+    F: FnMut(u32, chrono::Duration) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut span = first;
+    for n in 0..6 {
+        if attempt(n, span).await {
+            return;
+        }
+        span = span * 2;
+    }
+    panic!("six attempts and the setup never beat its own expiries");
+}
