@@ -1,21 +1,32 @@
 //! What Postgres allows for each hot path, measured from this process with the same driver and the
 //! same concurrency but without the service: the webhook transaction's statements (the store's own
-//! functions, called in the order `src/fulfillment.rs` calls them, so the two cannot drift) and the
-//! status lookup by primary key.
+//! functions, called in the order `src/fulfillment.rs` calls them, so the two cannot drift), the
+//! status lookup by primary key, and for the credits API the account's primary-key select, the
+//! check's balance read and the debit's one `credit_spend` statement (the store's own functions).
 //!
 //! Each ceiling gets one connection per worker, so the service's pool size is something the ratio
 //! can reveal rather than something the ceiling shares. Its connections are closed when it ends.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use entitle::{
     outcome::Outcome,
-    store::{orders, payment_facts, processed_events},
+    store::{
+        credit_ledger::{self, NewSpend, SpendKind, SpendOutcome},
+        orders, payment_facts, processed_events,
+    },
 };
 use sqlx::{PgPool, postgres::PgPoolOptions};
 use uuid::Uuid;
 
 use crate::{
+    credits::debit_credits,
     measure::{Run, Until, drive},
     service::Service,
     traffic::Order,
@@ -117,4 +128,115 @@ pub async fn status_lookup(service: &Service, orders: Arc<Vec<Order>>, workers: 
     .await;
     pool.close().await;
     run
+}
+
+/// Gives each user `credits` with the domain's own manual grant (the same `credit_grant` statement
+/// `POST /v1/grants` runs), for the ceilings' users, which the service never sees.
+pub async fn seed_grants(service: &Service, users: Arc<Vec<String>>, credits: i64, workers: usize) {
+    let pool = pool(service, workers).await;
+    let connections = pool.clone();
+    let run = drive(workers, Until::Count(users.len()), move |i| {
+        let (pool, users) = (connections.clone(), users.clone());
+        async move {
+            let request = entitle::credits::ManualGrantRequest {
+                user_id: users[i].clone(),
+                credits,
+                idempotency_key: format!("loadtest-seed-{}", users[i]),
+                expires_at: None,
+                reason: Some("load test ceiling".into()),
+            };
+            entitle::credits::grant_manual(&pool, request).await.is_ok()
+        }
+    })
+    .await;
+    pool.close().await;
+    assert_eq!(run.failed, 0, "some ceiling seed grants failed");
+}
+
+/// The credits tables' primary-key select: one user's account row, the users in turn.
+pub async fn account_lookup(service: &Service, users: Arc<Vec<String>>, workers: usize, duration: Duration) -> Run {
+    let pool = pool(service, workers).await;
+    let connections = pool.clone();
+    let run = drive(workers, Until::Elapsed(duration), move |i| {
+        let (pool, users) = (connections.clone(), users.clone());
+        async move {
+            sqlx::query_as::<_, (String, i64, i64)>(
+                "select user_id, overdrawn, version from credit_accounts where user_id = $1",
+            )
+            .bind(&users[i % users.len()])
+            .fetch_optional(&pool)
+            .await
+            .is_ok_and(|row| row.is_some())
+        }
+    })
+    .await;
+    pool.close().await;
+    run
+}
+
+/// What `POST /v1/check` with `credits` runs: the store's balance read, the users in turn.
+pub async fn check_sql(service: &Service, users: Arc<Vec<String>>, workers: usize, duration: Duration) -> Run {
+    let pool = pool(service, workers).await;
+    let connections = pool.clone();
+    let run = drive(workers, Until::Elapsed(duration), move |i| {
+        let (pool, users) = (connections.clone(), users.clone());
+        async move {
+            credit_ledger::balance(&pool, &users[i % users.len()])
+                .await
+                .is_ok_and(|balance| !balance.due && balance.available >= 1)
+        }
+    })
+    .await;
+    pool.close().await;
+    run
+}
+
+/// What the debits of a spend ceiling did.
+#[derive(Default)]
+pub struct Spends {
+    pub spent: AtomicUsize,
+    pub refused: AtomicUsize,
+}
+
+/// `POST /v1/usage`'s one statement (the store's `credit_spend` call), operation i for user
+/// `i % users.len()` with its own key and `debit_credits(i)` credits, as the HTTP run sends them.
+/// A refusal (not enough credits) is an answer, not an error.
+pub async fn spend_sql(
+    service: &Service,
+    users: Arc<Vec<String>>,
+    key_prefix: &'static str,
+    workers: usize,
+    until: Until,
+) -> (Run, Arc<Spends>) {
+    let pool = pool(service, workers).await;
+    let spends = Arc::new(Spends::default());
+    let (connections, counted) = (pool.clone(), spends.clone());
+    let run = drive(workers, until, move |i| {
+        let (pool, users, spends) = (connections.clone(), users.clone(), counted.clone());
+        async move {
+            let key = format!("{key_prefix}-{i}");
+            // The service sends the SHA-256 of the request; any 64 hex digits cost the SQL the same.
+            let hash = format!("{i:064x}");
+            let spend = NewSpend {
+                user_id: &users[i % users.len()],
+                kind: SpendKind::Usage,
+                idempotency_key: &key,
+                request_hash: &hash,
+                credits: debit_credits(i),
+                expires_at: None,
+                description: None,
+                metadata: None,
+            };
+            let counter = match credit_ledger::spend(&pool, &spend).await.map(|answer| answer.outcome) {
+                Ok(SpendOutcome::Spent) => &spends.spent,
+                Ok(SpendOutcome::Insufficient) => &spends.refused,
+                _ => return false,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+    })
+    .await;
+    pool.close().await;
+    (run, spends)
 }

@@ -1,14 +1,30 @@
 //! The load benchmark: `cargo run --release --example loadtest` (see docs/performance.md).
 //!
 //! Starts the service in its own process (this executable again; `SERVICE_PROCESS=same` keeps it in
-//! this one) against a fresh database and the Stripe emulator, opens N
-//! orders through the API, delivers every order's signed `checkout.session.completed` twice from C
-//! concurrent senders, checks that each order granted exactly 100 credits, polls order status from
-//! P concurrent clients for T seconds, then measures the same SQL directly against Postgres (the
-//! ceilings) and prints one table. Settings come from the environment: N, C, P, T (seconds).
+//! this one) against a fresh database and the Stripe emulator, then runs the scenarios
+//! (`SCENARIOS`, a comma-separated subset of `orders,check,usage,one-user`; all by default), each
+//! hot path next to the same SQL run directly against Postgres (its ceiling), and prints one table
+//! of the paths and one of the targets:
+//!
+//! - `orders`: opens N orders through the API, delivers every order's signed
+//!   `checkout.session.completed` twice from C concurrent senders, checks that each order granted
+//!   exactly 100 credits, polls order status from P concurrent clients for T seconds;
+//! - `check`: P callers ask `POST /v1/check` for 1 credit of U users (granted through the API) for
+//!   T seconds, beside the credit account's primary-key select and the check's own balance read;
+//! - `usage`: C callers spend 1-3 credits per `POST /v1/usage` spread over U users for T seconds,
+//!   beside the `credit_spend` statement itself over U other users; then every user's API balance,
+//!   ledger sum and spends are checked against the 200s;
+//! - `one-user`: C callers spend one user's B credits until they run out (about 5 % of the requests
+//!   get 402), beside the same statement on another user with B credits; then the 200s must form
+//!   one serial history that never overspent.
+//!
+//! Settings come from the environment: N, C, P, T (seconds), U, B, SCENARIOS. A failed
+//! correctness check (wrong credits, a wrong answer, a ceiling error) fails the run; a missed
+//! performance target is printed as `MISS` but does not, since the machine is shared.
 
 mod ceilings;
 mod connections;
+mod credits;
 mod measure;
 mod service;
 mod traffic;
@@ -19,7 +35,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use measure::{Run, peak_rss_mib, reset_peak_rss, rss_mib};
+use measure::{Run, Until, peak_rss_mib, reset_peak_rss, rss_mib};
 use traffic::Order;
 
 struct Settings {
@@ -27,6 +43,73 @@ struct Settings {
     senders: usize,
     pollers: usize,
     poll_for: Duration,
+    users: usize,
+    one_user_balance: i64,
+    scenarios: Scenarios,
+}
+
+#[derive(Clone, Copy)]
+struct Scenarios {
+    orders: bool,
+    check: bool,
+    usage: bool,
+    one_user: bool,
+}
+
+impl Scenarios {
+    const NAMES: &str = "orders,check,usage,one-user";
+
+    fn from_env() -> Self {
+        let list = std::env::var("SCENARIOS").unwrap_or_else(|_| Self::NAMES.to_owned());
+        let mut scenarios = Self {
+            orders: false,
+            check: false,
+            usage: false,
+            one_user: false,
+        };
+        for name in list.split(',').map(str::trim).filter(|name| !name.is_empty()) {
+            match name {
+                "orders" => scenarios.orders = true,
+                "check" => scenarios.check = true,
+                "usage" => scenarios.usage = true,
+                "one-user" => scenarios.one_user = true,
+                "all" => {
+                    scenarios = Self {
+                        orders: true,
+                        check: true,
+                        usage: true,
+                        one_user: true,
+                    }
+                }
+                _ => {
+                    eprintln!(
+                        "loadtest: SCENARIOS is a comma-separated subset of {}, not {list:?}",
+                        Self::NAMES
+                    );
+                    std::process::exit(2)
+                }
+            }
+        }
+        if !(scenarios.orders || scenarios.check || scenarios.usage || scenarios.one_user) {
+            eprintln!("loadtest: SCENARIOS names none of {}", Self::NAMES);
+            std::process::exit(2)
+        }
+        scenarios
+    }
+
+    fn names(self) -> String {
+        let all = [
+            (self.orders, "orders"),
+            (self.check, "check"),
+            (self.usage, "usage"),
+            (self.one_user, "one-user"),
+        ];
+        all.iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, name)| *name)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 fn setting(name: &str, default: u64) -> u64 {
@@ -50,6 +133,42 @@ fn setting(name: &str, default: u64) -> u64 {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// What the orders scenario measured.
+struct OrdersResult {
+    webhooks: Run,
+    webhook_ceiling: Run,
+    statuses: Run,
+    status_ceiling: Run,
+    credits: String,
+    fulfilled: usize,
+    duplicates: usize,
+    wrong_answers: usize,
+}
+
+struct CheckResult {
+    checks: Run,
+    account_ceiling: Run,
+    balance_ceiling: Run,
+    not_allowed: usize,
+}
+
+struct UsageResult {
+    usage: Run,
+    ceiling: Run,
+    ceiling_refused: usize,
+    totals: Result<String, String>,
+}
+
+struct OneUserResult {
+    usage: Run,
+    ceiling: Run,
+    ok: usize,
+    refused: usize,
+    ceiling_spent: usize,
+    ceiling_refused: usize,
+    totals: Result<String, String>,
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::var_os(service::CHILD_ROLE).is_some() {
@@ -60,7 +179,11 @@ async fn main() {
         senders: setting("C", 32) as usize,
         pollers: setting("P", 64) as usize,
         poll_for: Duration::from_secs(setting("T", 10)),
+        users: setting("U", 1000) as usize,
+        one_user_balance: setting("B", 20_000) as i64,
+        scenarios: Scenarios::from_env(),
     };
+    let scenarios = settings.scenarios;
     let started = Instant::now();
     let service = service::start().await;
     let proc_dir = service.process.proc_dir();
@@ -73,13 +196,11 @@ async fn main() {
     };
     let http = traffic::http_client(settings.senders.max(settings.pollers));
     progress(&format!(
-        "service up (pool {}, logs in {}); opening {} checkouts",
+        "service up (pool {}, logs in {}); scenarios {}",
         service.pool_size,
         service::LOG_FILE,
-        settings.orders
+        scenarios.names()
     ));
-    let orders = traffic::open_checkouts(&service, &http, settings.orders, settings.senders).await;
-    let events = traffic::pay_all(&service, &orders);
     let service_address = service
         .address
         .trim_start_matches("http://")
@@ -87,48 +208,211 @@ async fn main() {
         .expect("the service's address");
     let connections = Arc::new(connections::Connections::to(service_address));
 
+    // Setup, before the memory window: the orders and their payments, the credits' grants.
+    let paid_orders = if scenarios.orders {
+        progress(&format!("opening {} checkouts", settings.orders));
+        let orders = traffic::open_checkouts(&service, &http, settings.orders, settings.senders).await;
+        let events = traffic::pay_all(&service, &orders);
+        Some((orders, events))
+    } else {
+        None
+    };
+    let spread_users: Vec<String> = (0..settings.users).map(credits::spread_user).collect();
+    let ceiling_users: Arc<Vec<String>> = Arc::new(
+        (0..settings.users)
+            .map(|i| format!("ceiling-credit-user-{i}"))
+            .collect(),
+    );
+    let ceiling_one_user = Arc::new(vec!["ceiling-credit-one-user".to_owned()]);
+    if scenarios.check || scenarios.usage {
+        progress(&format!(
+            "granting {} users {} credits each through POST /v1/grants",
+            settings.users,
+            credits::SPREAD_GRANT
+        ));
+        credits::seed_grants(
+            &service,
+            &http,
+            spread_users.clone(),
+            credits::SPREAD_GRANT,
+            settings.senders,
+        )
+        .await;
+    }
+    if scenarios.usage {
+        ceilings::seed_grants(&service, ceiling_users.clone(), credits::SPREAD_GRANT, settings.senders).await;
+    }
+    if scenarios.one_user {
+        let one = vec![credits::ONE_USER.to_owned()];
+        credits::seed_grants(&service, &http, one, settings.one_user_balance, 1).await;
+        ceilings::seed_grants(&service, ceiling_one_user.clone(), settings.one_user_balance, 1).await;
+    }
+
     // Each hot path is measured right next to its ceiling, so both see the same machine.
-    progress("ceiling: the webhook's SQL, direct");
     let memory = Memory::start(&proc_dir);
-    let webhook_ceiling = ceilings::webhook_sql(&service, settings.orders, settings.senders).await;
-    progress("delivering every signed event twice");
-    let (webhooks, outcomes) = traffic::deliver_each_twice(connections.clone(), events, settings.senders).await;
-    let credits = check_credits(&service, &orders).await;
-    progress(&format!("polling order status for {:?}", settings.poll_for));
-    let orders = Arc::new(orders);
-    let (statuses, wrong_answers) =
-        traffic::poll_status(connections.clone(), orders.clone(), settings.pollers, settings.poll_for).await;
+    let orders = match paid_orders {
+        None => None,
+        Some((orders, events)) => {
+            progress("ceiling: the webhook's SQL, direct");
+            let webhook_ceiling = ceilings::webhook_sql(&service, settings.orders, settings.senders).await;
+            progress("delivering every signed event twice");
+            let (webhooks, outcomes) = traffic::deliver_each_twice(connections.clone(), events, settings.senders).await;
+            let credits = check_credits(&service, &orders).await;
+            progress(&format!("polling order status for {:?}", settings.poll_for));
+            let orders = Arc::new(orders);
+            let (statuses, wrong_answers) =
+                traffic::poll_status(connections.clone(), orders.clone(), settings.pollers, settings.poll_for).await;
+            progress("ceiling: the primary-key status select, direct");
+            let status_ceiling = ceilings::status_lookup(&service, orders, settings.pollers, settings.poll_for).await;
+            Some(OrdersResult {
+                webhooks,
+                webhook_ceiling,
+                statuses,
+                status_ceiling,
+                credits,
+                fulfilled: outcomes.fulfilled.load(Ordering::Relaxed),
+                duplicates: outcomes.duplicate.load(Ordering::Relaxed),
+                wrong_answers,
+            })
+        }
+    };
+    let check = if scenarios.check {
+        progress(&format!(
+            "POST /v1/check from {} callers for {:?}",
+            settings.pollers, settings.poll_for
+        ));
+        let (checks, not_allowed) =
+            credits::check(connections.clone(), settings.users, settings.pollers, settings.poll_for).await;
+        let users = Arc::new(spread_users.clone());
+        progress("ceiling: the credit account's primary-key select, direct");
+        let account_ceiling =
+            ceilings::account_lookup(&service, users.clone(), settings.pollers, settings.poll_for).await;
+        progress("ceiling: the check's balance read, direct");
+        let balance_ceiling = ceilings::check_sql(&service, users, settings.pollers, settings.poll_for).await;
+        Some(CheckResult {
+            checks,
+            account_ceiling,
+            balance_ceiling,
+            not_allowed,
+        })
+    } else {
+        None
+    };
+    let usage = if scenarios.usage {
+        progress(&format!("ceiling: credit_spend over {} users, direct", settings.users));
+        let until = Until::Elapsed(settings.poll_for);
+        let (ceiling, spends) = ceilings::spend_sql(
+            &service,
+            ceiling_users.clone(),
+            "usage-ceiling",
+            settings.senders,
+            until,
+        )
+        .await;
+        progress(&format!(
+            "POST /v1/usage over {} users from {} callers for {:?}",
+            settings.users, settings.senders, settings.poll_for
+        ));
+        let (usage, debits) = credits::usage(
+            connections.clone(),
+            spread_users.clone(),
+            "usage-spread",
+            settings.senders,
+            until,
+            false,
+        )
+        .await;
+        progress("checking every user's balance, ledger and spends against the 200s");
+        let totals = credits::verify(
+            &service,
+            &http,
+            &spread_users,
+            credits::SPREAD_GRANT,
+            &debits,
+            settings.senders,
+        )
+        .await;
+        Some(UsageResult {
+            usage,
+            ceiling,
+            ceiling_refused: spends.refused.load(Ordering::Relaxed),
+            totals,
+        })
+    } else {
+        None
+    };
+    let one_user = if scenarios.one_user {
+        // About 5 % more asked for than the balance holds (debits average 2 credits).
+        let requests = (settings.one_user_balance as usize * 21).div_ceil(40) + 1;
+        let until = Until::Count(requests);
+        progress(&format!(
+            "ceiling: credit_spend on one user with {} credits, direct",
+            settings.one_user_balance
+        ));
+        let (ceiling, spends) = ceilings::spend_sql(
+            &service,
+            ceiling_one_user.clone(),
+            "one-user-ceiling",
+            settings.senders,
+            until,
+        )
+        .await;
+        progress(&format!(
+            "POST /v1/usage on one user from {} callers, {requests} requests",
+            settings.senders
+        ));
+        let one = vec![credits::ONE_USER.to_owned()];
+        let (usage, debits) = credits::usage(
+            connections.clone(),
+            one.clone(),
+            "one-user",
+            settings.senders,
+            until,
+            true,
+        )
+        .await;
+        let totals = match credits::verify(&service, &http, &one, settings.one_user_balance, &debits, 1).await {
+            Ok(_) => credits::verify_serial(settings.one_user_balance, &debits),
+            Err(err) => Err(err),
+        };
+        Some(OneUserResult {
+            usage,
+            ceiling,
+            ok: debits.total_ok(),
+            refused: debits.refused.load(Ordering::Relaxed),
+            ceiling_spent: spends.spent.load(Ordering::Relaxed),
+            ceiling_refused: spends.refused.load(Ordering::Relaxed),
+            totals,
+        })
+    } else {
+        None
+    };
     let memory = memory.finish(&proc_dir);
-    progress("ceiling: the primary-key status select, direct");
-    let status_ceiling = ceilings::status_lookup(&service, orders, settings.pollers, settings.poll_for).await;
     progress("done");
 
-    print_report(
-        &settings,
-        &service,
-        [&webhooks, &webhook_ceiling, &statuses, &status_ceiling],
-        &memory,
-    );
-    let fulfilled = outcomes.fulfilled.load(Ordering::Relaxed);
-    let duplicates = outcomes.duplicate.load(Ordering::Relaxed);
-    println!(
-        "checks: credits {credits}; outcomes {fulfilled} fulfilled + {duplicates} duplicate of {} deliveries; \
-         status answers not 'paid': {wrong_answers}; ceiling errors: {} webhook, {} status",
-        webhooks.requests(),
-        webhook_ceiling.failed,
-        status_ceiling.failed,
-    );
+    let report = Report {
+        settings: &settings,
+        service: &service,
+        orders: orders.as_ref(),
+        check: check.as_ref(),
+        usage: usage.as_ref(),
+        one_user: one_user.as_ref(),
+        memory: &memory,
+    };
+    report.print_paths();
+    report.print_targets();
+    let failures = report.print_checks();
     service.drop_database().await;
     // A ceiling that failed measures nothing, and wrong credits are a correctness bug: neither may
     // pass as a result.
-    if credits.starts_with("WRONG") || wrong_answers > 0 || webhook_ceiling.failed > 0 || status_ceiling.failed > 0 {
-        eprintln!("loadtest: checks failed (see the line above)");
+    if failures > 0 {
+        eprintln!("loadtest: {failures} checks failed (see the lines above)");
         std::process::exit(1);
     }
 }
 
 /// Peak RSS of the service's process over the load phases, after setup (the emulator's sessions,
-/// the signed events) is already resident.
+/// the signed events, the credits' grants) is already resident.
 struct Memory {
     before_load: f64,
     peak_is_of_load_only: bool,
@@ -194,60 +478,262 @@ async fn check_credits(service: &service::Service, orders: &[Order]) -> String {
     }
 }
 
-fn print_report(settings: &Settings, service: &service::Service, runs: [&Run; 4], memory: &Memory) {
-    let [webhooks, webhook_ceiling, statuses, status_ceiling] = runs;
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!();
-    println!(
-        "Entitle load test: N={} orders, C={} senders, P={} pollers, T={}s; service pool {}; {cpus} CPUs",
-        settings.orders,
-        settings.senders,
-        settings.pollers,
-        settings.poll_for.as_secs(),
-        service.pool_size,
-    );
-    println!();
-    println!("| path | requests | req/s | p50 ms | p99 ms | non-2xx | % of ceiling |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    let row = |name: &str, run: &Run, ceiling: Option<&Run>| {
-        let (failures, share) = match ceiling {
-            Some(c) => (
+/// Everything a run measured, for the three printed parts.
+struct Report<'a> {
+    settings: &'a Settings,
+    service: &'a service::Service,
+    orders: Option<&'a OrdersResult>,
+    check: Option<&'a CheckResult>,
+    usage: Option<&'a UsageResult>,
+    one_user: Option<&'a OneUserResult>,
+    memory: &'a Memory,
+}
+
+fn share(run: &Run, ceiling: &Run) -> f64 {
+    100.0 * run.per_second() / ceiling.per_second()
+}
+
+impl Report<'_> {
+    fn print_paths(&self) {
+        let settings = self.settings;
+        let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+        println!();
+        println!(
+            "Entitle load test: N={} orders, C={} senders, P={} pollers, T={}s, U={} credit users, B={} credits \
+             for one user; scenarios {}; service pool {}; {cpus} CPUs",
+            settings.orders,
+            settings.senders,
+            settings.pollers,
+            settings.poll_for.as_secs(),
+            settings.users,
+            settings.one_user_balance,
+            settings.scenarios.names(),
+            self.service.pool_size,
+        );
+        println!();
+        println!("| path | requests | req/s | p50 ms | p99 ms | non-2xx | % of ceiling |");
+        println!("|---|---:|---:|---:|---:|---:|---:|");
+        let row = |name: &str, run: &Run, failures: String, share: String| {
+            println!(
+                "| {name} | {} | {:.0} | {:.2} | {:.2} | {failures} | {share} |",
+                run.requests(),
+                run.per_second(),
+                run.percentile_ms(0.50),
+                run.percentile_ms(0.99),
+            );
+        };
+        let measured = |name: &str, run: &Run, ceiling: &Run| {
+            row(
+                name,
+                run,
                 run.failed.to_string(),
-                format!("{:.0} %", 100.0 * run.per_second() / c.per_second()),
-            ),
-            None => (format!("({} errors)", run.failed), "".to_owned()),
+                format!("{:.0} %", share(run, ceiling)),
+            );
+        };
+        let ceiling = |name: &str, run: &Run| row(name, run, format!("({} errors)", run.failed), String::new());
+        if let Some(o) = self.orders {
+            measured(
+                "POST /payment-webhook (each event twice)",
+                &o.webhooks,
+                &o.webhook_ceiling,
+            );
+            ceiling("ceiling: the webhook's SQL, direct", &o.webhook_ceiling);
+            measured("POST /order-status", &o.statuses, &o.status_ceiling);
+            ceiling("ceiling: primary-key status select, direct", &o.status_ceiling);
+        }
+        if let Some(c) = self.check {
+            let users = settings.users;
+            measured(
+                &format!("POST /v1/check (1 credit, {users} users)"),
+                &c.checks,
+                &c.account_ceiling,
+            );
+            ceiling("ceiling: primary-key credit account select, direct", &c.account_ceiling);
+            row(
+                "ceiling: the check's balance read, direct",
+                &c.balance_ceiling,
+                format!("({} errors)", c.balance_ceiling.failed),
+                format!("(check: {:.0} % of it)", share(&c.checks, &c.balance_ceiling)),
+            );
+        }
+        if let Some(u) = self.usage {
+            let users = settings.users;
+            measured(&format!("POST /v1/usage ({users} users)"), &u.usage, &u.ceiling);
+            ceiling(
+                &format!("ceiling: credit_spend, direct ({users} other users)"),
+                &u.ceiling,
+            );
+        }
+        if let Some(one) = self.one_user {
+            row(
+                "POST /v1/usage (one user, until it runs out)",
+                &one.usage,
+                format!("{} (+{} x 402)", one.usage.failed, one.refused),
+                format!("{:.0} %", share(&one.usage, &one.ceiling)),
+            );
+            row(
+                "ceiling: credit_spend on one user, direct",
+                &one.ceiling,
+                format!("({} errors, {} refused)", one.ceiling.failed, one.ceiling_refused),
+                String::new(),
+            );
+        }
+        println!();
+        let memory = self.memory;
+        let window = if memory.peak_is_of_load_only {
+            "during the load phases"
+        } else {
+            "over the whole run (this kernel cannot reset VmHWM)"
+        };
+        let whose = match self.service.process {
+            service::ServiceProcess::ThisOne => {
+                "One process holds the service, the load generator and the Stripe emulator with every \
+                 session, so this bounds the service from above (without SERVICE_PROCESS=same it is measured alone)."
+            }
+            service::ServiceProcess::Child(_) => "The service ran in its own process: this is the service alone.",
         };
         println!(
-            "| {name} | {} | {:.0} | {:.2} | {:.2} | {failures} | {share} |",
-            run.requests(),
-            run.per_second(),
-            run.percentile_ms(0.50),
-            run.percentile_ms(0.99),
+            "peak RSS (VmHWM) {window}: {:.1} MiB, from {:.1} MiB before it. {whose}",
+            memory.peak, memory.before_load,
         );
-    };
-    row(
-        "POST /payment-webhook (each event twice)",
-        webhooks,
-        Some(webhook_ceiling),
-    );
-    row("ceiling: the webhook's SQL, direct", webhook_ceiling, None);
-    row("POST /order-status", statuses, Some(status_ceiling));
-    row("ceiling: primary-key status select, direct", status_ceiling, None);
-    println!();
-    let window = if memory.peak_is_of_load_only {
-        "during the webhook and status load"
-    } else {
-        "over the whole run (this kernel cannot reset VmHWM)"
-    };
-    let whose = match service.process {
-        service::ServiceProcess::ThisOne => {
-            "One process holds the service, the load generator and the Stripe emulator with every \
-             session, so this bounds the service from above (without SERVICE_PROCESS=same it is measured alone)."
+    }
+
+    /// Every target of the issues, met or missed, from the measurements above.
+    fn print_targets(&self) {
+        println!();
+        println!("| target | measured | result |");
+        println!("|---|---|---|");
+        let target = |name: &str, measured: String, met: bool| {
+            println!("| {name} | {measured} | {} |", if met { "met" } else { "MISS" });
+        };
+        let p99 = |run: &Run| run.percentile_ms(0.99);
+        if let Some(o) = self.orders {
+            let s = share(&o.webhooks, &o.webhook_ceiling);
+            target(
+                "webhooks >= 60 % of their SQL's ceiling",
+                format!("{s:.0} %"),
+                s >= 60.0,
+            );
+            let p = p99(&o.webhooks);
+            target("webhook p99 < 20 ms at C senders", format!("{p:.2} ms"), p < 20.0);
+            let s = share(&o.statuses, &o.status_ceiling);
+            target(
+                "order-status >= 40 % of the primary-key ceiling",
+                format!("{s:.0} %"),
+                s >= 40.0,
+            );
+            let p = p99(&o.statuses);
+            target("order-status p99 < 10 ms at P pollers", format!("{p:.2} ms"), p < 10.0);
         }
-        service::ServiceProcess::Child(_) => "The service ran in its own process: this is the service alone.",
-    };
-    println!(
-        "peak RSS (VmHWM) {window}: {:.1} MiB, from {:.1} MiB before it. {whose}",
-        memory.peak, memory.before_load,
-    );
+        if let Some(c) = self.check {
+            let s = share(&c.checks, &c.account_ceiling);
+            let of_read = share(&c.checks, &c.balance_ceiling);
+            target(
+                "check >= 80 % of the primary-key select ceiling",
+                format!(
+                    "{s:.0} % ({:.0} req/s; {of_read:.0} % of its own balance read)",
+                    c.checks.per_second()
+                ),
+                s >= 80.0,
+            );
+            let p = p99(&c.checks);
+            target("check p99 < 3 ms at P callers", format!("{p:.2} ms"), p < 3.0);
+        }
+        if let Some(u) = self.usage {
+            let s = share(&u.usage, &u.ceiling);
+            target(
+                "usage over U users >= 70 % of its SQL's ceiling",
+                format!("{s:.0} % ({:.0} req/s)", u.usage.per_second()),
+                s >= 70.0,
+            );
+            let p = p99(&u.usage);
+            target("usage p99 < 20 ms at C callers", format!("{p:.2} ms"), p < 20.0);
+            let exact = u.totals.is_ok() && u.usage.failed == 0;
+            let said = if exact { "exact" } else { "WRONG (see checks)" };
+            target("usage totals exact, zero non-2xx", said.to_owned(), exact);
+        }
+        if let Some(one) = self.one_user {
+            let debits = one.ok as f64 / one.usage.elapsed.as_secs_f64();
+            target(
+                "one user: >= 1,000 debits/s at C callers",
+                format!(
+                    "{debits:.0} 200s/s ({:.0} answers/s with the 402s; p99 {:.2} ms)",
+                    one.usage.per_second(),
+                    p99(&one.usage)
+                ),
+                debits >= 1000.0,
+            );
+            let exact = one.totals.is_ok() && one.usage.failed == 0;
+            let said = if exact {
+                "none overspent, serial"
+            } else {
+                "WRONG (see checks)"
+            };
+            target("one user: nothing overspent, spent = the 200s", said.to_owned(), exact);
+        }
+        let peak = self.memory.peak;
+        let limit = 60e6 / (1024.0 * 1024.0);
+        target("peak RSS < 60 MB", format!("{peak:.1} MiB"), peak < limit);
+    }
+
+    /// The correctness checks, one line each; returns how many failed.
+    fn print_checks(&self) -> usize {
+        println!();
+        let mut failures = 0;
+        let mut check = |line: String, ok: bool| {
+            println!("checks: {line}");
+            if !ok {
+                failures += 1;
+            }
+        };
+        if let Some(o) = self.orders {
+            check(
+                format!(
+                    "orders: credits {}; outcomes {} fulfilled + {} duplicate of {} deliveries; status answers \
+                     not 'paid': {}; ceiling errors: {} webhook, {} status",
+                    o.credits,
+                    o.fulfilled,
+                    o.duplicates,
+                    o.webhooks.requests(),
+                    o.wrong_answers,
+                    o.webhook_ceiling.failed,
+                    o.status_ceiling.failed,
+                ),
+                !o.credits.starts_with("WRONG")
+                    && o.wrong_answers == 0
+                    && o.webhook_ceiling.failed == 0
+                    && o.status_ceiling.failed == 0,
+            );
+        }
+        if let Some(c) = self.check {
+            check(
+                format!(
+                    "check: answers not 'allowed': {}; ceiling errors: {} account select, {} balance read",
+                    c.not_allowed, c.account_ceiling.failed, c.balance_ceiling.failed
+                ),
+                c.not_allowed == 0 && c.account_ceiling.failed == 0 && c.balance_ceiling.failed == 0,
+            );
+        }
+        if let Some(u) = self.usage {
+            let totals = u.totals.as_ref().unwrap_or_else(|err| err);
+            check(
+                format!(
+                    "usage: {totals}; non-2xx {}; ceiling errors {}, ceiling refusals {}",
+                    u.usage.failed, u.ceiling.failed, u.ceiling_refused
+                ),
+                u.totals.is_ok() && u.usage.failed == 0 && u.ceiling.failed == 0 && u.ceiling_refused == 0,
+            );
+        }
+        if let Some(one) = self.one_user {
+            let totals = one.totals.as_ref().unwrap_or_else(|err| err);
+            check(
+                format!(
+                    "one user: {totals}; other failures {}; ceiling: {} spent, {} refused, {} errors",
+                    one.usage.failed, one.ceiling_spent, one.ceiling_refused, one.ceiling.failed
+                ),
+                one.totals.is_ok() && one.usage.failed == 0 && one.ceiling.failed == 0 && one.ceiling_refused > 0,
+            );
+        }
+        failures
+    }
 }

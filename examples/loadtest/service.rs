@@ -15,6 +15,8 @@ use uuid::Uuid;
 
 pub const WEBHOOK_SECRET: &str = "whsec_loadtest_secret";
 pub const JWT_SECRET: &str = "loadtest-jwt-secret-that-is-long-enough-for-hs256";
+/// The app backend's key for the `/v1/` credits API (`ENTITLE_API_KEYS`, at least 32 characters).
+pub const API_KEY: &str = "ek_loadtest_key_that_is_long_enough_0123456789";
 /// The service logs at production's level to this file, so its cost is part of the measurement.
 pub const LOG_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/loadtest.log");
 const CHILD_LOG_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/loadtest-service.log");
@@ -112,6 +114,7 @@ fn config(database_url: &str, emulator_base: &str) -> Config {
         "STRIPE_API_BASE" => Some(emulator_base.to_owned()),
         "STRIPE_WEBHOOK_SECRET" => Some(WEBHOOK_SECRET.into()),
         "AUTH_JWT_SECRET" => Some(JWT_SECRET.into()),
+        "ENTITLE_API_KEYS" => Some(API_KEY.into()),
         "PLANS_FILE" => Some(plans_file.into()),
         // The run opens its checkouts as fast as it can, to measure the service, not the limiter
         // that keeps real buyers from spending the Stripe rate limit.
