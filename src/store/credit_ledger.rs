@@ -302,16 +302,15 @@ pub struct Balance {
 }
 
 pub async fn balance(db: &PgPool, user_id: &str) -> Result<Balance, sqlx::Error> {
+    // The account row's totals are the grants' and holds' as of the last change
+    // (migration 20261203000001), right until `due_at`.
     sqlx::query_as!(
         Balance,
-        r#"select credit_spendable($1) as "available!",
-                  coalesce((select sum(credits) from credit_spends
-                            where user_id = $1 and status = 'held' and expires_at > now()), 0)::bigint as "reserved!",
+        r#"select coalesce(a.available, 0) as "available!",
+                  coalesce(a.reserved, 0) as "reserved!",
                   coalesce(a.overdrawn, 0) as "overdrawn!",
                   coalesce(a.version, 0) as "version!",
-                  (exists (select 1 from credit_spends where user_id = $1 and status = 'held' and expires_at <= now())
-                   or exists (select 1 from credit_grants
-                              where user_id = $1 and remaining > 0 and expires_at <= now())) as "due!"
+                  coalesce(a.due_at <= now(), false) as "due!"
            from (select 1) one left join credit_accounts a on a.user_id = $1"#,
         user_id
     )
