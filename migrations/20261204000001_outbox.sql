@@ -68,6 +68,9 @@ create table outbox_deliveries (
     status          text not null default 'pending' check (status in ('pending', 'delivered', 'abandoned')),
     attempts        integer not null default 0 check (attempts >= 0),
     next_attempt_at timestamptz not null default now(),
+    -- When it was last made pending (written, or sent again by an operator): it is given up on
+    -- APP_WEBHOOK_GIVE_UP_AFTER_SECS later if it keeps failing.
+    queued_at       timestamptz not null default now(),
     lease_token     uuid,
     leased_until    timestamptz,
     delivered_at    timestamptz,
