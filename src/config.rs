@@ -8,6 +8,8 @@ use std::{fmt, net::SocketAddr, ops::RangeInclusive, path::PathBuf, time::Durati
 
 use uuid::Uuid;
 
+use crate::outbox::signing::SigningKey;
+
 /// Where a fresh machine's PostgreSQL is (trust auth for `postgres`); the database is created if missing.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/entitle";
 
@@ -64,6 +66,56 @@ pub struct Config {
     /// The Stripe calls polling return pages may cause in this process. Not read from the
     /// environment: `RETURN_SYNC_RATE` always, except in tests that need an empty bucket.
     pub return_sync_rate: Rate,
+    /// Where the app hears of changes (`APP_WEBHOOK_URL`), and the keys its messages are signed with.
+    pub app_webhooks: AppWebhooks,
+    /// How the outbox sends what is written to it.
+    pub outbox: OutboxSettings,
+}
+
+/// The app's webhook endpoints and signing keys. No endpoint means no message is written at all.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AppWebhooks {
+    /// http(s) URLs, each sent every message.
+    pub urls: Vec<String>,
+    /// From `APP_WEBHOOK_SECRET`: every message is signed with each (more than one while rotating).
+    pub keys: Vec<SigningKey>,
+}
+
+/// How long a delivery may wait for its answer before it counts as failed (and is retried).
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the outbox's senders work (`src/outbox/`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboxSettings {
+    /// Deliveries this process sends at once; 0 sends none (other instances do).
+    pub concurrency: u32,
+    /// How long a claimed delivery stays this sender's: longer than `send_timeout`, so a live
+    /// sender always records its result before anyone else may send it again.
+    pub lease: Duration,
+    /// How often the senders look for what is due (retries, and anything a lost notification
+    /// did not announce).
+    pub sweep: Duration,
+    /// An endpoint's first retry waits about this long; each later one twice as long, up to `retry_max`.
+    pub retry_first: Duration,
+    pub retry_max: Duration,
+    /// An endpoint failing this long is disabled, and a message failing this long is abandoned.
+    pub give_up_after: Duration,
+    /// Not read from the environment: `SEND_TIMEOUT`, except in tests.
+    pub send_timeout: Duration,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            lease: Duration::from_secs(60),
+            sweep: Duration::from_secs(2),
+            retry_first: Duration::from_secs(5),
+            retry_max: Duration::from_secs(3600),
+            give_up_after: Duration::from_secs(3 * 86_400),
+            send_timeout: SEND_TIMEOUT,
+        }
+    }
 }
 
 /// A token bucket's settings: calls per second on average, and how many may come at once.
@@ -345,6 +397,8 @@ impl Config {
             },
         };
 
+        let (app_webhooks, outbox) = app_webhooks(&get)?;
+
         Ok(Self {
             database_url: Secret::new(database_url),
             database_max_connections,
@@ -363,8 +417,87 @@ impl Config {
             emulator_chaos,
             checkout_limits,
             return_sync_rate: RETURN_SYNC_RATE,
+            app_webhooks,
+            outbox,
         })
     }
+}
+
+/// `APP_WEBHOOK_URL` and `APP_WEBHOOK_SECRET`, and how the outbox sends. Fails closed: URLs
+/// without a usable secret would send messages no receiver can trust.
+fn app_webhooks(get: &impl Fn(&str) -> Option<String>) -> Result<(AppWebhooks, OutboxSettings), ConfigError> {
+    let list = |name: &str| -> Vec<String> {
+        get(name)
+            .map(|value| {
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut urls = Vec::new();
+    for url in list("APP_WEBHOOK_URL") {
+        let parsed = reqwest::Url::parse(&url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty()));
+        if parsed.is_none() {
+            return Err(invalid(
+                "APP_WEBHOOK_URL",
+                "must be one or more comma-separated http:// or https:// URLs",
+            ));
+        }
+        if !urls.contains(&url) {
+            urls.push(url);
+        }
+    }
+    let mut keys = Vec::new();
+    for secret in list("APP_WEBHOOK_SECRET") {
+        // The reason names the rule, never the value.
+        let key = SigningKey::from_whsec(&secret)
+            .map_err(|why| invalid("APP_WEBHOOK_SECRET", format!("each comma-separated secret {why}")))?;
+        keys.push(key);
+    }
+    if !urls.is_empty() && keys.is_empty() {
+        return Err(invalid(
+            "APP_WEBHOOK_SECRET",
+            "is not set, but APP_WEBHOOK_URL is: set a whsec_<base64> secret to sign the messages with",
+        ));
+    }
+
+    let defaults = OutboxSettings::default();
+    let concurrency = count(get, "OUTBOX_CONCURRENCY", defaults.concurrency, 0..=256)?;
+    let lease_floor = SEND_TIMEOUT.as_secs() + 1;
+    let lease = seconds(get, "OUTBOX_LEASE_SECS", defaults.lease.as_secs(), lease_floor..=3600)?;
+    let sweep = seconds(get, "OUTBOX_SWEEP_SECS", defaults.sweep.as_secs(), 1..=300)?;
+    let retry_first = seconds(get, "OUTBOX_RETRY_FIRST_SECS", defaults.retry_first.as_secs(), 1..=3600)?;
+    let retry_max = seconds(get, "OUTBOX_RETRY_MAX_SECS", defaults.retry_max.as_secs(), 1..=86_400)?;
+    if retry_max < retry_first {
+        return Err(invalid(
+            "OUTBOX_RETRY_MAX_SECS",
+            "must be at least OUTBOX_RETRY_FIRST_SECS",
+        ));
+    }
+    let give_up_after = seconds(
+        get,
+        "APP_WEBHOOK_GIVE_UP_AFTER_SECS",
+        defaults.give_up_after.as_secs(),
+        60..=30 * 86_400,
+    )?;
+    Ok((
+        AppWebhooks { urls, keys },
+        OutboxSettings {
+            concurrency,
+            lease,
+            sweep,
+            retry_first,
+            retry_max,
+            give_up_after,
+            send_timeout: SEND_TIMEOUT,
+        },
+    ))
 }
 
 /// A whole number, `default` when unset.
@@ -561,6 +694,71 @@ mod tests {
         assert_eq!(config.reconciler_max_attempts, 5);
         assert_eq!(config.checkout_limits, CheckoutLimits::default());
         assert_eq!(config.checkout_limits.per_user_per_minute, 10);
+        assert_eq!(config.app_webhooks, AppWebhooks::default());
+        assert_eq!(config.outbox, OutboxSettings::default());
+        assert_eq!(config.outbox.give_up_after, Duration::from_secs(3 * 86_400));
+        assert!(config.outbox.lease > config.outbox.send_timeout);
+    }
+
+    const APP_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    #[test]
+    fn app_webhooks_need_a_valid_secret_beside_their_urls() {
+        let mut vars = with_stripe_key();
+        vars.insert(
+            "APP_WEBHOOK_URL",
+            "https://app.example.com/hooks, http://10.0.0.2:8080/entitle",
+        );
+        assert_eq!(load(&vars).unwrap_err().variable, "APP_WEBHOOK_SECRET");
+        for bad in [
+            "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "whsec_",
+            "whsec_%%%%",
+            "whsec_c2hvcnQ=",
+        ] {
+            vars.insert("APP_WEBHOOK_SECRET", bad);
+            let err = load(&vars).unwrap_err();
+            assert_eq!(err.variable, "APP_WEBHOOK_SECRET", "{bad}");
+            assert!(
+                !err.to_string().contains(bad.trim_start_matches("whsec_")) || bad == "whsec_",
+                "{err}"
+            );
+        }
+        vars.insert("APP_WEBHOOK_SECRET", APP_SECRET);
+        let webhooks = load(&vars).unwrap().app_webhooks;
+        assert_eq!(
+            webhooks.urls,
+            ["https://app.example.com/hooks", "http://10.0.0.2:8080/entitle"]
+        );
+        assert_eq!(webhooks.keys.len(), 1);
+        assert!(!format!("{:?}", load(&vars).unwrap()).contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+    }
+
+    #[test]
+    fn app_webhook_urls_must_be_http_and_outbox_timings_in_range() {
+        for (name, value) in [
+            ("APP_WEBHOOK_URL", "ftp://app.example.com/hooks"),
+            ("APP_WEBHOOK_URL", "app.example.com/hooks"),
+            ("APP_WEBHOOK_URL", "https://ok.example.com, not a url"),
+            ("OUTBOX_LEASE_SECS", "10"),
+            ("OUTBOX_CONCURRENCY", "1000"),
+            ("OUTBOX_SWEEP_SECS", "0"),
+            ("OUTBOX_RETRY_FIRST_SECS", "0"),
+            ("OUTBOX_RETRY_MAX_SECS", "2"),
+            ("APP_WEBHOOK_GIVE_UP_AFTER_SECS", "3 days"),
+        ] {
+            let mut vars = with_stripe_key();
+            vars.insert("APP_WEBHOOK_SECRET", APP_SECRET);
+            vars.insert(name, value);
+            assert_eq!(load(&vars).unwrap_err().variable, name, "{name}={value}");
+        }
+        let mut vars = with_stripe_key();
+        vars.insert("OUTBOX_CONCURRENCY", "0");
+        vars.insert("OUTBOX_LEASE_SECS", "11");
+        vars.insert("APP_WEBHOOK_GIVE_UP_AFTER_SECS", "3600");
+        let outbox = load(&vars).unwrap().outbox;
+        assert_eq!((outbox.concurrency, outbox.lease.as_secs()), (0, 11));
+        assert_eq!(outbox.give_up_after, Duration::from_secs(3600));
     }
 
     #[test]

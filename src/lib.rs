@@ -20,6 +20,7 @@ pub mod lifecycle;
 pub mod order_events;
 pub mod order_lookup;
 pub mod orders;
+pub mod outbox;
 pub mod outcome;
 pub mod plan;
 pub mod rate_limit;

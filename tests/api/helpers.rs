@@ -7,7 +7,8 @@ use std::{
 };
 
 use entitle::{
-    config::{CheckoutLimits, Config, RETURN_SYNC_RATE, Secret, StripeBackend},
+    config::{AppWebhooks, CheckoutLimits, Config, OutboxSettings, RETURN_SYNC_RATE, Secret, StripeBackend},
+    outbox::signing::SigningKey,
     startup::Application,
     stripe::signature::sign_stripe_payload,
     stripe_emulator::{PaymentResult, StripeEmulator},
@@ -21,6 +22,8 @@ pub const WEBHOOK_SECRET: &str = "whsec_test_primary_secret";
 pub const JWT_SECRET: &str = "test-jwt-secret-that-is-long-enough-for-hs256";
 /// The app backend's key for `/v1/`.
 pub const API_KEY: &str = "ek_test_0123456789abcdefghijklmnopqrstuvwxyz";
+/// What the app's webhooks are signed with (32 bytes, base64), and its receiver verifies them with.
+pub const APP_WEBHOOK_SECRET: &str = "whsec_ZW50aXRsZS10ZXN0cy1hcHAtd2ViaG9vay1rZXkhISE=";
 
 pub fn admin_database_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
@@ -48,6 +51,24 @@ pub struct Options {
     pub stripe_secret_key: &'static str,
     /// By default far above what any test opens as one user, so only the limit's own tests meet it.
     pub checkout_limits: CheckoutLimits,
+    /// The app's webhook endpoints; none by default, so no outbox message is written.
+    pub app_webhook_urls: Vec<String>,
+    /// By default in tenths of seconds, so retries and leases run out within a test's patience.
+    pub outbox: OutboxSettings,
+}
+
+/// Outbox timings short enough for tests: retries within a fraction of a second, a lease that
+/// outlives the send timeout by a second.
+pub fn fast_outbox() -> OutboxSettings {
+    OutboxSettings {
+        concurrency: 8,
+        lease: std::time::Duration::from_secs(3),
+        sweep: std::time::Duration::from_millis(100),
+        retry_first: std::time::Duration::from_millis(200),
+        retry_max: std::time::Duration::from_secs(1),
+        give_up_after: std::time::Duration::from_secs(3 * 86_400),
+        send_timeout: std::time::Duration::from_secs(2),
+    }
 }
 
 impl Default for Options {
@@ -60,6 +81,8 @@ impl Default for Options {
                 per_user_per_minute: 1000,
                 ..CheckoutLimits::default()
             },
+            app_webhook_urls: Vec::new(),
+            outbox: fast_outbox(),
         }
     }
 }
@@ -101,6 +124,14 @@ impl TestApp {
             reconciler_max_attempts: 5,
             checkout_limits: options.checkout_limits,
             return_sync_rate: RETURN_SYNC_RATE,
+            app_webhooks: AppWebhooks {
+                keys: match options.app_webhook_urls.is_empty() {
+                    true => Vec::new(),
+                    false => vec![SigningKey::from_whsec(APP_WEBHOOK_SECRET).unwrap()],
+                },
+                urls: options.app_webhook_urls,
+            },
+            outbox: options.outbox,
         };
         let stripe = entitle::startup::stripe_client(&config, config.bind_addr).unwrap();
         let app = Application::build(config.clone())

@@ -1,0 +1,3 @@
+//! The transactional outbox: what the app hears of, and how it is sent.
+
+pub mod signing;
