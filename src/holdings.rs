@@ -24,7 +24,8 @@ pub struct EntitlementView {
 }
 
 impl EntitlementView {
-    fn at(held: entitlements::Held, now: DateTime<Utc>, grace: Duration) -> Self {
+    /// What `held` means at `now`.
+    pub fn at(held: entitlements::Held, now: DateTime<Utc>, grace: Duration) -> Self {
         let access = entitlement::access(
             held.status,
             held.current_period_end,

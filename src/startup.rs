@@ -1,5 +1,5 @@
 //! Turns a configuration into a running server: database (created if missing), migrations,
-//! catalog, Stripe client (or the built-in emulator), listener. Tests use the same path with
+//! catalog, webhook endpoints, Stripe client (or the built-in emulator), listeners, outbox senders. Tests use the same path with
 //! port 0, so what they exercise is what production runs.
 
 use std::{net::SocketAddr, time::Duration};
@@ -11,6 +11,7 @@ use crate::{
     catalog::{load_plans_file, sync_catalog},
     config::{Config, StripeBackend},
     order_events::OrderEvents,
+    outbox::{self, dispatch::Outbox},
     reconcile::missed_events::run_periodically,
     service_mode::{ServiceModeError, ensure_service_mode},
     store,
@@ -37,6 +38,8 @@ pub enum StartupError {
     Database(#[source] sqlx::Error),
     #[error("cannot listen for order status changes: {0}")]
     Listen(#[source] sqlx::Error),
+    #[error("cannot listen for outbox deliveries: {0}")]
+    OutboxListen(#[source] sqlx::Error),
     #[error("cannot apply database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error(transparent)]
@@ -53,6 +56,8 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     emulator: Option<StripeEmulator>,
+    /// This process's outbox senders: none when no endpoint is configured or OUTBOX_CONCURRENCY is 0.
+    outbox: Option<Outbox>,
 }
 
 impl Application {
@@ -69,6 +74,9 @@ impl Application {
         check_service_mode(&db, &config).await?;
         let plans = load_plans_file(&config.plans_file)?;
         sync_catalog(&db, &plans).await?;
+        outbox::endpoints::sync(&db, &config.app_webhooks)
+            .await
+            .map_err(StartupError::Database)?;
 
         let own_addr = listener.local_addr().map_err(StartupError::Bind)?;
         let stripe = stripe_client(&config, own_addr)?;
@@ -76,10 +84,20 @@ impl Application {
         let order_events = OrderEvents::listen(connect_options(&config)?)
             .await
             .map_err(StartupError::Listen)?;
+        let outbox = match !config.app_webhooks.urls.is_empty() && config.outbox.concurrency > 0 {
+            true => {
+                let wake = outbox::wake::listen(connect_options(&config)?)
+                    .await
+                    .map_err(StartupError::OutboxListen)?;
+                Some(Outbox::new(db.clone(), &config, wake))
+            }
+            false => None,
+        };
         Ok(Self {
             listener,
             state: AppState::new(db, config, stripe, order_events),
             emulator,
+            outbox,
         })
     }
 
@@ -105,8 +123,13 @@ impl Application {
             self.state.db.clone(),
             CREDIT_SWEEP_EVERY,
         ));
+        if let Some(outbox) = &self.outbox {
+            tokio::spawn(outbox.clone().run());
+        }
         let order_events = self.state.order_events.clone();
         let config = &self.state.config;
+        // Long enough for a send in flight to get its answer and record it.
+        let outbox_grace = config.outbox.send_timeout + Duration::from_secs(1);
         let api_key = config.api_key_generated.then(|| config.api_keys[0].expose().to_owned());
         let mut app = router(self.state);
         if let Some(emulator) = &self.emulator {
@@ -114,13 +137,18 @@ impl Application {
             print_emulator_banner(addr, api_key.as_deref());
         }
         tracing::info!(%addr, "entitle listening");
+        let outbox = self.outbox;
         axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
                 shutdown_signal().await;
                 // Long-polls answer now instead of holding the shutdown for up to 25 s.
                 order_events.release_all();
             })
-            .await
+            .await?;
+        if let Some(outbox) = outbox {
+            outbox.stop(outbox_grace).await;
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,175 @@
+//! The senders of one process: a loop that claims due deliveries, as many as there are free
+//! senders, and sends each on its own task. A claim is one short transaction (lock the due rows
+//! with `skip locked`, lease them, start their attempts) committed before anything is sent, so a
+//! delivery is only ever in one sender's hands and a request never holds a database lock.
+
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use sqlx::PgPool;
+use tokio::sync::{Notify, Semaphore};
+use uuid::Uuid;
+
+use super::{sender, signing::SigningKey};
+use crate::{
+    config::{Config, OutboxSettings},
+    db,
+    store::{outbox_attempts, outbox_deliveries, outbox_endpoints},
+};
+
+/// This process's senders; cheap to clone.
+#[derive(Clone)]
+pub struct Outbox(Arc<Inner>);
+
+pub struct Inner {
+    pub(super) db: PgPool,
+    pub(super) http: reqwest::Client,
+    pub(super) keys: Vec<SigningKey>,
+    pub(super) settings: OutboxSettings,
+    pub(super) entitlement_grace: Duration,
+    /// Names this process in `outbox_attempts.sender`.
+    pub(super) sender: String,
+    wake: Arc<Notify>,
+    /// One permit per delivery that may be in flight at once.
+    senders: Arc<Semaphore>,
+    stopping: AtomicBool,
+}
+
+impl std::ops::Deref for Outbox {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// A delivery this process has leased and is about to send.
+pub(super) struct Claimed {
+    pub leased: outbox_deliveries::Leased,
+    pub lease_token: Uuid,
+    pub attempt_id: i64,
+}
+
+impl Outbox {
+    /// `wake` is what the outbox listener notifies (see `wake::listen`).
+    pub fn new(db: PgPool, config: &Config, wake: Arc<Notify>) -> Self {
+        let settings = config.outbox.clone();
+        let sender = format!(
+            "pid {} ({})",
+            std::process::id(),
+            &Uuid::new_v4().simple().to_string()[..8]
+        );
+        Self(Arc::new(Inner {
+            db,
+            http: sender::http_client(settings.send_timeout),
+            keys: config.app_webhooks.keys.clone(),
+            entitlement_grace: config.entitlement_grace,
+            sender,
+            wake,
+            senders: Arc::new(Semaphore::new(settings.concurrency as usize)),
+            stopping: AtomicBool::new(false),
+            settings,
+        }))
+    }
+
+    /// Claims and sends until `stop`: woken by each commit that wrote a delivery and by each
+    /// delivery finished, and every `sweep` in any case.
+    pub async fn run(self) {
+        tracing::info!(sender = %self.sender, concurrency = self.settings.concurrency, "outbox senders started");
+        while !self.stopping.load(Ordering::SeqCst) {
+            let Ok(first) = self.senders.clone().acquire_owned().await else {
+                return;
+            };
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let mut permits = vec![first];
+            while let Ok(permit) = self.senders.clone().try_acquire_owned() {
+                permits.push(permit);
+            }
+            match self.claim(permits.len()).await {
+                Ok((claimed, more)) => {
+                    for (claimed, permit) in claimed.into_iter().zip(permits) {
+                        let outbox = self.clone();
+                        tokio::spawn(async move {
+                            outbox.deliver(claimed).await;
+                            drop(permit);
+                            outbox.wake.notify_one();
+                        });
+                    }
+                    if more {
+                        continue;
+                    }
+                }
+                Err(err) => tracing::error!(error = ?err, "outbox: cannot claim deliveries; trying again"),
+            }
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(self.settings.sweep) => {}
+            }
+        }
+    }
+
+    /// Claims nothing more, and waits up to `grace` for the deliveries in flight to be recorded
+    /// (what is still in flight after it is sent again once its lease runs out).
+    pub async fn stop(&self, grace: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+        let all = self.settings.concurrency;
+        if tokio::time::timeout(grace, self.senders.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "outbox: deliveries still in flight at shutdown; they are sent again once their lease runs out"
+            );
+        }
+        self.senders.close();
+    }
+
+    /// Leases up to `limit` due deliveries; `more` says others may be due now.
+    async fn claim(&self, limit: usize) -> Result<(Vec<Claimed>, bool), sqlx::Error> {
+        let mut tx = db::begin(&self.db).await?;
+        let due = outbox_deliveries::lock_due(&mut tx, limit as i64).await?;
+        let more = due.len() == limit;
+        // An endpoint that is failing gets one attempt at a time (a probe), not one per message
+        // waiting for it; the others wait for its answer.
+        let mut probed = HashSet::new();
+        let chosen: Vec<&outbox_deliveries::Due> = due
+            .iter()
+            .filter(|d| d.endpoint_failures == 0 || probed.insert(d.endpoint_id))
+            .collect();
+        if chosen.is_empty() {
+            tx.commit().await?;
+            return Ok((Vec::new(), more));
+        }
+        let ids: Vec<Uuid> = chosen.iter().map(|d| d.id).collect();
+        let token = Uuid::new_v4();
+        outbox_attempts::interrupt_unfinished(&mut tx, &ids).await?;
+        let leased = outbox_deliveries::lease(&mut tx, &ids, token, self.settings.lease.as_secs_f64()).await?;
+        let started = outbox_attempts::start(&mut tx, &ids, token, &self.sender).await?;
+        let probes: Vec<Uuid> = probed.into_iter().collect();
+        if !probes.is_empty() {
+            outbox_endpoints::hold_for_probe(&mut tx, &probes, self.settings.lease.as_secs_f64()).await?;
+        }
+        tx.commit().await?;
+        let claimed = leased
+            .into_iter()
+            .filter_map(|leased| {
+                let attempt = started.iter().find(|s| s.delivery_id == leased.delivery_id)?;
+                Some(Claimed {
+                    attempt_id: attempt.id,
+                    lease_token: token,
+                    leased,
+                })
+            })
+            .collect();
+        Ok((claimed, more))
+    }
+}
