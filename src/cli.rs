@@ -1,14 +1,14 @@
 //! Operator commands on the service's own binary, for when Stripe and our records must be compared
 //! by hand: `entitle reconcile --since 72h`, `entitle replay <event_id>`, `entitle order <id>`,
-//! `entitle failed-events`, `entitle review`, `entitle user <id>`; `entitle <command> --help`
-//! documents each.
+//! `entitle failed-events`, `entitle review`, `entitle user <id>`, `entitle deliveries`,
+//! `entitle redeliver`; `entitle <command> --help` documents each.
 //! They use the same configuration and the same functions as the server; `entitle` alone serves.
 
 use std::{ffi::OsString, fmt::Write, time::Duration};
 
 use chrono::{DateTime, Utc};
 use clap::{
-    CommandFactory, Parser, Subcommand,
+    ArgGroup, CommandFactory, Parser, Subcommand,
     error::{ContextKind, ContextValue},
 };
 use uuid::Uuid;
@@ -18,10 +18,12 @@ use crate::{
     credits::{self, Balance, GrantRow, LedgerRow},
     domain_error::DomainError,
     fulfillment::process_event,
+    outbox::{operator, payload::parse_webhook_id},
     reconcile::missed_events::reconcile_since,
     startup::{StartupError, check_service_mode, connect, stripe_client},
     store::{
         order_history::{self, AppliedEvent, OrderSummary},
+        outbox_deliveries::Redelivery,
         processed_events, reconciler,
     },
     stripe::retrieve::retrieve_event,
@@ -111,6 +113,58 @@ pub enum OperatorCommand {
         #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=1000))]
         limit: i64,
     },
+    /// List the app's webhook endpoints and the latest deliveries to them, newest first
+    ///
+    /// Each delivery shows its message (msg_…, the webhook-id the app receives), type and user,
+    /// where it goes, where it stands (delivered, pending with its next attempt, abandoned), its
+    /// attempts and what the last one met, and its own id for `entitle redeliver`.
+    Deliveries {
+        /// Only those that failed: abandoned, or pending after a failed attempt
+        #[arg(long)]
+        failed: bool,
+        /// Only this user's messages
+        #[arg(long, value_name = "USER_ID", value_parser = parse_user_id)]
+        user: Option<String>,
+        /// How many deliveries to show (1-1000)
+        #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=1000))]
+        limit: i64,
+    },
+    /// Send webhook messages again: one delivery, one message to every endpoint, or everything
+    /// written in a recent period
+    ///
+    /// The deliveries become pending and due now, whatever they were (delivered, abandoned, waiting
+    /// for a retry), with the same webhook-id and body as before. A disabled endpoint they go to is
+    /// enabled again, and the report says so.
+    #[command(group(ArgGroup::new("which").required(true).args(["id", "since"])))]
+    Redeliver {
+        /// A delivery id (a UUID) or a message id (msg_…), as `entitle deliveries` shows them
+        #[arg(value_name = "ID", value_parser = parse_delivery_or_message_id)]
+        id: Option<DeliveryOrMessage>,
+        /// Every delivery of the messages written this recently: a number and s, m, h or d (1h, 3d)
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        since: Option<Duration>,
+    },
+}
+
+/// What `entitle redeliver <ID>` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryOrMessage {
+    /// A bare UUID: a delivery's id, else a message's.
+    Either(Uuid),
+    /// `msg_…`: a message, to every endpoint.
+    Message(Uuid),
+}
+
+fn parse_delivery_or_message_id(text: &str) -> Result<DeliveryOrMessage, String> {
+    let invalid = || format!("`{text}` is not a delivery id (a UUID) or a message id (msg_…)");
+    match text.strip_prefix("msg_") {
+        Some(_) => parse_webhook_id(text)
+            .map(DeliveryOrMessage::Message)
+            .ok_or_else(invalid),
+        None => Uuid::try_parse(text)
+            .map(DeliveryOrMessage::Either)
+            .map_err(|_| invalid()),
+    }
 }
 
 /// `90m`, `72h`, `7d`, `30s`.
@@ -210,7 +264,38 @@ pub async fn run_operator_command(config: Config, command: OperatorCommand) -> R
         OperatorCommand::Review => orders_under_review(&db).await,
         OperatorCommand::FailedEvents => describe_failed_events(&db, config.reconciler_max_attempts).await,
         OperatorCommand::User { user_id, limit } => describe_user(&db, &user_id, limit).await,
+        OperatorCommand::Deliveries { failed, user, limit } => {
+            Ok(operator::describe_deliveries(&db, failed, user.as_deref(), limit).await?)
+        }
+        OperatorCommand::Redeliver { id, since } => redeliver(&db, id, since).await,
     }
+}
+
+async fn redeliver(
+    db: &sqlx::PgPool,
+    id: Option<DeliveryOrMessage>,
+    since: Option<Duration>,
+) -> Result<String, CommandError> {
+    let tries: Vec<Redelivery> = match (id, since) {
+        (Some(DeliveryOrMessage::Either(id)), _) => vec![Redelivery::Delivery(id), Redelivery::Message(id)],
+        (Some(DeliveryOrMessage::Message(id)), _) => vec![Redelivery::Message(id)],
+        (None, Some(since)) => {
+            let since = chrono::Duration::from_std(since).unwrap_or(chrono::Duration::MAX);
+            vec![Redelivery::WrittenSince(
+                Utc::now().checked_sub_signed(since).unwrap_or(DateTime::<Utc>::MIN_UTC),
+            )]
+        }
+        (None, None) => unreachable!("clap requires an id or --since"),
+    };
+    for what in &tries {
+        if let Some(report) = operator::redeliver(db, what).await? {
+            return Ok(report);
+        }
+    }
+    Err(CommandError::NotFound(match id {
+        Some(_) => "no delivery or message has that id (see `entitle deliveries`)".to_owned(),
+        None => "no message was written in that period, so nothing was sent again".to_owned(),
+    }))
 }
 
 /// A user's credits as support needs them: what they can spend, what it is made of and in which
@@ -485,6 +570,44 @@ mod tests {
             })
         );
         assert_eq!(
+            parse("deliveries --failed --user alice --limit 5").unwrap(),
+            Command::Operator(OperatorCommand::Deliveries {
+                failed: true,
+                user: Some("alice".into()),
+                limit: 5
+            })
+        );
+        assert_eq!(
+            parse("deliveries").unwrap(),
+            Command::Operator(OperatorCommand::Deliveries {
+                failed: false,
+                user: None,
+                limit: 20
+            })
+        );
+        let message = Uuid::new_v4();
+        assert_eq!(
+            parse(&format!("redeliver msg_{}", message.simple())).unwrap(),
+            Command::Operator(OperatorCommand::Redeliver {
+                id: Some(DeliveryOrMessage::Message(message)),
+                since: None
+            })
+        );
+        assert_eq!(
+            parse(&format!("redeliver {message}")).unwrap(),
+            Command::Operator(OperatorCommand::Redeliver {
+                id: Some(DeliveryOrMessage::Either(message)),
+                since: None
+            })
+        );
+        assert_eq!(
+            parse("redeliver --since 1h").unwrap(),
+            Command::Operator(OperatorCommand::Redeliver {
+                id: None,
+                since: Some(Duration::from_secs(3600))
+            })
+        );
+        assert_eq!(
             parse("user user_42 --limit 5").unwrap(),
             Command::Operator(OperatorCommand::User {
                 user_id: "user_42".into(),
@@ -517,6 +640,23 @@ mod tests {
             ("user alice --limit x", "invalid value 'x'", "Usage: entitle user"),
             ("failed-events evt_123", "'evt_123'", "Usage: entitle failed-events"),
             (
+                "redeliver",
+                "required arguments were not provided",
+                "Usage: entitle redeliver",
+            ),
+            (
+                "redeliver msg_x",
+                "`msg_x` is not a delivery id",
+                "Usage: entitle redeliver",
+            ),
+            ("redeliver 42", "`42` is not a delivery id", "Usage: entitle redeliver"),
+            ("redeliver --since 1y", "`1y` is not an age", "Usage: entitle redeliver"),
+            (
+                "deliveries --limit 0",
+                "0 is not in 1..=1000",
+                "Usage: entitle deliveries",
+            ),
+            (
                 "failed_events",
                 "similar subcommand exists: 'failed-events'",
                 "Usage: entitle [COMMAND]",
@@ -548,6 +688,8 @@ mod tests {
             ("review --help", "Usage: entitle review"),
             ("failed-events --help", "Usage: entitle failed-events"),
             ("user --help", "--limit <N>"),
+            ("deliveries --help", "--failed"),
+            ("help redeliver", "enabled again"),
             ("help user", "Expiries that fell due"),
             ("serve --help", "Usage: entitle serve"),
         ] {

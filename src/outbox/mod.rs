@@ -9,6 +9,7 @@ pub mod backoff;
 mod delivery;
 pub mod dispatch;
 pub mod endpoints;
+pub mod operator;
 pub mod payload;
 pub mod sender;
 pub mod signing;
