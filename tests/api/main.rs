@@ -1,6 +1,8 @@
 //! Black-box tests of the running service: each test spawns the real application on a random port,
 //! with its own fresh PostgreSQL database and its own Stripe emulator, and talks to it over HTTP.
 
+mod app_webhook_helpers;
+mod app_webhooks;
 mod auth_and_ownership;
 mod checkout;
 mod checkout_limits;
@@ -19,6 +21,7 @@ mod livemode;
 mod long_polling;
 mod lookup_indexes;
 mod operator_commands;
+mod outbox_delivery;
 mod reconciliation;
 mod refunds_and_disputes;
 mod resilience;

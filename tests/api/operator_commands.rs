@@ -27,12 +27,12 @@ fn stripe_variables(config: &Config) -> Vec<(&'static str, String)> {
 
 impl TestApp {
     /// Runs `entitle <args>` with this app's configuration; returns (success, stdout, stderr).
-    async fn run_entitle(&self, args: &[&str]) -> (bool, String, String) {
+    pub async fn run_entitle(&self, args: &[&str]) -> (bool, String, String) {
         self.run_entitle_with(args, &[]).await
     }
 
     /// As `run_entitle`, with more environment variables.
-    async fn run_entitle_with(&self, args: &[&str], extra: &[(&str, &str)]) -> (bool, String, String) {
+    pub async fn run_entitle_with(&self, args: &[&str], extra: &[(&str, &str)]) -> (bool, String, String) {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_entitle"));
         command
             .args(args)

@@ -1,0 +1,342 @@
+//! How the outbox delivers: at least once to an app that was down, answering errors or hanging;
+//! a 410 or too long a failure disables an endpoint; two instances on one database send each
+//! message once; one killed mid-send sends again after a restart with the same webhook-id; and a
+//! receiver that keeps the highest version ends with the latest state, whatever order it got them in.
+
+use std::{collections::HashMap, time::Duration};
+
+use futures::future::join_all;
+use serde_json::json;
+
+use crate::{
+    app_webhook_helpers::{Instance, Receiver, eventually, senders, sending_to},
+    helpers::{Options, TestApp, fast_outbox},
+};
+
+#[tokio::test]
+async fn given_a_receiver_down_for_a_while_then_every_message_arrives_once_it_is_back_with_every_attempt_kept() {
+    let mut receiver = Receiver::start().await;
+    let app = TestApp::spawn_with(sending_to(&[receiver.url()])).await;
+    receiver.stop();
+    for n in 0..5 {
+        app.grant_credits(&format!("user-{n}"), 10).await;
+    }
+    let messages = app.outbox_messages().await;
+    eventually("the endpoint to have failed a few times", || async {
+        (app.endpoint(&receiver.url()).await.0 >= 3).then_some(())
+    })
+    .await;
+    // A down endpoint is tried once at a time, not once per waiting message: beyond the burst
+    // in flight when it first failed, each failed attempt is one more of its failures in a row.
+    let failed_while_down = app.all_attempts().await.iter().filter(|a| a.status == "failed").count();
+    let failures_in_a_row = app.endpoint(&receiver.url()).await.0 as usize;
+    let concurrency = app.config.outbox.concurrency as usize;
+    assert!(
+        failed_while_down <= failures_in_a_row + concurrency,
+        "{failed_while_down} failed attempts for {failures_in_a_row} failures in a row"
+    );
+
+    receiver.start_again().await;
+    let received = app.all_delivered(&receiver).await;
+    let mut ids: Vec<&str> = received.iter().map(|r| r.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), messages.len());
+    assert_eq!(received.len(), messages.len(), "each message arrived once");
+    assert_eq!(app.endpoint(&receiver.url()).await, (0, None), "healthy again");
+
+    let attempts = app.all_attempts().await;
+    let failed: Vec<_> = attempts.iter().filter(|a| a.status == "failed").collect();
+    assert!(!failed.is_empty());
+    for attempt in &failed {
+        assert_eq!(attempt.response_status, None);
+        assert!(
+            attempt
+                .error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("cannot connect")),
+            "{attempt:?}"
+        );
+        assert!(attempt.latency_ms.is_some());
+    }
+    let delivered: Vec<_> = attempts.iter().filter(|a| a.status == "delivered").collect();
+    assert_eq!(delivered.len(), messages.len());
+    assert!(
+        delivered
+            .iter()
+            .all(|a| a.response_status == Some(200) && a.error.is_none())
+    );
+}
+
+#[tokio::test]
+async fn given_errors_and_no_answer_then_the_message_is_retried_with_the_same_webhook_id_until_a_2xx() {
+    let receiver = Receiver::start().await;
+    let app = TestApp::spawn_with(sending_to(&[receiver.url()])).await;
+    receiver.answer(500).await;
+    app.grant_credits("alice", 10).await;
+    let id = app.outbox_messages().await[0].webhook_id.clone();
+    receiver
+        .wait_for("two 500s", |r| {
+            r.iter().filter(|r| r.answered == Some(500)).count() >= 2
+        })
+        .await;
+
+    receiver.hang().await;
+    eventually("an attempt that got no answer", || async {
+        let attempts = app.attempts_of(&id).await;
+        attempts
+            .iter()
+            .any(|a| a.error.as_deref() == Some("no answer within 2 s"))
+            .then_some(())
+    })
+    .await;
+    receiver.answer(200).await;
+    let received = app.all_delivered(&receiver).await;
+    assert_eq!(received.len(), 1);
+
+    let every_request = receiver.received().await;
+    assert!(every_request.len() >= 4, "{every_request:#?}");
+    assert!(
+        every_request.iter().all(|r| r.id == id),
+        "one webhook-id across retries"
+    );
+    assert!(
+        every_request.windows(2).all(|w| w[0].raw == w[1].raw),
+        "the same bytes each time"
+    );
+    let attempts = app.attempts_of(&id).await;
+    assert!(attempts.iter().any(|a| {
+        a.response_status == Some(500)
+            && a.error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("answered 500 Internal Server Error"))
+    }));
+    assert_eq!(attempts.last().unwrap().status, "delivered");
+}
+
+#[tokio::test]
+async fn given_a_410_then_the_endpoint_is_disabled_until_redeliver_enables_it_and_sends_what_it_missed() {
+    let receiver = Receiver::start().await;
+    let app = TestApp::spawn_with(sending_to(&[receiver.url()])).await;
+    receiver.answer(410).await;
+    app.grant_credits("alice", 10).await;
+    eventually("the endpoint to be disabled", || async {
+        app.endpoint(&receiver.url()).await.1
+    })
+    .await;
+    // Later messages are written but given up on at once for a disabled endpoint.
+    app.grant_credits("bob", 10).await;
+    assert_eq!(app.delivery_counts().await, (0, 0, 2));
+    assert_eq!(receiver.received().await.len(), 1);
+
+    let (ok, listed, stderr) = app.run_entitle(&["deliveries", "--failed"]).await;
+    assert!(ok, "{stderr}");
+    assert!(
+        listed.contains(&format!("{}  DISABLED since", receiver.url())),
+        "{listed}"
+    );
+    assert!(listed.contains("answered 410 Gone at"), "{listed}");
+    assert_eq!(listed.matches("ABANDONED after").count(), 2, "{listed}");
+    assert!(listed.contains("entitlements.updated  user bob"), "{listed}");
+    let (_, alice_only, _) = app.run_entitle(&["deliveries", "--user", "alice"]).await;
+    assert!(
+        alice_only.contains("user alice") && !alice_only.contains("user bob"),
+        "{alice_only}"
+    );
+
+    receiver.answer(200).await;
+    let (ok, report, stderr) = app.run_entitle(&["redeliver", "--since", "1h"]).await;
+    assert!(ok, "{stderr}");
+    assert!(
+        report.contains("2 deliveries are pending again, due now (0 delivered before, 2 abandoned"),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("enabled again: {} (disabled since", receiver.url())),
+        "{report}"
+    );
+    let received = app.all_delivered(&receiver).await;
+    let users: Vec<&str> = received.iter().map(|r| r.data()["userId"].as_str().unwrap()).collect();
+    assert_eq!(users.len(), 2, "{users:?}");
+    assert_eq!(app.endpoint(&receiver.url()).await, (0, None));
+}
+
+#[tokio::test]
+async fn given_an_endpoint_failing_longer_than_the_give_up_time_then_it_is_disabled_and_its_messages_abandoned() {
+    let receiver = Receiver::start().await;
+    let app = TestApp::spawn_with(Options {
+        outbox: entitle::config::OutboxSettings {
+            give_up_after: Duration::from_secs(1),
+            ..fast_outbox()
+        },
+        ..sending_to(&[receiver.url()])
+    })
+    .await;
+    receiver.answer(503).await;
+    app.grant_credits("alice", 10).await;
+    let reason = eventually("the endpoint to be disabled", || async {
+        app.endpoint(&receiver.url()).await.1
+    })
+    .await;
+    assert!(reason.starts_with("failing for "), "{reason}");
+    assert!(reason.contains("answered 503 Service Unavailable"), "{reason}");
+    assert_eq!(app.delivery_counts().await, (0, 0, 1));
+}
+
+#[tokio::test]
+async fn given_two_instances_on_one_database_then_each_message_is_sent_exactly_once() {
+    let receiver = Receiver::start().await;
+    let app = TestApp::spawn_with(Options {
+        outbox: senders(4),
+        ..sending_to(&[receiver.url()])
+    })
+    .await;
+    let other = app.start_beside(app.instance_config(senders(4))).await;
+    // Slow answers keep each instance's senders busy, so the other's claim the rest.
+    receiver.delay(40).await;
+    let grants = (0..40).map(|n| {
+        let address = if n % 2 == 0 { app.address.clone() } else { other.clone() };
+        let http = app.http.clone();
+        async move {
+            let body = json!({
+                "userId": format!("user-{}", n % 20), "credits": 1 + n, "reason": "test",
+                "idempotencyKey": format!("grant-{n}"),
+            });
+            let response = http
+                .post(format!("{address}/v1/grants"))
+                .bearer_auth(crate::helpers::API_KEY)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_success());
+        }
+    });
+    join_all(grants).await;
+
+    let messages = app.outbox_messages().await;
+    assert_eq!(messages.len(), 40);
+    app.all_delivered(&receiver).await;
+    let mut times: HashMap<String, usize> = HashMap::new();
+    for request in receiver.received().await {
+        *times.entry(request.id).or_default() += 1;
+    }
+    assert!(times.values().all(|&n| n == 1), "{times:?}");
+    let mut sent: Vec<&String> = times.keys().collect();
+    let mut written: Vec<&String> = messages.iter().map(|m| &m.webhook_id).collect();
+    sent.sort();
+    written.sort();
+    assert_eq!(sent, written);
+    let attempts = app.all_attempts().await;
+    assert_eq!(attempts.len(), 40, "one attempt per message");
+    let mut senders: Vec<&str> = attempts.iter().map(|a| a.sender.as_str()).collect();
+    senders.sort_unstable();
+    senders.dedup();
+    assert_eq!(senders.len(), 2, "both instances sent: {senders:?}");
+}
+
+#[tokio::test]
+async fn given_an_instance_killed_mid_delivery_then_the_restarted_one_sends_it_with_the_same_webhook_id() {
+    let receiver = Receiver::start().await;
+    // This one only writes: its own senders are off.
+    let app = TestApp::spawn_with(Options {
+        outbox: senders(0),
+        ..sending_to(&[receiver.url()])
+    })
+    .await;
+    let sending = entitle::config::OutboxSettings {
+        send_timeout: Duration::from_secs(5),
+        lease: Duration::from_secs(6),
+        ..senders(2)
+    };
+    let first = Instance::start(app.instance_config(sending.clone())).await;
+    receiver.hang().await;
+    app.grant_credits("alice", 10).await;
+    let held = receiver.wait_for("the request to arrive", |r| !r.is_empty()).await;
+    first.kill();
+    receiver.answer(200).await;
+
+    let _restarted = Instance::start(app.instance_config(sending)).await;
+    let received = app.all_delivered(&receiver).await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].id, held[0].id, "the same webhook-id");
+    assert_eq!(received[0].raw, held[0].raw, "the same bytes");
+    let attempts = app.attempts_of(&received[0].id).await;
+    let statuses: Vec<&str> = attempts.iter().map(|a| a.status.as_str()).collect();
+    assert_eq!(statuses, ["interrupted", "delivered"]);
+    assert_ne!(attempts[0].sender, attempts[1].sender);
+}
+
+#[tokio::test]
+async fn given_an_older_state_arriving_after_a_newer_one_then_a_receiver_keeping_the_highest_version_ends_with_the_latest()
+ {
+    let receiver = Receiver::start().await;
+    let app = TestApp::spawn_with(sending_to(&[receiver.url()])).await;
+    app.grant_credits("alice", 50).await;
+    let received = app.all_delivered(&receiver).await;
+    let oldest = received[0].id.clone();
+    app.usage("alice", 20, "job-1").await;
+    app.all_delivered(&receiver).await;
+    app.grant_credits("alice", 5).await;
+    app.all_delivered(&receiver).await;
+
+    let (ok, report, stderr) = app.run_entitle(&["redeliver", &oldest]).await;
+    assert!(ok, "{stderr}");
+    assert!(
+        report.contains("1 delivery is pending again, due now (1 delivered before"),
+        "{report}"
+    );
+    let every = receiver
+        .wait_for("the oldest state again", |r| {
+            r.iter().filter(|r| r.id == oldest).count() == 2
+        })
+        .await;
+    assert_eq!(every.last().unwrap().id, oldest);
+    assert_eq!(every.last().unwrap().data()["version"], 1);
+    assert_eq!(every.last().unwrap().raw, every[0].raw);
+
+    let balance = app.balance("alice").await;
+    let kept = &receiver.holdings().await["alice"];
+    assert_eq!(kept["version"], 3);
+    assert_eq!(kept["credits"]["available"], balance["credits"]["available"]);
+    assert_eq!(kept["credits"]["available"], 35);
+}
+
+#[tokio::test]
+async fn given_two_endpoints_then_each_gets_every_message_with_the_same_id_and_bytes() {
+    let first = Receiver::start().await;
+    let second = Receiver::start().await;
+    let app = TestApp::spawn_with(sending_to(&[first.url(), second.url()])).await;
+    app.fulfilled_purchase("alice", "credits_100").await;
+    let mut to_first = app.all_delivered(&first).await;
+    let mut to_second = app.all_delivered(&second).await;
+    to_first.sort_by(|a, b| a.id.cmp(&b.id));
+    to_second.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(to_first.len(), 2);
+    let pairs: Vec<(&str, &str)> = to_first.iter().map(|r| (r.id.as_str(), r.raw.as_str())).collect();
+    let same: Vec<(&str, &str)> = to_second.iter().map(|r| (r.id.as_str(), r.raw.as_str())).collect();
+    assert_eq!(pairs, same);
+}
+
+#[tokio::test]
+async fn given_an_app_webhook_url_without_a_valid_secret_then_the_service_refuses_to_start_and_says_why_in_one_line() {
+    let app = TestApp::spawn().await;
+    for (secret, says) in [
+        (None, "APP_WEBHOOK_SECRET: is not set, but APP_WEBHOOK_URL is"),
+        (Some("whsec_c2hvcnQ="), "must encode 24 to 64 bytes after whsec_, not 5"),
+        (Some("not-a-whsec-secret-at-all"), "must start with whsec_"),
+    ] {
+        let mut extra = vec![("APP_WEBHOOK_URL", "https://app.example.com/hooks")];
+        if let Some(secret) = secret {
+            extra.push(("APP_WEBHOOK_SECRET", secret));
+        }
+        let (ok, _, stderr) = app.run_entitle_with(&["deliveries"], &extra).await;
+        assert!(!ok);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(
+            !stderr.contains("c2hvcnQ") && !stderr.contains("not-a-whsec"),
+            "{stderr}"
+        );
+    }
+}
