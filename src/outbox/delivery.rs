@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 
 use super::{
     backoff,
@@ -80,7 +80,8 @@ impl Outbox {
     /// `entitlements.updated` as of now: the version and the state read in one statement.
     async fn holdings_body(&self, user_id: &str) -> Result<String, sqlx::Error> {
         let rows = db::retry_idempotent(&self.db, || user_versions::holdings(&self.db, user_id)).await?;
-        let now = Utc::now();
+        // To the microsecond, as the database's own times (an order event's) are written.
+        let now = Utc::now().trunc_subsecs(6);
         let first = rows.first();
         let data = HoldingsData {
             user_id: user_id.to_owned(),

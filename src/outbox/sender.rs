@@ -67,10 +67,18 @@ pub async fn send(client: &reqwest::Client, timeout: Duration, request: &Request
         return Answer::Gone;
     }
     let said = response.text().await.unwrap_or_default();
-    let said: String = said.trim().chars().take(ERROR_BODY_CHARS).collect();
+    // One line however the page is laid out: it is read in `entitle deliveries` and in logs.
+    let said: String = said
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(ERROR_BODY_CHARS)
+        .collect();
     let error = match said.is_empty() {
         true => format!("answered {status}"),
-        false => format!("answered {status}: {}", said.escape_debug()),
+        false => format!("answered {status}: {said}"),
     };
     Answer::Failed {
         status: Some(status.as_u16()),
