@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod batched;
 pub mod catalog;
 pub mod checkout;
 pub mod checkout_limits;
@@ -10,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod credits;
 pub mod db;
+pub mod debit_gate;
 pub mod domain_error;
 pub mod entitlement;
 pub mod error;

@@ -10,6 +10,8 @@ use crate::{
     auth::{ApiKeys, TokenVerifier},
     checkout_limits::CheckoutLimiter,
     config::Config,
+    credits::BalanceReader,
+    debit_gate::DebitGate,
     order_events::OrderEvents,
     order_lookup::OrderLookup,
     rate_limit::RateLimit,
@@ -44,6 +46,10 @@ pub struct Shared {
     pub order_events: OrderEvents,
     /// Batches the owner-scoped lookups that polling return pages make.
     pub order_lookup: OrderLookup,
+    /// Batches the balance reads of `/v1/check`.
+    pub balances: BalanceReader,
+    /// Bounds the debits of one user in flight at once.
+    pub debit_gate: DebitGate,
 }
 
 impl AppState {
@@ -55,6 +61,8 @@ impl AppState {
         let checkout_limiter = CheckoutLimiter::new(&config.checkout_limits);
         Self(Arc::new(Shared {
             order_lookup: OrderLookup::start(db.clone()),
+            balances: BalanceReader::start(db.clone()),
+            debit_gate: DebitGate::default(),
             db,
             config: Arc::new(config),
             stripe,
