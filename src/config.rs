@@ -64,6 +64,17 @@ pub struct Config {
     /// The Stripe calls polling return pages may cause in this process. Not read from the
     /// environment: `RETURN_SYNC_RATE` always, except in tests that need an empty bucket.
     pub return_sync_rate: Rate,
+    pub connection_limits: ConnectionLimits,
+}
+
+/// What one client's connections may hold of the server (see `serve`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ConnectionLimits {
+    /// A request's headers must arrive within this of the connection opening or of the previous
+    /// answer on it; else the connection is closed.
+    pub header_timeout: Duration,
+    /// Open connections at once; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 /// A token bucket's settings: calls per second on average, and how many may come at once.
@@ -324,6 +335,13 @@ impl Config {
             reorder,
         };
 
+        // Ten seconds is long for a client to send a request's headers, and short enough that
+        // silent connections cannot pile up; 4,096 connections at ~28 KiB each is ~112 MiB.
+        let connection_limits = ConnectionLimits {
+            header_timeout: seconds(&get, "HTTP_HEADER_TIMEOUT_SECS", 10, 1..=300)?,
+            max_connections: count(&get, "HTTP_MAX_CONNECTIONS", 4096, 1..=1_000_000)? as usize,
+        };
+
         let defaults = CheckoutLimits::default();
         let checkout_limits = CheckoutLimits {
             per_user_per_minute: count(
@@ -350,6 +368,7 @@ impl Config {
         Ok(Self {
             database_url: Secret::new(database_url),
             database_max_connections,
+            connection_limits,
             bind_addr,
             app_base_url,
             stripe,
@@ -560,6 +579,13 @@ mod tests {
         assert_eq!(config.plans_file, PathBuf::from("plans.toml"));
         assert_eq!(config.entitlement_grace, Duration::from_secs(86_400));
         assert_eq!(config.order_status_reread, Duration::from_secs(5));
+        assert_eq!(
+            config.connection_limits,
+            ConnectionLimits {
+                header_timeout: Duration::from_secs(10),
+                max_connections: 4096
+            }
+        );
         assert_eq!(config.reconciler_max_attempts, 5);
         assert_eq!(config.checkout_limits, CheckoutLimits::default());
         assert_eq!(config.checkout_limits.per_user_per_minute, 10);
@@ -628,6 +654,8 @@ mod tests {
             ("EMULATOR_REORDER", "sometimes"),
             ("ENTITLEMENT_GRACE_SECS", "a day"),
             ("ORDER_STATUS_REREAD_SECS", "0"),
+            ("HTTP_HEADER_TIMEOUT_SECS", "0"),
+            ("HTTP_MAX_CONNECTIONS", "none"),
             ("RECONCILER_MAX_ATTEMPTS", "0"),
             ("RECONCILER_MAX_ATTEMPTS", "five"),
             ("CHECKOUT_RATE_PER_USER_PER_MINUTE", "0"),

@@ -27,6 +27,7 @@ pub mod plan;
 pub mod rate_limit;
 pub mod reconcile;
 pub mod routes;
+pub mod serve;
 pub mod service_mode;
 pub mod startup;
 pub mod state;

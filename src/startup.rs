@@ -108,19 +108,19 @@ impl Application {
         let order_events = self.state.order_events.clone();
         let config = &self.state.config;
         let api_key = config.api_key_generated.then(|| config.api_keys[0].expose().to_owned());
+        let connection_limits = config.connection_limits;
         let mut app = router(self.state);
         if let Some(emulator) = &self.emulator {
             app = app.nest(EMULATOR_PATH, emulator.router());
             print_emulator_banner(addr, api_key.as_deref());
         }
         tracing::info!(%addr, "entitle listening");
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown_signal().await;
-                // Long-polls answer now instead of holding the shutdown for up to 25 s.
-                order_events.release_all();
-            })
-            .await
+        crate::serve::serve(self.listener, app, connection_limits, async move {
+            shutdown_signal().await;
+            // Long-polls answer now instead of holding the shutdown for up to 25 s.
+            order_events.release_all();
+        })
+        .await
     }
 }
 

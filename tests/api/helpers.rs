@@ -7,7 +7,7 @@ use std::{
 };
 
 use entitle::{
-    config::{CheckoutLimits, Config, RETURN_SYNC_RATE, Secret, StripeBackend},
+    config::{CheckoutLimits, Config, ConnectionLimits, RETURN_SYNC_RATE, Secret, StripeBackend},
     startup::Application,
     stripe::signature::sign_stripe_payload,
     stripe_emulator::{PaymentResult, StripeEmulator},
@@ -48,6 +48,8 @@ pub struct Options {
     pub stripe_secret_key: &'static str,
     /// By default far above what any test opens as one user, so only the limit's own tests meet it.
     pub checkout_limits: CheckoutLimits,
+    /// The server's defaults unless a test of them needs them short.
+    pub connection_limits: ConnectionLimits,
 }
 
 impl Default for Options {
@@ -59,6 +61,10 @@ impl Default for Options {
             checkout_limits: CheckoutLimits {
                 per_user_per_minute: 1000,
                 ..CheckoutLimits::default()
+            },
+            connection_limits: ConnectionLimits {
+                header_timeout: std::time::Duration::from_secs(10),
+                max_connections: 4096,
             },
         }
     }
@@ -101,6 +107,7 @@ impl TestApp {
             reconciler_max_attempts: 5,
             checkout_limits: options.checkout_limits,
             return_sync_rate: RETURN_SYNC_RATE,
+            connection_limits: options.connection_limits,
         };
         let stripe = entitle::startup::stripe_client(&config, config.bind_addr).unwrap();
         let app = Application::build(config.clone())
