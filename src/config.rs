@@ -65,6 +65,16 @@ pub struct Config {
     /// environment: `RETURN_SYNC_RATE` always, except in tests that need an empty bucket.
     pub return_sync_rate: Rate,
     pub connection_limits: ConnectionLimits,
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (`LOG_FORMAT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// For people reading a terminal.
+    Text,
+    /// One JSON object per line, for a log pipeline.
+    Json,
 }
 
 /// What one client's connections may hold of the server (see `serve`).
@@ -342,6 +352,12 @@ impl Config {
             max_connections: count(&get, "HTTP_MAX_CONNECTIONS", 4096, 1..=1_000_000)? as usize,
         };
 
+        let log_format = match get("LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(_) => return Err(invalid("LOG_FORMAT", "must be text or json")),
+        };
+
         let defaults = CheckoutLimits::default();
         let checkout_limits = CheckoutLimits {
             per_user_per_minute: count(
@@ -369,6 +385,7 @@ impl Config {
             database_url: Secret::new(database_url),
             database_max_connections,
             connection_limits,
+            log_format,
             bind_addr,
             app_base_url,
             stripe,
@@ -656,6 +673,7 @@ mod tests {
             ("ORDER_STATUS_REREAD_SECS", "0"),
             ("HTTP_HEADER_TIMEOUT_SECS", "0"),
             ("HTTP_MAX_CONNECTIONS", "none"),
+            ("LOG_FORMAT", "yaml"),
             ("RECONCILER_MAX_ATTEMPTS", "0"),
             ("RECONCILER_MAX_ATTEMPTS", "five"),
             ("CHECKOUT_RATE_PER_USER_PER_MINUTE", "0"),

@@ -35,4 +35,5 @@ pub mod store;
 pub mod stripe;
 pub mod stripe_emulator;
 pub mod subscription_checkout;
+pub mod telemetry;
 pub mod user_id;

@@ -7,7 +7,7 @@ use std::{
 };
 
 use entitle::{
-    config::{CheckoutLimits, Config, ConnectionLimits, RETURN_SYNC_RATE, Secret, StripeBackend},
+    config::{CheckoutLimits, Config, ConnectionLimits, LogFormat, RETURN_SYNC_RATE, Secret, StripeBackend},
     startup::Application,
     stripe::signature::sign_stripe_payload,
     stripe_emulator::{PaymentResult, StripeEmulator},
@@ -108,6 +108,7 @@ impl TestApp {
             checkout_limits: options.checkout_limits,
             return_sync_rate: RETURN_SYNC_RATE,
             connection_limits: options.connection_limits,
+            log_format: LogFormat::Text,
         };
         let stripe = entitle::startup::stripe_client(&config, config.bind_addr).unwrap();
         let app = Application::build(config.clone())

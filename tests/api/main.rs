@@ -15,6 +15,7 @@ mod credits_properties;
 mod demo_credits;
 mod emulator_mode;
 mod helpers;
+mod json_logs;
 mod lifecycle_helpers;
 mod livemode;
 mod long_polling;
