@@ -345,10 +345,13 @@ impl Config {
             reorder,
         };
 
-        // Ten seconds is long for a client to send a request's headers, and short enough that
-        // silent connections cannot pile up; 4,096 connections at ~28 KiB each is ~112 MiB.
+        // The header timeout is also how long an idle keep-alive connection is kept (hyper has one
+        // timer for both), and a load balancer in front must never find its pooled connection
+        // closed under a request: 65 s outlasts the common idle timeouts (AWS ALB's 60 s,
+        // Heroku's 55 s). Silent connections then last 65 s at most, and 4,096 of them (~28 KiB
+        // each, ~112 MiB) at most; per-client limits belong to the proxy in front.
         let connection_limits = ConnectionLimits {
-            header_timeout: seconds(&get, "HTTP_HEADER_TIMEOUT_SECS", 10, 1..=300)?,
+            header_timeout: seconds(&get, "HTTP_HEADER_TIMEOUT_SECS", 65, 1..=3600)?,
             max_connections: count(&get, "HTTP_MAX_CONNECTIONS", 4096, 1..=1_000_000)? as usize,
         };
 
@@ -599,7 +602,7 @@ mod tests {
         assert_eq!(
             config.connection_limits,
             ConnectionLimits {
-                header_timeout: Duration::from_secs(10),
+                header_timeout: Duration::from_secs(65),
                 max_connections: 4096
             }
         );

@@ -6,7 +6,8 @@
 //! descriptors. Here every connection gets:
 //! - a header timeout: the request's headers must arrive within `header_timeout` of the connection
 //!   opening or of the previous response (hyper ≥ 1.6 starts it again while a keep-alive
-//!   connection waits), else it is closed; the body is bounded by the router's request timeout;
+//!   connection waits, so it is the idle timeout too), else it is closed; the body is bounded by
+//!   the router's request timeout;
 //! - a place among at most `max_connections`: beyond that, new connections wait in the kernel's
 //!   accept backlog until one closes, instead of taking memory.
 //!

@@ -63,7 +63,7 @@ impl Default for Options {
                 ..CheckoutLimits::default()
             },
             connection_limits: ConnectionLimits {
-                header_timeout: std::time::Duration::from_secs(10),
+                header_timeout: std::time::Duration::from_secs(65),
                 max_connections: 4096,
             },
         }
