@@ -7,7 +7,7 @@ use std::{
 };
 
 use entitle::{
-    config::{CheckoutLimits, Config, RETURN_SYNC_RATE, Secret, StripeBackend},
+    config::{CheckoutLimits, Config, EmailDelivery, RETURN_SYNC_RATE, Secret, StripeBackend},
     startup::Application,
     stripe::signature::sign_stripe_payload,
     stripe_emulator::{PaymentResult, StripeEmulator},
@@ -101,6 +101,7 @@ impl TestApp {
             reconciler_max_attempts: 5,
             checkout_limits: options.checkout_limits,
             return_sync_rate: RETURN_SYNC_RATE,
+            email: EmailDelivery::Off,
         };
         let stripe = entitle::startup::stripe_client(&config, config.bind_addr).unwrap();
         let app = Application::build(config.clone())
