@@ -120,9 +120,10 @@ pub enum EmailDelivery {
 /// The sender in emulator mode when `EMAIL_FROM` is not set; example.com is reserved, so no
 /// real mailbox is named.
 pub const DEV_EMAIL_FROM: &str = "Entitle demo shop <orders@example.com>";
-/// How long a connection or one SMTP command may take before the send counts as failed (and is
-/// retried later), so a silent server cannot hold the email outbox.
-pub const SMTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one email's whole SMTP exchange may take, connecting included, before the send counts
+/// as failed (and is retried later), so a silent server cannot hold the email outbox. A healthy
+/// server needs a second or two; this leaves room for one that delays its greeting on purpose.
+pub const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An SMTP server as `SMTP_URL` names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,6 +133,7 @@ pub struct SmtpServer {
     pub tls: SmtpTls,
     /// From the URL's user and password, percent-decoded; `None` sends no AUTH.
     pub credentials: Option<SmtpCredentials>,
+    /// The bound on one send, connecting included (`SMTP_TIMEOUT`).
     pub timeout: Duration,
 }
 

@@ -2,6 +2,8 @@
 //! pool): an order's email is a rare event, and a fresh connection per send means a server that
 //! was down is simply reached on the next try, with no stale pooled connection to fail first.
 
+use std::time::Duration;
+
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
     transport::smtp::{
@@ -23,6 +25,7 @@ pub(super) struct SmtpRelay {
     /// `host:port`, named in every error so a log line says which server failed.
     server: String,
     password: Option<Secret>,
+    timeout: Duration,
 }
 
 impl SmtpRelay {
@@ -47,13 +50,22 @@ impl SmtpRelay {
             transport: builder.build(),
             server: format!("{}:{}", server.host, server.port),
             password: server.credentials.as_ref().map(|c| c.password.clone()),
+            timeout: server.timeout,
         })
     }
 
+    /// lettre's async transport bounds only the TCP connect with its timeout, so the whole
+    /// exchange (greeting, TLS, AUTH, message) is bounded here: a server that accepts and then
+    /// says nothing cannot hold the outbox.
     pub(super) async fn send(&self, message: Message) -> Result<(), MailError> {
-        match self.transport.send(message).await {
-            Ok(_) => Ok(()),
-            Err(err) => Err(self.classify(&err)),
+        match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(self.classify(&err)),
+            Err(_) => Err(MailError::Transient(format!(
+                "SMTP server {}: no answer within {} s",
+                self.server,
+                self.timeout.as_secs_f64()
+            ))),
         }
     }
 
