@@ -10,6 +10,7 @@ use crate::{
     auth::{ApiKeys, TokenVerifier},
     checkout_limits::CheckoutLimiter,
     config::Config,
+    mail::Mailer,
     order_events::OrderEvents,
     order_lookup::OrderLookup,
     rate_limit::RateLimit,
@@ -44,10 +45,18 @@ pub struct Shared {
     pub order_events: OrderEvents,
     /// Batches the owner-scoped lookups that polling return pages make.
     pub order_lookup: OrderLookup,
+    /// Sends order confirmation emails; `None` when they are off (a real key without `SMTP_URL`).
+    pub mailer: Option<Mailer>,
 }
 
 impl AppState {
-    pub fn new(db: PgPool, config: Config, stripe: stripe::Client, order_events: OrderEvents) -> Self {
+    pub fn new(
+        db: PgPool,
+        config: Config,
+        stripe: stripe::Client,
+        order_events: OrderEvents,
+        mailer: Option<Mailer>,
+    ) -> Self {
         let tokens = TokenVerifier::new(config.jwt_secret.expose());
         let api_keys = ApiKeys::new(config.api_keys.iter().map(|key| key.expose()));
         let sync_rate = config.return_sync_rate;
@@ -63,6 +72,7 @@ impl AppState {
             stripe_sync_limit,
             checkout_limiter,
             order_events,
+            mailer,
         }))
     }
 }

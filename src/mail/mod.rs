@@ -16,7 +16,7 @@ pub use dev_mailbox::{DEV_MAILBOX_CAPACITY, DevMailbox, KeptEmail};
 pub use error::MailError;
 pub use mailer::Mailer;
 pub use message::message_id;
-pub use render::{RenderedEmail, render};
+pub use render::{RenderedEmail, escape_html, render};
 
 use uuid::Uuid;
 

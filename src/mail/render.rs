@@ -41,7 +41,7 @@ fn html(email: &OrderEmail, amount: &str) -> String {
     let row = |label: &str, value: &str| {
         format!(
             "<tr><th style=\"text-align:left;padding:4px 16px 4px 0;color:#697386;font-weight:600\">{label}</th><td style=\"padding:4px 0\">{}</td></tr>",
-            escape(value)
+            escape_html(value)
         )
     };
     let granted = if email.granted.is_empty() {
@@ -50,7 +50,7 @@ fn html(email: &OrderEmail, amount: &str) -> String {
         let items: String = email
             .granted
             .iter()
-            .map(|line| format!("<li>{}</li>", escape(line)))
+            .map(|line| format!("<li>{}</li>", escape_html(line)))
             .collect();
         format!("<h2 style=\"font-size:16px\">What you received</h2><ul>{items}</ul>")
     };
@@ -61,7 +61,7 @@ fn html(email: &OrderEmail, amount: &str) -> String {
          <table style=\"border-collapse:collapse\">{plan}{amount}{order}</table>{granted}\
          <p style=\"color:#697386\">If you contact us about this purchase, please quote the order id.</p>\
          </body></html>\n",
-        title = escape(&format!("Order confirmed: {}", one_line(&email.plan_name))),
+        title = escape_html(&format!("Order confirmed: {}", one_line(&email.plan_name))),
         plan = row("Plan", &email.plan_name),
         amount = row("Amount", amount),
         order = row("Order", &email.order_id.to_string()),
@@ -74,7 +74,7 @@ fn one_line(value: &str) -> String {
 }
 
 /// Text to HTML, in element content and in quoted attributes alike.
-pub(crate) fn escape(value: &str) -> String {
+pub fn escape_html(value: &str) -> String {
     let mut escaped = String::with_capacity(value.len());
     for c in value.chars() {
         match c {

@@ -8,6 +8,7 @@ use std::{
 
 use entitle::{
     config::{CheckoutLimits, Config, EmailDelivery, RETURN_SYNC_RATE, Secret, StripeBackend},
+    mail::Mailer,
     startup::Application,
     stripe::signature::sign_stripe_payload,
     stripe_emulator::{PaymentResult, StripeEmulator},
@@ -36,6 +37,8 @@ pub struct TestApp {
     pub config: Config,
     /// A client for the emulator, as the app builds it.
     pub stripe: stripe::Client,
+    /// The app's own mailer (the dev mailbox in emulator mode), to send through as the outbox does.
+    pub mailer: Option<Mailer>,
 }
 
 pub struct Options {
@@ -152,6 +155,7 @@ impl TestApp {
         config: Config,
         stripe: stripe::Client,
     ) -> Self {
+        let mailer = app.mailer().cloned();
         tokio::spawn(app.run_until_stopped());
         let db = PgPool::connect(&database_url).await.unwrap();
         Self {
@@ -162,6 +166,7 @@ impl TestApp {
             http: reqwest::Client::new(),
             config,
             stripe,
+            mailer,
         }
     }
 
