@@ -98,7 +98,7 @@ fn page(mailbox: &DevMailResponse) -> String {
          h1 {{ font-size: 24px; }} h2 {{ font-size: 18px; margin: 0 0 8px; }} h3 {{ font-size: 14px; color: #697386; }}\
          .muted {{ color: #697386; }} .card {{ border: 1px solid #e3e8ee; border-radius: 8px; padding: 16px; margin: 16px 0; }}\
          dl {{ display: grid; grid-template-columns: max-content 1fr; gap: 4px 16px; margin: 0; }} dt {{ color: #697386; }} dd {{ margin: 0; }}\
-         iframe {{ width: 100%; height: 360px; border: 1px solid #e3e8ee; border-radius: 4px; }}\
+         iframe {{ width: 100%; height: 320px; border: 1px solid #e3e8ee; border-radius: 4px; }}\
          pre {{ white-space: pre-wrap; background: #f6f8fa; padding: 8px; border-radius: 4px; font-size: 13px; }}\
          </style></head><body><h1>Dev mailbox</h1>\
          <p class=\"muted\">Emulator mode keeps here the confirmation emails buyers would get, newest first (the last \
