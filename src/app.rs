@@ -62,7 +62,10 @@ pub fn router(state: AppState) -> Router {
             .route("/dev/token", post(routes::dev_token::dev_token))
             // The demo shop's credits, spent by the buyer's own token: no API key in a browser.
             .route("/dev/credits", get(routes::dev_credits::demo_credits))
-            .route("/dev/credits/use", post(routes::dev_credits::use_demo_credits));
+            .route("/dev/credits/use", post(routes::dev_credits::use_demo_credits))
+            // The emails buyers would get, kept instead of sent while SMTP_URL is unset.
+            .route("/dev/mail", get(routes::dev_mail::dev_mail))
+            .route("/dev/mail.json", get(routes::dev_mail::dev_mail_json));
     }
 
     app.fallback(|| async {

@@ -19,6 +19,7 @@ pub mod extract;
 pub mod fulfillment;
 pub mod holdings;
 pub mod lifecycle;
+pub mod mail;
 pub mod order_events;
 pub mod order_lookup;
 pub mod orders;

@@ -12,6 +12,7 @@ use crate::{
     config::Config,
     credits::BalanceReader,
     debit_gate::DebitGate,
+    mail::Mailer,
     order_events::OrderEvents,
     order_lookup::OrderLookup,
     rate_limit::RateLimit,
@@ -50,10 +51,18 @@ pub struct Shared {
     pub balances: BalanceReader,
     /// Bounds the debits of one user in flight at once.
     pub debit_gate: DebitGate,
+    /// Sends order confirmation emails; `None` when they are off (a real key without `SMTP_URL`).
+    pub mailer: Option<Mailer>,
 }
 
 impl AppState {
-    pub fn new(db: PgPool, config: Config, stripe: stripe::Client, order_events: OrderEvents) -> Self {
+    pub fn new(
+        db: PgPool,
+        config: Config,
+        stripe: stripe::Client,
+        order_events: OrderEvents,
+        mailer: Option<Mailer>,
+    ) -> Self {
         let tokens = TokenVerifier::new(config.jwt_secret.expose());
         let api_keys = ApiKeys::new(config.api_keys.iter().map(|key| key.expose()));
         let sync_rate = config.return_sync_rate;
@@ -71,6 +80,7 @@ impl AppState {
             stripe_sync_limit,
             checkout_limiter,
             order_events,
+            mailer,
         }))
     }
 }

@@ -7,7 +7,10 @@ use std::{
 };
 
 use entitle::{
-    config::{CheckoutLimits, Config, ConnectionLimits, LogFormat, RETURN_SYNC_RATE, Secret, StripeBackend},
+    config::{
+        CheckoutLimits, Config, ConnectionLimits, EmailDelivery, LogFormat, RETURN_SYNC_RATE, Secret, StripeBackend,
+    },
+    mail::Mailer,
     startup::Application,
     stripe::signature::sign_stripe_payload,
     stripe_emulator::{PaymentResult, StripeEmulator},
@@ -36,6 +39,8 @@ pub struct TestApp {
     pub config: Config,
     /// A client for the emulator, as the app builds it.
     pub stripe: stripe::Client,
+    /// The app's own mailer (the dev mailbox in emulator mode), to send through as the outbox does.
+    pub mailer: Option<Mailer>,
 }
 
 pub struct Options {
@@ -109,6 +114,7 @@ impl TestApp {
             return_sync_rate: RETURN_SYNC_RATE,
             connection_limits: options.connection_limits,
             log_format: LogFormat::Text,
+            email: EmailDelivery::Off,
         };
         let stripe = entitle::startup::stripe_client(&config, config.bind_addr).unwrap();
         let app = Application::build(config.clone())
@@ -159,6 +165,7 @@ impl TestApp {
         config: Config,
         stripe: stripe::Client,
     ) -> Self {
+        let mailer = app.mailer().cloned();
         tokio::spawn(app.run_until_stopped());
         let db = PgPool::connect(&database_url).await.unwrap();
         Self {
@@ -169,6 +176,7 @@ impl TestApp {
             http: reqwest::Client::new(),
             config,
             stripe,
+            mailer,
         }
     }
 
