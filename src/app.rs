@@ -6,9 +6,9 @@ use std::time::Duration;
 use axum::{
     BoxError, Router,
     error_handling::HandleErrorLayer,
-    extract::{DefaultBodyLimit, Request},
+    extract::{DefaultBodyLimit, MatchedPath, Request},
     http::{HeaderName, HeaderValue, Method, header},
-    response::IntoResponse,
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 use tower::ServiceBuilder;
@@ -62,7 +62,10 @@ pub fn router(state: AppState) -> Router {
             .route("/dev/token", post(routes::dev_token::dev_token))
             // The demo shop's credits, spent by the buyer's own token: no API key in a browser.
             .route("/dev/credits", get(routes::dev_credits::demo_credits))
-            .route("/dev/credits/use", post(routes::dev_credits::use_demo_credits));
+            .route("/dev/credits/use", post(routes::dev_credits::use_demo_credits))
+            // The emails buyers would get, kept instead of sent while SMTP_URL is unset.
+            .route("/dev/mail", get(routes::dev_mail::dev_mail))
+            .route("/dev/mail.json", get(routes::dev_mail::dev_mail_json));
     }
 
     app.fallback(|| async {
@@ -76,14 +79,32 @@ pub fn router(state: AppState) -> Router {
     .layer(
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-            .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                let request_id = request
-                    .headers()
-                    .get("x-request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
-            }))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(|request: &Request| {
+                        let request_id = request
+                            .headers()
+                            .get("x-request-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("");
+                        let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+                        tracing::info_span!(
+                            "request",
+                            method = %request.method(),
+                            path = %request.uri().path(),
+                            route,
+                            request_id
+                        )
+                    })
+                    // One line per request, with its status and latency as numbers: the access log.
+                    .on_response(|response: &Response, latency: Duration, _: &tracing::Span| {
+                        tracing::info!(
+                            status = response.status().as_u16(),
+                            latency_ms = latency.as_secs_f64() * 1000.0,
+                            "finished processing request"
+                        );
+                    }),
+            )
             .layer(PropagateRequestIdLayer::new(request_id))
             .layer(cors)
             .layer(HandleErrorLayer::new(|_: BoxError| async {

@@ -6,6 +6,7 @@
 
 use std::{fmt, net::SocketAddr, ops::RangeInclusive, path::PathBuf, time::Duration};
 
+use lettre::message::Mailbox;
 use uuid::Uuid;
 
 use crate::outbox::signing::SigningKey;
@@ -70,6 +71,29 @@ pub struct Config {
     pub app_webhooks: AppWebhooks,
     /// How the outbox sends what is written to it.
     pub outbox: OutboxSettings,
+    /// Where order confirmation emails go (`SMTP_URL`, `EMAIL_FROM`).
+    pub email: EmailDelivery,
+    pub connection_limits: ConnectionLimits,
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (`LOG_FORMAT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// For people reading a terminal.
+    Text,
+    /// One JSON object per line, for a log pipeline.
+    Json,
+}
+
+/// What one client's connections may hold of the server (see `serve`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ConnectionLimits {
+    /// A request's headers must arrive within this of the connection opening or of the previous
+    /// answer on it; else the connection is closed.
+    pub header_timeout: Duration,
+    /// Open connections at once; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 /// The app's webhook endpoints and signing keys. No endpoint means no message is written at all.
@@ -152,6 +176,52 @@ impl Default for CheckoutLimits {
             },
         }
     }
+}
+
+/// Where order confirmation emails go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EmailDelivery {
+    /// No `SMTP_URL` with a real Stripe key: no email is sent, as the startup log says.
+    Off,
+    /// No `SMTP_URL` in emulator mode: emails are kept in memory and shown at `/dev/mail`, so a
+    /// newcomer sees what the buyer would get.
+    DevMailbox { from: Mailbox },
+    /// Through the SMTP server at `SMTP_URL`.
+    Smtp { server: SmtpServer, from: Mailbox },
+}
+
+/// The sender in emulator mode when `EMAIL_FROM` is not set; example.com is reserved, so no
+/// real mailbox is named.
+pub const DEV_EMAIL_FROM: &str = "Entitle demo shop <orders@example.com>";
+/// How long one email's whole SMTP exchange may take, connecting included, before the send counts
+/// as failed (and is retried later), so a silent server cannot hold the email outbox. A healthy
+/// server needs a second or two; this leaves room for one that delays its greeting on purpose.
+pub const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An SMTP server as `SMTP_URL` names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmtpServer {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    /// From the URL's user and password, percent-decoded; `None` sends no AUTH.
+    pub credentials: Option<SmtpCredentials>,
+    /// The bound on one send, connecting included (`SMTP_TIMEOUT`).
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmtpCredentials {
+    pub username: String,
+    pub password: Secret,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// `smtp://` (port 587 by default): STARTTLS when the server offers it, plain text otherwise.
+    Opportunistic,
+    /// `smtps://` (port 465 by default): TLS from the first byte.
+    Implicit,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -258,11 +328,13 @@ impl Config {
             return Err(invalid("DATABASE_URL", "must be a postgres:// URL"));
         }
 
-        // Few connections serve best while Postgres has few cores: on 2 cores, 8 answered order
-        // status ~20 % faster than 16 with webhooks unchanged (docs/performance.md). Requests
-        // beyond the pool wait in memory instead of as Postgres backends competing for the CPU.
+        // On 2 cores, 16 connections: the reads that many callers make at once (order status,
+        // credit checks) share batched queries, so they no longer need connections of their own,
+        // and the debits over many users commit faster with more of them in flight (group
+        // commit): 83-89 % of their SQL's ceiling at 16 against 43-67 % at 8, webhooks the same
+        // (docs/performance.md). Beyond that, backends only compete for the CPU.
         let database_max_connections = match get("DATABASE_MAX_CONNECTIONS") {
-            None => 8,
+            None => 16,
             Some(v) => v
                 .parse::<u32>()
                 .ok()
@@ -374,6 +446,23 @@ impl Config {
             reorder,
         };
 
+        // The header timeout is also how long an idle keep-alive connection is kept (hyper has one
+        // timer for both), and a load balancer in front must never find its pooled connection
+        // closed under a request: 65 s outlasts the common idle timeouts (AWS ALB's 60 s,
+        // Heroku's 55 s). Silent connections then last 65 s at most, and 4,096 of them (~28 KiB
+        // each, ~112 MiB) at most; per-client limits belong to the proxy in front.
+        let connection_limits = ConnectionLimits {
+            header_timeout: seconds(&get, "HTTP_HEADER_TIMEOUT_SECS", 65, 1..=3600)?,
+            max_connections: count(&get, "HTTP_MAX_CONNECTIONS", 4096, 1..=1_000_000)? as usize,
+        };
+
+        let log_format = match get("LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(_) => return Err(invalid("LOG_FORMAT", "must be text or json")),
+        };
+        let email = email_delivery(&get, emulated)?;
+
         let defaults = CheckoutLimits::default();
         let checkout_limits = CheckoutLimits {
             per_user_per_minute: count(
@@ -402,6 +491,8 @@ impl Config {
         Ok(Self {
             database_url: Secret::new(database_url),
             database_max_connections,
+            connection_limits,
+            log_format,
             bind_addr,
             app_base_url,
             stripe,
@@ -419,6 +510,7 @@ impl Config {
             return_sync_rate: RETURN_SYNC_RATE,
             app_webhooks,
             outbox,
+            email,
         })
     }
 }
@@ -583,6 +675,102 @@ fn stripe_backend(get: &impl Fn(&str) -> Option<String>) -> Result<StripeBackend
     }
 }
 
+/// `SMTP_URL` sends through a server and needs `EMAIL_FROM`; without it, emulator mode keeps the
+/// emails in the dev mailbox and a real deployment sends none. `EMAIL_FROM` alone with a real key
+/// is refused: whoever set it expects emails that would never leave.
+fn email_delivery(get: &impl Fn(&str) -> Option<String>, emulated: bool) -> Result<EmailDelivery, ConfigError> {
+    let from = get("EMAIL_FROM")
+        .map(|value| {
+            parse_mailbox(&value).ok_or_else(|| {
+                invalid(
+                    "EMAIL_FROM",
+                    "must be an email address, optionally with a name: Shop <orders@example.com>",
+                )
+            })
+        })
+        .transpose()?;
+    match (get("SMTP_URL"), from) {
+        (Some(url), Some(from)) => Ok(EmailDelivery::Smtp {
+            server: smtp_server(&url)?,
+            from,
+        }),
+        (Some(_), None) => Err(invalid("EMAIL_FROM", "is not set (SMTP_URL needs a sender address)")),
+        (None, from) if emulated => Ok(EmailDelivery::DevMailbox {
+            from: from.unwrap_or_else(|| DEV_EMAIL_FROM.parse().expect("the dev sender is an address")),
+        }),
+        (None, Some(_)) => Err(invalid(
+            "SMTP_URL",
+            "is not set, but EMAIL_FROM is: set both to send confirmation emails, or neither",
+        )),
+        (None, None) => Ok(EmailDelivery::Off),
+    }
+}
+
+/// lettre's parser reads one mailbox from the front and ignores the rest, so the whole value must
+/// be what it read: `a@example.com, b@example.com` is not one sender.
+fn parse_mailbox(value: &str) -> Option<Mailbox> {
+    let mailbox: Mailbox = value.parse().ok()?;
+    let address = mailbox.email.to_string();
+    let rest = match value.find('<') {
+        Some(open) => value[open..].strip_prefix('<')?.strip_suffix('>')?,
+        None => value,
+    };
+    (rest == address).then_some(mailbox)
+}
+
+/// `smtp://user:password@host:port` or `smtps://…`. None of the messages quote the value: it holds
+/// the password.
+fn smtp_server(value: &str) -> Result<SmtpServer, ConfigError> {
+    const FORM: &str = "must be a URL like smtp://user:password@host:587 or smtps://user:password@host:465";
+    let url = url::Url::parse(value).map_err(|_| invalid("SMTP_URL", FORM))?;
+    let (tls, default_port) = match url.scheme() {
+        "smtp" => (SmtpTls::Opportunistic, 587),
+        "smtps" => (SmtpTls::Implicit, 465),
+        _ => return Err(invalid("SMTP_URL", "must start with smtp:// or smtps://")),
+    };
+    let host = match url.host() {
+        Some(url::Host::Domain(name)) if !name.is_empty() => name.to_owned(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        _ => return Err(invalid("SMTP_URL", FORM)),
+    };
+    // lettre would read `?tls=…` and a path; this service gives them no meaning, so they are refused
+    // rather than ignored.
+    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(
+            "SMTP_URL",
+            "must end at the host or port (no path or ?parameters)",
+        ));
+    }
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .map(|decoded| decoded.into_owned())
+            .map_err(|_| {
+                invalid(
+                    "SMTP_URL",
+                    "has a user or password that is not UTF-8 once percent-decoded",
+                )
+            })
+    };
+    let credentials = match (url.username(), url.password()) {
+        ("", None) => None,
+        ("", Some(_)) => return Err(invalid("SMTP_URL", "has a password but no user")),
+        (_, None) => return Err(invalid("SMTP_URL", "has a user but no password")),
+        (username, Some(password)) => Some(SmtpCredentials {
+            username: decode(username)?,
+            password: Secret::new(decode(password)?),
+        }),
+    };
+    Ok(SmtpServer {
+        host,
+        port: url.port().unwrap_or(default_port),
+        tls,
+        credentials,
+        timeout: SMTP_TIMEOUT,
+    })
+}
+
 fn bind_addr_port(get: &impl Fn(&str) -> Option<String>) -> u16 {
     get("BIND_ADDR")
         .and_then(|addr| addr.parse::<SocketAddr>().ok())
@@ -638,7 +826,7 @@ mod tests {
         assert!(config.jwt_secret.expose().len() >= 32);
         // Made up per process, never a constant someone could know.
         assert_ne!(load(&HashMap::new()).unwrap().jwt_secret, config.jwt_secret);
-        assert_eq!(config.database_max_connections, 8);
+        assert_eq!(config.database_max_connections, 16);
     }
 
     #[test]
@@ -691,6 +879,13 @@ mod tests {
         assert_eq!(config.plans_file, PathBuf::from("plans.toml"));
         assert_eq!(config.entitlement_grace, Duration::from_secs(86_400));
         assert_eq!(config.order_status_reread, Duration::from_secs(5));
+        assert_eq!(
+            config.connection_limits,
+            ConnectionLimits {
+                header_timeout: Duration::from_secs(65),
+                max_connections: 4096
+            }
+        );
         assert_eq!(config.reconciler_max_attempts, 5);
         assert_eq!(config.checkout_limits, CheckoutLimits::default());
         assert_eq!(config.checkout_limits.per_user_per_minute, 10);
@@ -824,6 +1019,9 @@ mod tests {
             ("EMULATOR_REORDER", "sometimes"),
             ("ENTITLEMENT_GRACE_SECS", "a day"),
             ("ORDER_STATUS_REREAD_SECS", "0"),
+            ("HTTP_HEADER_TIMEOUT_SECS", "0"),
+            ("HTTP_MAX_CONNECTIONS", "none"),
+            ("LOG_FORMAT", "yaml"),
             ("RECONCILER_MAX_ATTEMPTS", "0"),
             ("RECONCILER_MAX_ATTEMPTS", "five"),
             ("CHECKOUT_RATE_PER_USER_PER_MINUTE", "0"),
@@ -854,8 +1052,159 @@ mod tests {
     }
 
     #[test]
+    fn emails_go_to_the_dev_mailbox_in_emulator_mode_and_nowhere_with_a_real_key_until_smtp_is_set() {
+        let emulated = load(&HashMap::new()).unwrap();
+        assert_eq!(
+            emulated.email,
+            EmailDelivery::DevMailbox {
+                from: DEV_EMAIL_FROM.parse().unwrap()
+            }
+        );
+        let vars = HashMap::from([("EMAIL_FROM", "Shop <shop@example.org>")]);
+        assert!(
+            matches!(load(&vars).unwrap().email, EmailDelivery::DevMailbox { from } if from.email.to_string() == "shop@example.org")
+        );
+        assert_eq!(load(&with_stripe_key()).unwrap().email, EmailDelivery::Off);
+    }
+
+    #[test]
+    fn smtp_url_names_the_server_its_tls_and_percent_decoded_credentials() {
+        let mut vars = with_stripe_key();
+        vars.insert(
+            "SMTP_URL",
+            "smtp://mailer%40shop.example:p%40ss%3Aw0rd@smtp.example.com",
+        );
+        vars.insert("EMAIL_FROM", "Shop <orders@shop.example>");
+        let EmailDelivery::Smtp { server, from } = load(&vars).unwrap().email else {
+            panic!("SMTP_URL is set");
+        };
+        assert_eq!(from.email.domain(), "shop.example");
+        assert_eq!(
+            server,
+            SmtpServer {
+                host: "smtp.example.com".into(),
+                port: 587,
+                tls: SmtpTls::Opportunistic,
+                credentials: Some(SmtpCredentials {
+                    username: "mailer@shop.example".into(),
+                    password: Secret::new("p@ss:w0rd"),
+                }),
+                timeout: SMTP_TIMEOUT,
+            }
+        );
+
+        for (url, host, port, tls) in [
+            (
+                "smtps://u:p@smtp.example.com",
+                "smtp.example.com",
+                465,
+                SmtpTls::Implicit,
+            ),
+            (
+                "smtps://u:p@smtp.example.com:2465/",
+                "smtp.example.com",
+                2465,
+                SmtpTls::Implicit,
+            ),
+            ("smtp://127.0.0.1:2525", "127.0.0.1", 2525, SmtpTls::Opportunistic),
+            ("smtp://[::1]:25", "::1", 25, SmtpTls::Opportunistic),
+        ] {
+            vars.insert("SMTP_URL", url);
+            let EmailDelivery::Smtp { server, .. } = load(&vars).unwrap().email else {
+                panic!("{url}");
+            };
+            assert_eq!(
+                (server.host.as_str(), server.port, server.tls),
+                (host, port, tls),
+                "{url}"
+            );
+        }
+        vars.insert("SMTP_URL", "smtp://127.0.0.1:2525");
+        assert!(
+            matches!(load(&vars).unwrap().email, EmailDelivery::Smtp { server, .. } if server.credentials.is_none())
+        );
+    }
+
+    #[test]
+    fn email_settings_that_cannot_work_are_refused_without_quoting_the_password() {
+        for (smtp_url, email_from, variable) in [
+            (Some("smtp://u:hunter2@smtp.example.com"), None, "EMAIL_FROM"),
+            (None, Some("orders@example.com"), "SMTP_URL"),
+            (
+                Some("http://u:hunter2@smtp.example.com"),
+                Some("orders@example.com"),
+                "SMTP_URL",
+            ),
+            (Some("smtp.example.com:587"), Some("orders@example.com"), "SMTP_URL"),
+            (Some("smtp://u:hunter2@"), Some("orders@example.com"), "SMTP_URL"),
+            (
+                Some("smtp://u:hunter2@smtp.example.com:99999"),
+                Some("orders@example.com"),
+                "SMTP_URL",
+            ),
+            (
+                Some("smtp://u:hunter2@smtp.example.com?tls=required"),
+                Some("orders@example.com"),
+                "SMTP_URL",
+            ),
+            (
+                Some("smtp://u:hunter2@smtp.example.com/ehlo.example"),
+                Some("orders@example.com"),
+                "SMTP_URL",
+            ),
+            (
+                Some("smtp://:hunter2@smtp.example.com"),
+                Some("orders@example.com"),
+                "SMTP_URL",
+            ),
+            (
+                Some("smtp://u@smtp.example.com"),
+                Some("orders@example.com"),
+                "SMTP_URL",
+            ),
+            (
+                Some("smtp://u:hunter2%FF@smtp.example.com"),
+                Some("orders@example.com"),
+                "SMTP_URL",
+            ),
+            (
+                Some("smtp://u:hunter2@smtp.example.com"),
+                Some("not an address"),
+                "EMAIL_FROM",
+            ),
+            (Some("smtp://u:hunter2@smtp.example.com"), Some("orders@"), "EMAIL_FROM"),
+            (
+                Some("smtp://u:hunter2@smtp.example.com"),
+                Some("a@example.com, b@example.com"),
+                "EMAIL_FROM",
+            ),
+            (
+                Some("smtp://u:hunter2@smtp.example.com"),
+                Some("Shop <a@example.com> more"),
+                "EMAIL_FROM",
+            ),
+        ] {
+            let mut vars = with_stripe_key();
+            vars.extend(smtp_url.map(|url| ("SMTP_URL", url)));
+            vars.extend(email_from.map(|from| ("EMAIL_FROM", from)));
+            let err = load(&vars).unwrap_err();
+            assert_eq!(err.variable, variable, "{smtp_url:?} {email_from:?}: {err}");
+            let line = err.to_string();
+            assert!(!line.contains("hunter2") && !line.contains('\n'), "{line}");
+        }
+    }
+
+    #[test]
     fn secrets_do_not_appear_in_debug_output() {
-        let printed = format!("{:?}", load(&with_stripe_key()).unwrap());
+        let mut vars = with_stripe_key();
+        vars.insert("SMTP_URL", "smtps://mailer:smtp-hunter2@smtp.example.com");
+        vars.insert("EMAIL_FROM", "orders@example.com");
+        let printed = format!("{:?}", load(&vars).unwrap());
+        assert!(
+            printed.contains("smtp.example.com") && printed.contains("mailer"),
+            "{printed}"
+        );
+        assert!(!printed.contains("smtp-hunter2"));
         assert!(!printed.contains("sk_test_123"));
         assert!(!printed.contains("whsec_one"));
         assert!(!printed.contains("0123456789abcdef"));

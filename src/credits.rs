@@ -16,7 +16,9 @@ use uuid::Uuid;
 
 pub use crate::store::credit_ledger::{Balance, GrantRow, GrantSource, LedgerRow, SpendStatus};
 use crate::{
+    batched::Batched,
     db,
+    debit_gate::DebitGate,
     domain_error::DomainError,
     holdings,
     store::credit_ledger::{self, GrantOutcome, NewGrant, NewSpend, SettleOutcome, SpendKind, SpendOutcome},
@@ -137,7 +139,7 @@ pub struct Spent {
 }
 
 /// Spends credits at once, or answers 402 with nothing written.
-pub async fn record_usage(db: &PgPool, request: UsageRequest) -> Result<Spent, DomainError> {
+pub async fn record_usage(db: &PgPool, gate: &DebitGate, request: UsageRequest) -> Result<Spent, DomainError> {
     check_user_id("userId", &request.user_id)?;
     check_credits("credits", request.credits, 1)?;
     check_key(&request.idempotency_key)?;
@@ -152,6 +154,7 @@ pub async fn record_usage(db: &PgPool, request: UsageRequest) -> Result<Spent, D
     }));
     spend(
         db,
+        gate,
         NewSpend {
             user_id: &request.user_id,
             kind: SpendKind::Usage,
@@ -168,7 +171,7 @@ pub async fn record_usage(db: &PgPool, request: UsageRequest) -> Result<Spent, D
 
 /// Holds credits for a while: no one else can spend them until the reservation is committed,
 /// released, or its TTL passes.
-pub async fn reserve(db: &PgPool, request: ReservationRequest) -> Result<Spent, DomainError> {
+pub async fn reserve(db: &PgPool, gate: &DebitGate, request: ReservationRequest) -> Result<Spent, DomainError> {
     check_user_id("userId", &request.user_id)?;
     check_credits("credits", request.credits, 1)?;
     check_key(&request.idempotency_key)?;
@@ -184,6 +187,7 @@ pub async fn reserve(db: &PgPool, request: ReservationRequest) -> Result<Spent, 
     let expires_at = Utc::now() + chrono::Duration::seconds(ttl);
     spend(
         db,
+        gate,
         NewSpend {
             user_id: &request.user_id,
             kind: SpendKind::Reservation,
@@ -198,7 +202,8 @@ pub async fn reserve(db: &PgPool, request: ReservationRequest) -> Result<Spent, 
     .await
 }
 
-async fn spend(db: &PgPool, spend: NewSpend<'_>) -> Result<Spent, DomainError> {
+async fn spend(db: &PgPool, gate: &DebitGate, spend: NewSpend<'_>) -> Result<Spent, DomainError> {
+    let _in_flight = gate.enter(spend.user_id).await;
     // One statement keyed by the idempotency key: if the connection broke after it landed, the
     // retry finds the key and answers as a replay.
     let answer = db::retry_idempotent(db, || credit_ledger::spend(db, &spend)).await?;
@@ -410,11 +415,43 @@ pub async fn grant_period(
 /// grant's expiry), so what is read is what can be spent. A read unless something is due.
 pub async fn balance(db: &PgPool, user_id: &str) -> Result<Balance, sqlx::Error> {
     let balance = db::retry_idempotent(db, || credit_ledger::balance(db, user_id)).await?;
+    written_through(db, user_id, balance).await
+}
+
+/// `balance` as read, or, when something in it fell due, read again once that is written.
+async fn written_through(db: &PgPool, user_id: &str, balance: Balance) -> Result<Balance, sqlx::Error> {
     if !balance.due {
         return Ok(balance);
     }
     db::retry_idempotent(db, || credit_ledger::expire(db, user_id)).await?;
     db::retry_idempotent(db, || credit_ledger::balance(db, user_id)).await
+}
+
+/// `balance` for the hot path (`/v1/check`): the reads of many callers at once share one query
+/// (see `batched`).
+#[derive(Clone)]
+pub struct BalanceReader {
+    db: PgPool,
+    batched: Batched<String, Balance>,
+}
+
+impl BalanceReader {
+    pub fn start(db: PgPool) -> Self {
+        let pool = db.clone();
+        let batched = Batched::start(move |user_ids: Vec<String>| {
+            let db = pool.clone();
+            async move { db::retry_idempotent(&db, || credit_ledger::balances(&db, &user_ids)).await }
+        });
+        Self { db, batched }
+    }
+
+    pub async fn read(&self, user_id: &str) -> Result<Balance, sqlx::Error> {
+        match self.batched.ask(user_id.to_owned()).await {
+            Some(balance) => written_through(&self.db, user_id, balance).await,
+            // The batch failed: alone, so any error is this read's own.
+            None => balance(&self.db, user_id).await,
+        }
+    }
 }
 
 pub struct CheckAnswer {
@@ -428,6 +465,7 @@ pub struct CheckAnswer {
 /// (unless an expiry fell due, which `balance` writes first).
 pub async fn check(
     db: &PgPool,
+    balances: &BalanceReader,
     user_id: &str,
     credits: Option<i64>,
     entitlement: Option<&str>,
@@ -446,7 +484,7 @@ pub async fn check(
     if entitlement.is_some_and(|key| key.is_empty() || key.len() > 255 || key.contains('\0')) {
         return Err(invalid("entitlement", "must be a key of 1 to 255 bytes"));
     }
-    let balance = balance(db, user_id).await?;
+    let balance = balances.read(user_id).await?;
     let entitlement = match entitlement {
         None => None,
         Some(key) => {

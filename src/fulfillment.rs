@@ -170,6 +170,7 @@ fn stripe_ids(session: &CheckoutSessionObject) -> StripeIds<'_> {
         payment_intent: session.payment_intent.as_ref().map(|p| p.id()),
         subscription: session.subscription.as_ref().map(|s| s.id()),
         customer: session.customer.as_ref().map(|c| c.id()),
+        buyer_email: session.buyer_email(),
     }
 }
 

@@ -7,8 +7,8 @@ use entitle::{
     cli::{Cli, Command, CommandError, run_operator_command},
     config::Config,
     startup::{Application, StartupError},
+    telemetry,
 };
-use tracing_subscriber::EnvFilter;
 
 /// Many small, short-lived allocations per request from both runtime threads: mimalloc's per-thread
 /// free lists serve them at a fraction of glibc malloc's cost (docs/performance.md).
@@ -17,16 +17,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // `stripe=warn`: async-stripe's warning names the HTTP status of every failed call, which its
-    // error keeps only when the body is Stripe's own JSON.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("entitle=info,tower_http=info,stripe=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-
     // Help exits 0; a malformed command prints why and the usage, and exits 2.
     let command = match Cli::try_parse_args(std::env::args_os()) {
         Ok(cli) => cli.into_command(),
@@ -39,6 +29,8 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // After the configuration, which says how lines are written; kept to the end, which flushes.
+    let _logs = telemetry::init(config.log_format, std::io::stderr());
     if let Command::Operator(command) = command {
         let emulated = config.stripe.is_emulator();
         return match run_operator_command(config, command).await {

@@ -9,7 +9,8 @@ use tokio::net::TcpListener;
 
 use crate::{
     catalog::{load_plans_file, sync_catalog},
-    config::{Config, StripeBackend},
+    config::{Config, EmailDelivery, StripeBackend},
+    mail::{MailError, Mailer},
     order_events::OrderEvents,
     outbox::{self, dispatch::Outbox},
     reconcile::missed_events::run_periodically,
@@ -50,6 +51,8 @@ pub enum StartupError {
     Bind(#[source] std::io::Error),
     #[error(transparent)]
     ServiceMode(#[from] ServiceModeError),
+    #[error("cannot set up the mailer for SMTP_URL: {0}")]
+    Mail(#[source] MailError),
 }
 
 pub struct Application {
@@ -84,6 +87,7 @@ impl Application {
         let order_events = OrderEvents::listen(connect_options(&config)?)
             .await
             .map_err(StartupError::Listen)?;
+        let mailer = Mailer::from_config(&config.email).map_err(StartupError::Mail)?;
         let outbox = match !config.app_webhooks.urls.is_empty() && config.outbox.concurrency > 0 {
             true => {
                 let wake = outbox::wake::listen(connect_options(&config)?)
@@ -95,7 +99,7 @@ impl Application {
         };
         Ok(Self {
             listener,
-            state: AppState::new(db, config, stripe, order_events),
+            state: AppState::new(db, config, stripe, order_events, mailer),
             emulator,
             outbox,
         })
@@ -108,6 +112,11 @@ impl Application {
     /// The built-in Stripe emulator, in emulator mode.
     pub fn emulator(&self) -> Option<&StripeEmulator> {
         self.emulator.as_ref()
+    }
+
+    /// Where order confirmation emails go; `None` when they are off.
+    pub fn mailer(&self) -> Option<&Mailer> {
+        self.state.mailer.as_ref()
     }
 
     /// Serves until SIGTERM or ctrl-c, then lets requests in flight finish.
@@ -131,6 +140,8 @@ impl Application {
         // Long enough for a send in flight to get its answer and record it.
         let outbox_grace = config.outbox.send_timeout + Duration::from_secs(1);
         let api_key = config.api_key_generated.then(|| config.api_keys[0].expose().to_owned());
+        let connection_limits = config.connection_limits;
+        log_email_delivery(&config.email);
         let mut app = router(self.state);
         if let Some(emulator) = &self.emulator {
             app = app.nest(EMULATOR_PATH, emulator.router());
@@ -138,13 +149,12 @@ impl Application {
         }
         tracing::info!(%addr, "entitle listening");
         let outbox = self.outbox;
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown_signal().await;
-                // Long-polls answer now instead of holding the shutdown for up to 25 s.
-                order_events.release_all();
-            })
-            .await?;
+        crate::serve::serve(self.listener, app, connection_limits, async move {
+            shutdown_signal().await;
+            // Long-polls answer now instead of holding the shutdown for up to 25 s.
+            order_events.release_all();
+        })
+        .await?;
         if let Some(outbox) = outbox {
             outbox.stop(outbox_grace).await;
         }
@@ -205,8 +215,28 @@ fn print_emulator_banner(addr: SocketAddr, generated_api_key: Option<&str>) {
         })
         .unwrap_or_default();
     tracing::warn!(
-        "\n{line}\n  STRIPE EMULATOR MODE: no STRIPE_SECRET_KEY is set, so no real payment can happen.\n  Payments go to the built-in Stripe emulator at {origin}{EMULATOR_PATH},\n  which signs and delivers webhooks to this service. Open {origin}/ to try the shop.\n  Set STRIPE_SECRET_KEY (and STRIPE_WEBHOOK_SECRET, AUTH_JWT_SECRET) to use real Stripe.{api_key}\n{line}"
+        "\n{line}\n  STRIPE EMULATOR MODE: no STRIPE_SECRET_KEY is set, so no real payment can happen.\n  Payments go to the built-in Stripe emulator at {origin}{EMULATOR_PATH},\n  which signs and delivers webhooks to this service. Open {origin}/ to try the shop,\n  and {origin}/dev/mail for the emails buyers get.\n  Set STRIPE_SECRET_KEY (and STRIPE_WEBHOOK_SECRET, AUTH_JWT_SECRET) to use real Stripe.{api_key}\n{line}"
     );
+}
+
+/// Said once, at startup, so an operator who expected emails learns why none leave. Names the
+/// server, never the credentials.
+fn log_email_delivery(email: &EmailDelivery) {
+    match email {
+        EmailDelivery::Off => {
+            tracing::warn!("confirmation emails are off: SMTP_URL is not set (set it and EMAIL_FROM to send them)")
+        }
+        EmailDelivery::DevMailbox { from } => {
+            tracing::info!(%from, "confirmation emails are kept in the dev mailbox at /dev/mail (SMTP_URL is not set)")
+        }
+        EmailDelivery::Smtp { server, from } => tracing::info!(
+            host = %server.host,
+            port = server.port,
+            tls = ?server.tls,
+            %from,
+            "confirmation emails are sent through SMTP"
+        ),
+    }
 }
 
 /// Refuses a database recorded for another Stripe mode (see `service_mode`); the server and the

@@ -10,6 +10,9 @@ use crate::{
     auth::{ApiKeys, TokenVerifier},
     checkout_limits::CheckoutLimiter,
     config::Config,
+    credits::BalanceReader,
+    debit_gate::DebitGate,
+    mail::Mailer,
     order_events::OrderEvents,
     order_lookup::OrderLookup,
     rate_limit::RateLimit,
@@ -44,10 +47,22 @@ pub struct Shared {
     pub order_events: OrderEvents,
     /// Batches the owner-scoped lookups that polling return pages make.
     pub order_lookup: OrderLookup,
+    /// Batches the balance reads of `/v1/check`.
+    pub balances: BalanceReader,
+    /// Bounds the debits of one user in flight at once.
+    pub debit_gate: DebitGate,
+    /// Sends order confirmation emails; `None` when they are off (a real key without `SMTP_URL`).
+    pub mailer: Option<Mailer>,
 }
 
 impl AppState {
-    pub fn new(db: PgPool, config: Config, stripe: stripe::Client, order_events: OrderEvents) -> Self {
+    pub fn new(
+        db: PgPool,
+        config: Config,
+        stripe: stripe::Client,
+        order_events: OrderEvents,
+        mailer: Option<Mailer>,
+    ) -> Self {
         let tokens = TokenVerifier::new(config.jwt_secret.expose());
         let api_keys = ApiKeys::new(config.api_keys.iter().map(|key| key.expose()));
         let sync_rate = config.return_sync_rate;
@@ -55,6 +70,8 @@ impl AppState {
         let checkout_limiter = CheckoutLimiter::new(&config.checkout_limits);
         Self(Arc::new(Shared {
             order_lookup: OrderLookup::start(db.clone()),
+            balances: BalanceReader::start(db.clone()),
+            debit_gate: DebitGate::default(),
             db,
             config: Arc::new(config),
             stripe,
@@ -63,6 +80,7 @@ impl AppState {
             stripe_sync_limit,
             checkout_limiter,
             order_events,
+            mailer,
         }))
     }
 }

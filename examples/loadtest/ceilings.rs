@@ -98,6 +98,7 @@ async fn apply_completed_event(pool: &PgPool, event_id: &str, session_id: &str) 
         payment_intent: Some(&payment_intent),
         subscription: None,
         customer: None,
+        buyer_email: Some("customer@example.com"),
     };
     orders::mark_paid(&mut tx, order.id, &ids).await?;
     entitle::credits::grant_purchase(&mut tx, &order.user_id, order.id, order.credits, None, event_id).await?;

@@ -43,11 +43,7 @@ impl Connections {
         headers: &[(HeaderName, &str)],
         body: Bytes,
     ) -> Option<(StatusCode, Bytes)> {
-        let idle = self.idle.lock().unwrap().pop();
-        let mut sender = match idle {
-            Some(sender) => sender,
-            None => self.connect().await?,
-        };
+        let mut sender = self.ready_sender().await?;
         let mut request = Request::post(path)
             .header(HOST, &self.host)
             .header(CONTENT_TYPE, "application/json");
@@ -61,6 +57,23 @@ impl Connections {
         // Back to the pool only when whole: a connection that failed above is simply dropped.
         self.idle.lock().unwrap().push(sender);
         Some((status, body))
+    }
+
+    /// An idle connection still open, else a new one. The server closes a keep-alive connection
+    /// that stays idle past its header timeout (between the scenarios, say), as a real client
+    /// finds its pooled connections closed; like one, this opens another instead of failing.
+    async fn ready_sender(&self) -> Option<Sender> {
+        loop {
+            let idle = self.idle.lock().unwrap().pop();
+            match idle {
+                Some(mut sender) => {
+                    if sender.ready().await.is_ok() {
+                        return Some(sender);
+                    }
+                }
+                None => return self.connect().await,
+            }
+        }
     }
 
     async fn connect(&self) -> Option<Sender> {

@@ -5,12 +5,14 @@ use std::{
     fs::File,
     io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
-    sync::Mutex,
 };
 
-use entitle::{config::Config, startup::Application, stripe_emulator::StripeEmulator};
+use entitle::{
+    config::{Config, LogFormat},
+    startup::Application,
+    stripe_emulator::StripeEmulator,
+};
 use sqlx::{Connection, PgConnection, PgPool, postgres::PgPoolOptions};
-use tracing_subscriber::EnvFilter;
 use uuid::Uuid;
 
 pub const WEBHOOK_SECRET: &str = "whsec_loadtest_secret";
@@ -177,14 +179,9 @@ impl Service {
     }
 }
 
-/// `entitle=info,tower_http=info` (or RUST_LOG), as `main.rs` sets it, written to a file.
+/// Logged as `main.rs` logs (`telemetry`: its filter, or RUST_LOG, and a line per request),
+/// written to a file. The guard lives as long as the process.
 fn log_like_production(path: &str) {
     let file = File::create(path).unwrap_or_else(|err| panic!("cannot write {path}: {err}"));
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("entitle=info,tower_http=info")),
-        )
-        .with_ansi(false)
-        .with_writer(Mutex::new(file))
-        .init();
+    std::mem::forget(entitle::telemetry::init(LogFormat::Text, file));
 }

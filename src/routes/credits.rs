@@ -133,6 +133,7 @@ pub async fn check(
 ) -> Result<Json<CheckResponse>, AppError> {
     let answer = credits::check(
         &state.db,
+        &state.balances,
         &request.user_id,
         request.credits,
         request.entitlement.as_deref(),
@@ -172,6 +173,7 @@ pub async fn usage(
 ) -> Result<Response, AppError> {
     let spent = credits::record_usage(
         &state.db,
+        &state.debit_gate,
         credits::UsageRequest {
             user_id: request.user_id,
             credits: request.credits,
@@ -216,6 +218,7 @@ pub async fn reserve(
 ) -> Result<Response, AppError> {
     let spent = credits::reserve(
         &state.db,
+        &state.debit_gate,
         credits::ReservationRequest {
             user_id: request.user_id,
             credits: request.credits,

@@ -77,6 +77,7 @@ pub async fn use_demo_credits(
 ) -> Result<Json<DemoUsageResponse>, AppError> {
     let spent = credits::record_usage(
         &state.db,
+        &state.debit_gate,
         credits::UsageRequest {
             user_id: user.user_id,
             credits: DEMO_USAGE_CREDITS,

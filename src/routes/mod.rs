@@ -6,6 +6,7 @@ pub mod checkout;
 pub mod credits;
 pub mod demo;
 pub mod dev_credits;
+pub mod dev_mail;
 pub mod dev_token;
 pub mod entitlements;
 pub mod health;

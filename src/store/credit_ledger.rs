@@ -302,8 +302,14 @@ pub struct Balance {
 }
 
 pub async fn balance(db: &PgPool, user_id: &str) -> Result<Balance, sqlx::Error> {
-    // The account row's totals are the grants' and holds' as of the last change
-    // (migration 20261203000001), right until `due_at`.
+    let mut one = balances(db, &[user_id.to_owned()]).await?;
+    Ok(one.pop().expect("one answer per user asked"))
+}
+
+/// `balance` for many users in one query: one answer per user asked, in their order. The account
+/// row's totals are the grants' and holds' as of the last change (migration 20261203000001),
+/// right until `due_at`.
+pub async fn balances(db: &PgPool, user_ids: &[String]) -> Result<Vec<Balance>, sqlx::Error> {
     sqlx::query_as!(
         Balance,
         r#"select coalesce(a.available, 0) as "available!",
@@ -311,10 +317,12 @@ pub async fn balance(db: &PgPool, user_id: &str) -> Result<Balance, sqlx::Error>
                   coalesce(a.overdrawn, 0) as "overdrawn!",
                   coalesce(a.version, 0) as "version!",
                   coalesce(a.due_at <= now(), false) as "due!"
-           from (select 1) one left join credit_accounts a on a.user_id = $1"#,
-        user_id
+           from unnest($1::text[]) with ordinality as asked (user_id, n)
+           left join credit_accounts a on a.user_id = asked.user_id
+           order by asked.n"#,
+        user_ids
     )
-    .fetch_one(db)
+    .fetch_all(db)
     .await
 }
 

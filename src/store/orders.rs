@@ -269,13 +269,14 @@ pub async fn lock_by_id(conn: &mut PgConnection, order_id: Uuid) -> Result<Optio
     .await
 }
 
-/// The Stripe ids a checkout session names. Stored with `coalesce`, so an id already on the order
-/// is never overwritten.
+/// The Stripe ids a checkout session names, and the buyer's email it collected. Stored with
+/// `coalesce`, so a value already on the order is never overwritten.
 pub struct StripeIds<'a> {
     pub session_id: &'a str,
     pub payment_intent: Option<&'a str>,
     pub subscription: Option<&'a str>,
     pub customer: Option<&'a str>,
+    pub buyer_email: Option<&'a str>,
 }
 
 pub async fn record_stripe_ids(
@@ -289,6 +290,7 @@ pub async fn record_stripe_ids(
              stripe_payment_intent_id = coalesce(stripe_payment_intent_id, $3),
              stripe_subscription_id = coalesce(stripe_subscription_id, $4),
              stripe_customer_id = coalesce(stripe_customer_id, $5),
+             buyer_email = coalesce(buyer_email, $6),
              updated_at = now()
          where id = $1",
         order_id,
@@ -296,6 +298,7 @@ pub async fn record_stripe_ids(
         ids.payment_intent,
         ids.subscription,
         ids.customer,
+        ids.buyer_email,
     )
     .execute(conn)
     .await?;
@@ -311,7 +314,8 @@ pub async fn mark_paid(conn: &mut PgConnection, order_id: Uuid, ids: &StripeIds<
              stripe_checkout_session_id = coalesce(stripe_checkout_session_id, $2),
              stripe_payment_intent_id = coalesce(stripe_payment_intent_id, $3),
              stripe_subscription_id = coalesce(stripe_subscription_id, $4),
-             stripe_customer_id = coalesce(stripe_customer_id, $5)
+             stripe_customer_id = coalesce(stripe_customer_id, $5),
+             buyer_email = coalesce(buyer_email, $6)
          where id = $1
          returning pg_notify('order_status', id::text)",
         order_id,
@@ -319,6 +323,7 @@ pub async fn mark_paid(conn: &mut PgConnection, order_id: Uuid, ids: &StripeIds<
         ids.payment_intent,
         ids.subscription,
         ids.customer,
+        ids.buyer_email,
     )
     .execute(conn)
     .await?;

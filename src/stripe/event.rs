@@ -54,9 +54,18 @@ pub struct CheckoutSessionObject {
     pub payment_intent: Option<Expandable>,
     pub subscription: Option<Expandable>,
     pub customer: Option<Expandable>,
+    /// What the buyer entered on the checkout page (their email among it).
+    pub customer_details: Option<CustomerDetails>,
+    /// The email the session was created with, if any (the page then does not ask for one).
+    pub customer_email: Option<String>,
     /// Adaptive Pricing: the buyer paid in their own currency (`currency`, `amount_total`); this is
     /// what that came to in the merchant's, which is what the order was priced in.
     pub currency_conversion: Option<CurrencyConversion>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CustomerDetails {
+    pub email: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +77,16 @@ pub struct CurrencyConversion {
 impl CheckoutSessionObject {
     pub fn metadata_value(&self, key: &str) -> Option<&str> {
         self.metadata.as_ref()?.get(key).map(String::as_str)
+    }
+
+    /// Where the buyer wants their receipt: what they entered on the page, else what the session
+    /// was created with.
+    pub fn buyer_email(&self) -> Option<&str> {
+        self.customer_details
+            .as_ref()
+            .and_then(|details| details.email.as_deref())
+            .or(self.customer_email.as_deref())
+            .filter(|email| !email.is_empty())
     }
 
     /// Whether Stripe has the money (or needs none), so the purchase may be granted.

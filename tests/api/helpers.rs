@@ -7,7 +7,11 @@ use std::{
 };
 
 use entitle::{
-    config::{AppWebhooks, CheckoutLimits, Config, OutboxSettings, RETURN_SYNC_RATE, Secret, StripeBackend},
+    config::{
+        AppWebhooks, CheckoutLimits, Config, ConnectionLimits, EmailDelivery, LogFormat, OutboxSettings,
+        RETURN_SYNC_RATE, Secret, StripeBackend,
+    },
+    mail::Mailer,
     outbox::signing::SigningKey,
     startup::Application,
     stripe::signature::sign_stripe_payload,
@@ -39,6 +43,8 @@ pub struct TestApp {
     pub config: Config,
     /// A client for the emulator, as the app builds it.
     pub stripe: stripe::Client,
+    /// The app's own mailer (the dev mailbox in emulator mode), to send through as the outbox does.
+    pub mailer: Option<Mailer>,
 }
 
 pub struct Options {
@@ -55,6 +61,8 @@ pub struct Options {
     pub app_webhook_urls: Vec<String>,
     /// By default in tenths of seconds, so retries and leases run out within a test's patience.
     pub outbox: OutboxSettings,
+    /// The server's defaults unless a test of them needs them short.
+    pub connection_limits: ConnectionLimits,
 }
 
 /// Outbox timings short enough for tests: retries within a fraction of a second, a lease that
@@ -83,6 +91,10 @@ impl Default for Options {
             },
             app_webhook_urls: Vec::new(),
             outbox: fast_outbox(),
+            connection_limits: ConnectionLimits {
+                header_timeout: std::time::Duration::from_secs(65),
+                max_connections: 4096,
+            },
         }
     }
 }
@@ -132,6 +144,9 @@ impl TestApp {
                 urls: options.app_webhook_urls,
             },
             outbox: options.outbox,
+            connection_limits: options.connection_limits,
+            log_format: LogFormat::Text,
+            email: EmailDelivery::Off,
         };
         let stripe = entitle::startup::stripe_client(&config, config.bind_addr).unwrap();
         let app = Application::build(config.clone())
@@ -182,6 +197,7 @@ impl TestApp {
         config: Config,
         stripe: stripe::Client,
     ) -> Self {
+        let mailer = app.mailer().cloned();
         tokio::spawn(app.run_until_stopped());
         let db = PgPool::connect(&database_url).await.unwrap();
         Self {
@@ -192,6 +208,7 @@ impl TestApp {
             http: reqwest::Client::new(),
             config,
             stripe,
+            mailer,
         }
     }
 

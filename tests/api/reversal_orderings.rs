@@ -299,6 +299,15 @@ async fn given_an_order_refunded_before_reversal_facts_were_kept_then_no_later_e
         .execute(&app.db)
         .await
         .unwrap();
+    // And the account's totals as migration 20261203000001 takes them from the grants.
+    sqlx::query(
+        "update credit_accounts a set (available, reserved, due_at) =
+             (select t.available, t.reserved, t.due_at from credit_totals(a.user_id) t)
+         where user_id = 'alice'",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
 
     let (dispute, opened) = app.emulator.open_inquiry(&charge).unwrap();
     let closed = app.emulator.close_dispute_as(&dispute, "warning_closed").unwrap();

@@ -266,3 +266,29 @@ async fn given_an_event_naming_another_session_for_the_order_then_nothing_is_gra
     assert_eq!(app.deliver(&event).await.1["outcome"], "session_mismatch");
     assert_eq!(app.credits("alice").await, 0);
 }
+
+#[tokio::test]
+async fn given_a_paid_session_then_the_order_keeps_the_email_the_buyer_gave_and_a_later_event_does_not_replace_it() {
+    let app = TestApp::spawn().await;
+    let (order_id, session_id) = app.checkout("alice", "credits_100").await;
+    let events = app.pay(&session_id, PaymentResult::Card);
+    let mut completed = events[0].clone();
+    let given = completed["data"]["object"]["customer_details"]["email"].clone();
+    assert!(
+        given.is_string(),
+        "the emulator's session has no buyer email: {completed}"
+    );
+    assert_eq!(app.deliver(&completed).await.0, StatusCode::OK);
+
+    // The same session again with another address (a retried, differently-shaped event) keeps the first.
+    completed["id"] = json!("evt_other_email");
+    completed["data"]["object"]["customer_details"]["email"] = json!("someone-else@example.com");
+    assert_eq!(app.deliver(&completed).await.0, StatusCode::OK);
+
+    let stored: Option<String> = sqlx::query_scalar("select buyer_email from orders where id = $1")
+        .bind(order_id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(stored.as_deref(), given.as_str());
+}
