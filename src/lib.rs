@@ -25,6 +25,7 @@ pub mod order_lookup;
 pub mod orders;
 pub mod outbox;
 pub mod outcome;
+pub mod pg_listen;
 pub mod plan;
 pub mod rate_limit;
 pub mod reconcile;

@@ -12,12 +12,13 @@ use std::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
 };
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use tokio::sync::watch;
 use uuid::Uuid;
+
+use crate::pg_listen::{self, Heard};
 
 /// The channel every status change notifies on; the payload is the order id. The SQL in
 /// `fulfillment` and `lifecycle::reversals` names it as the literal `pg_notify('order_status', …)`,
@@ -25,8 +26,6 @@ use uuid::Uuid;
 pub const ORDER_STATUS_CHANNEL: &str = "order_status";
 /// Shown in `pg_stat_activity`, so an operator (or a test) can find the listening connection.
 pub const LISTENER_APPLICATION_NAME: &str = "entitle-order-events";
-/// How long to wait before trying again when the listening connection cannot be re-established.
-const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
 /// Order id → a channel every request waiting on that order subscribes to. An entry lives only
 /// while someone waits, so the map is as large as the number of waiting requests.
@@ -42,15 +41,24 @@ impl OrderEvents {
     /// Connects the listening connection (its own, outside the request pool) and keeps it
     /// listening for as long as the process runs.
     pub async fn listen(options: PgConnectOptions) -> Result<Self, sqlx::Error> {
-        let listener_pool = PgPoolOptions::new()
-            .max_connections(1)
-            .max_lifetime(None)
-            .idle_timeout(None)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy_with(options.application_name(LISTENER_APPLICATION_NAME));
-        let listener = start_listening(&listener_pool).await?;
         let events = Self::default();
-        tokio::spawn(events.clone().forward_notifications(listener, listener_pool));
+        let heard = events.clone();
+        pg_listen::listen(
+            options,
+            LISTENER_APPLICATION_NAME,
+            ORDER_STATUS_CHANNEL,
+            move |what| match what {
+                Heard::Notification(notification) => match Uuid::parse_str(notification.payload()) {
+                    Ok(order_id) => heard.wake(order_id),
+                    Err(_) => tracing::warn!(
+                        payload = notification.payload(),
+                        "order_status payload is not an order id"
+                    ),
+                },
+                Heard::MayHaveMissed => heard.wake_everyone(),
+            },
+        )
+        .await?;
         Ok(events)
     }
 
@@ -93,47 +101,6 @@ impl OrderEvents {
     fn lock(&self) -> MutexGuard<'_, HashMap<Uuid, watch::Sender<()>>> {
         self.waiters.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-
-    async fn forward_notifications(self, mut listener: PgListener, listener_pool: sqlx::PgPool) {
-        loop {
-            match listener.try_recv().await {
-                Ok(Some(notification)) => match Uuid::parse_str(notification.payload()) {
-                    Ok(order_id) => self.wake(order_id),
-                    Err(_) => tracing::warn!(
-                        payload = notification.payload(),
-                        "order_status payload is not an order id"
-                    ),
-                },
-                Ok(None) => {
-                    tracing::warn!("order events: listening connection lost and re-established");
-                    self.wake_everyone();
-                }
-                Err(err) => {
-                    tracing::error!(error = ?err, "order events: listening connection failed; reconnecting");
-                    drop(listener);
-                    listener = reconnect(&listener_pool).await;
-                    tracing::info!("order events: listening again");
-                    self.wake_everyone();
-                }
-            }
-        }
-    }
-}
-
-async fn start_listening(listener_pool: &sqlx::PgPool) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(listener_pool).await?;
-    listener.listen(ORDER_STATUS_CHANNEL).await?;
-    Ok(listener)
-}
-
-async fn reconnect(listener_pool: &sqlx::PgPool) -> PgListener {
-    loop {
-        tokio::time::sleep(RECONNECT_DELAY).await;
-        match start_listening(listener_pool).await {
-            Ok(listener) => return listener,
-            Err(err) => tracing::error!(error = ?err, "order events: cannot listen yet; retrying"),
-        }
-    }
 }
 
 /// One request's interest in one order; dropping it unsubscribes.
@@ -170,6 +137,8 @@ impl Drop for OrderWatch {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     /// The channel of each `pg_notify(` in `source`; `None` for one whose channel is not a literal.

@@ -4,65 +4,32 @@
 //! senders also look on a timer (`OUTBOX_SWEEP_SECS`), for retries and for anything sent while
 //! the listener was reconnecting.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use tokio::sync::Notify;
+
+use crate::pg_listen::{self, Heard};
 
 /// The channel the migration's `outbox_wake` trigger notifies on; a test below reads it there.
 pub const OUTBOX_CHANNEL: &str = "outbox";
 /// Shown in `pg_stat_activity`, beside the order events' listener.
 pub const LISTENER_APPLICATION_NAME: &str = "entitle-outbox";
-const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
 /// Connects the listening connection (its own, outside the request pool) and returns what it
 /// wakes. A wake-up that finds the senders busy is kept until they next wait.
 pub async fn listen(options: PgConnectOptions) -> Result<Arc<Notify>, sqlx::Error> {
-    let listener_pool = PgPoolOptions::new()
-        .max_connections(1)
-        .max_lifetime(None)
-        .idle_timeout(None)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(options.application_name(LISTENER_APPLICATION_NAME));
-    let listener = start_listening(&listener_pool).await?;
     let wake = Arc::new(Notify::new());
-    tokio::spawn(forward(listener, listener_pool, wake.clone()));
+    let woken = wake.clone();
+    // A reconnect wakes them too: a delivery written meanwhile was not heard of.
+    pg_listen::listen(
+        options,
+        LISTENER_APPLICATION_NAME,
+        OUTBOX_CHANNEL,
+        move |_: Heard<'_>| woken.notify_one(),
+    )
+    .await?;
     Ok(wake)
-}
-
-async fn forward(mut listener: PgListener, listener_pool: sqlx::PgPool, wake: Arc<Notify>) {
-    loop {
-        match listener.try_recv().await {
-            Ok(Some(_)) => wake.notify_one(),
-            Ok(None) => {
-                tracing::warn!("outbox: listening connection lost and re-established");
-                wake.notify_one();
-            }
-            Err(err) => {
-                tracing::error!(error = ?err, "outbox: listening connection failed; reconnecting");
-                drop(listener);
-                listener = reconnect(&listener_pool).await;
-                tracing::info!("outbox: listening again");
-                wake.notify_one();
-            }
-        }
-    }
-}
-
-async fn start_listening(listener_pool: &sqlx::PgPool) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(listener_pool).await?;
-    listener.listen(OUTBOX_CHANNEL).await?;
-    Ok(listener)
-}
-
-async fn reconnect(listener_pool: &sqlx::PgPool) -> PgListener {
-    loop {
-        tokio::time::sleep(RECONNECT_DELAY).await;
-        match start_listening(listener_pool).await {
-            Ok(listener) => return listener,
-            Err(err) => tracing::error!(error = ?err, "outbox: cannot listen yet; retrying"),
-        }
-    }
 }
 
 #[cfg(test)]
