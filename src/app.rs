@@ -1,13 +1,14 @@
 //! The router: every route, and the layers around them (request id, trace, CORS, timeout, body
 //! limits).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::{
     BoxError, Router,
     error_handling::HandleErrorLayer,
-    extract::{DefaultBodyLimit, MatchedPath, Request},
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
     http::{HeaderName, HeaderValue, Method, header},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -18,7 +19,12 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::{error::AppError, routes, state::AppState};
+use crate::{
+    error::AppError,
+    metrics::{Metrics, Route},
+    routes,
+    state::AppState,
+};
 
 /// No request may hold a connection or a client waiting longer than this. It stays above the
 /// longest `/order-status` wait, so a long-poll always ends with its own answer.
@@ -44,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/entitlements", get(routes::entitlements::entitlements))
         .route("/plans", get(routes::plans::plans))
         .route("/healthz", get(routes::health::healthz))
+        .route("/metrics", get(routes::metrics::metrics))
         // The app's backend, with an API key.
         .route("/v1/users/{user_id}/balance", get(routes::credits::balance))
         .route("/v1/check", post(routes::credits::check))
@@ -79,6 +86,7 @@ pub fn router(state: AppState) -> Router {
     .layer(
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+            .layer(middleware::from_fn_with_state(state.metrics.clone(), count_request))
             .layer(
                 TraceLayer::new_for_http()
                     .make_span_with(|request: &Request| {
@@ -113,4 +121,24 @@ pub fn router(state: AppState) -> Router {
             .timeout(REQUEST_TIMEOUT),
     )
     .with_state(state)
+}
+
+/// Counts and times every answer for `/metrics`, by the route's template, so the series are the
+/// routes and not the paths asked for.
+async fn count_request(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(Route::UNMATCHED, |path| Route::Matched(path.clone()));
+    let response = next.run(request).await;
+    metrics.http_request(method, route, response.status().as_u16(), started.elapsed());
+    response
 }

@@ -72,16 +72,15 @@ where
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts)?;
+        let token = bearer_token(&parts.headers)?;
         TokenVerifier::from_ref(state)
             .verify(token)
             .ok_or(AppError::Unauthorized)
     }
 }
 
-fn bearer_token(parts: &Parts) -> Result<&str, AppError> {
-    let header = parts
-        .headers
+fn bearer_token(headers: &axum::http::HeaderMap) -> Result<&str, AppError> {
+    let header = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .ok_or(AppError::Unauthorized)?;
@@ -90,6 +89,16 @@ fn bearer_token(parts: &Parts) -> Result<&str, AppError> {
         return Err(AppError::Unauthorized);
     }
     Ok(token.trim())
+}
+
+/// Whether the request carries `Authorization: Bearer <expected>`, compared in constant time (as
+/// digests, so the length does not show either). For single-secret routes such as `/metrics`.
+pub fn bearer_matches(headers: &axum::http::HeaderMap, expected: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let Ok(candidate) = bearer_token(headers) else {
+        return false;
+    };
+    digest(candidate).ct_eq(&digest(expected)).into()
 }
 
 /// The app's backend, authenticated by one of the API keys.
@@ -130,7 +139,7 @@ where
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts)?;
+        let token = bearer_token(&parts.headers)?;
         match ApiKeys::from_ref(state).accepts(token) {
             true => Ok(Self),
             false => Err(AppError::Unauthorized),

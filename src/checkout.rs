@@ -24,7 +24,7 @@ use crate::{
 /// What opening a checkout needs from the running service.
 pub struct CheckoutContext<'a> {
     pub db: &'a PgPool,
-    pub stripe: &'a stripe::Client,
+    pub stripe: &'a crate::stripe::StripeApi,
     pub limiter: &'a CheckoutLimiter,
     /// Where Stripe sends the buyer back.
     pub app_base_url: &'a str,
@@ -176,7 +176,7 @@ async fn holds_live_subscription(
 /// Another user's order is not found, exactly like one that does not exist.
 pub async fn cancel_checkout(
     db: &PgPool,
-    stripe: &stripe::Client,
+    stripe: &crate::stripe::StripeApi,
     user_id: &str,
     order_id: Uuid,
 ) -> Result<(), DomainError> {

@@ -18,6 +18,7 @@ use crate::{
     credits::{self, Balance, GrantRow, LedgerRow},
     domain_error::DomainError,
     fulfillment::process_event,
+    metrics::Metrics,
     outbox::{operator, payload::parse_webhook_id},
     reconcile::missed_events::reconcile_since,
     startup::{StartupError, check_service_mode, connect, stripe_client},
@@ -225,7 +226,8 @@ pub enum CommandError {
 pub async fn run_operator_command(config: Config, command: OperatorCommand) -> Result<String, CommandError> {
     let db = connect(&config).await?;
     check_service_mode(&db, &config).await?;
-    let stripe = stripe_client(&config, config.bind_addr).map_err(StartupError::from)?;
+    // A one-shot command: what its Stripe calls record is not scraped by anyone.
+    let stripe = stripe_client(&config, config.bind_addr, Metrics::default()).map_err(StartupError::from)?;
     match command {
         OperatorCommand::Reconcile { since } => {
             let since = Utc::now().timestamp() - since.as_secs() as i64;

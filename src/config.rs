@@ -51,6 +51,8 @@ pub struct Config {
     pub api_keys: Vec<Secret>,
     /// Emulator mode made the one key up: the banner prints it so a newcomer can call the API.
     pub api_key_generated: bool,
+    /// `METRICS_TOKEN`: when set, `/metrics` answers only `Authorization: Bearer <it>`.
+    pub metrics_token: Option<Secret>,
     pub plans_file: PathBuf,
     /// How long a subscription's entitlement outlives its paid period, so a late renewal does not
     /// lock anyone out.
@@ -415,6 +417,12 @@ impl Config {
             ));
         }
 
+        // Set but unusable is refused rather than taken for "open": fail closed.
+        let metrics_token = get("METRICS_TOKEN").map(Secret::new);
+        if metrics_token.as_ref().is_some_and(|token| !usable(token)) {
+            return Err(invalid("METRICS_TOKEN", "must be at least 32 printable characters"));
+        }
+
         let plans_file = PathBuf::from(get("PLANS_FILE").unwrap_or_else(|| "plans.toml".into()));
 
         let entitlement_grace = seconds(&get, "ENTITLEMENT_GRACE_SECS", 86_400, 0..=30 * 86_400)?;
@@ -500,6 +508,7 @@ impl Config {
             webhook_tolerance,
             jwt_secret: Secret::new(jwt_secret),
             api_keys,
+            metrics_token,
             api_key_generated,
             plans_file,
             entitlement_grace,
@@ -851,6 +860,26 @@ mod tests {
         vars.insert("ENTITLE_API_KEYS", "long-enough-key-0123456789abcdefghij,short");
         let err = load(&vars).unwrap_err().to_string();
         assert!(err.contains("ENTITLE_API_KEYS") && !err.contains("short"), "{err}");
+    }
+
+    #[test]
+    fn a_metrics_token_is_optional_but_refused_when_short() {
+        assert!(load(&with_stripe_key()).unwrap().metrics_token.is_none());
+        let mut vars = with_stripe_key();
+        vars.insert("METRICS_TOKEN", "scrape-token-0123456789abcdefghijklmnop");
+        let config = load(&vars).unwrap();
+        assert_eq!(
+            config.metrics_token.unwrap().expose(),
+            "scrape-token-0123456789abcdefghijklmnop"
+        );
+        for unusable in ["short-token", "has spaces in it 0123456789abcdefghij"] {
+            vars.insert("METRICS_TOKEN", unusable);
+            let err = load(&vars).unwrap_err().to_string();
+            assert!(err.contains("METRICS_TOKEN") && !err.contains(unusable), "{err}");
+        }
+        // Empty is unset, as for every variable.
+        vars.insert("METRICS_TOKEN", "");
+        assert!(load(&vars).unwrap().metrics_token.is_none());
     }
 
     #[test]

@@ -41,7 +41,7 @@ use crate::{
 /// come through here.
 pub async fn process_event(
     pool: &PgPool,
-    stripe: &stripe::Client,
+    stripe: &crate::stripe::StripeApi,
     event: &WebhookEvent,
 ) -> Result<Outcome, DomainError> {
     // Stripe is asked before the transaction opens, never inside one: a slow answer then holds no

@@ -20,6 +20,7 @@ pub mod fulfillment;
 pub mod holdings;
 pub mod lifecycle;
 pub mod mail;
+pub mod metrics;
 pub mod order_events;
 pub mod order_lookup;
 pub mod orders;

@@ -11,12 +11,13 @@ use crate::{
     catalog::{load_plans_file, sync_catalog},
     config::{Config, EmailDelivery, StripeBackend},
     mail::{MailError, Mailer},
+    metrics::Metrics,
     order_events::OrderEvents,
     outbox::{self, dispatch::Outbox},
     reconcile::missed_events::run_periodically,
     service_mode::{ServiceModeError, ensure_service_mode},
     store,
-    stripe::build_client,
+    stripe::{StripeApi, build_client},
     stripe_emulator::{DeliveryConfig, StripeEmulator},
     {app::router, state::AppState},
 };
@@ -82,7 +83,8 @@ impl Application {
             .map_err(StartupError::Database)?;
 
         let own_addr = listener.local_addr().map_err(StartupError::Bind)?;
-        let stripe = stripe_client(&config, own_addr)?;
+        let metrics = Metrics::new();
+        let stripe = stripe_client(&config, own_addr, metrics.clone())?;
         let emulator = config.stripe.is_emulator().then(|| start_emulator(&config, own_addr));
         let order_events = OrderEvents::listen(connect_options(&config)?)
             .await
@@ -99,7 +101,7 @@ impl Application {
         };
         Ok(Self {
             listener,
-            state: AppState::new(db, config, stripe, order_events, mailer),
+            state: AppState::new(db, config, stripe, order_events, mailer, metrics),
             emulator,
             outbox,
         })
@@ -125,6 +127,7 @@ impl Application {
         tokio::spawn(run_periodically(
             self.state.db.clone(),
             self.state.stripe.clone(),
+            self.state.metrics.clone(),
             RECONCILE_EVERY,
             self.state.config.reconciler_max_attempts,
         ));
@@ -164,14 +167,19 @@ impl Application {
 
 /// The Stripe client for the configured backend. In emulator mode that is the emulator served by
 /// the process listening at `own_addr`: this one, or, for an operator command, the running server.
-pub fn stripe_client(config: &Config, own_addr: SocketAddr) -> Result<stripe::Client, stripe::StripeError> {
-    match &config.stripe {
-        StripeBackend::Api { secret_key, api_base } => build_client(secret_key.expose(), api_base),
+pub fn stripe_client(
+    config: &Config,
+    own_addr: SocketAddr,
+    metrics: Metrics,
+) -> Result<StripeApi, stripe::StripeError> {
+    let client = match &config.stripe {
+        StripeBackend::Api { secret_key, api_base } => build_client(secret_key.expose(), api_base)?,
         StripeBackend::Emulator => build_client(
             "sk_test_emulator",
             &format!("http://{}{EMULATOR_PATH}", loopback_address(own_addr)),
-        ),
-    }
+        )?,
+    };
+    Ok(StripeApi::new(client, metrics))
 }
 
 fn start_emulator(config: &Config, own_addr: SocketAddr) -> StripeEmulator {

@@ -13,6 +13,7 @@ use crate::{
     credits::BalanceReader,
     debit_gate::DebitGate,
     mail::Mailer,
+    metrics::Metrics,
     order_events::OrderEvents,
     order_lookup::OrderLookup,
     rate_limit::RateLimit,
@@ -35,7 +36,7 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     pub db: PgPool,
     pub config: Arc<Config>,
-    pub stripe: stripe::Client,
+    pub stripe: crate::stripe::StripeApi,
     /// Verifies the user tokens (`AuthUser` takes it through `FromRef`).
     pub tokens: TokenVerifier,
     /// Checks the app backend's calls (`ApiCaller` takes it through `FromRef`).
@@ -53,15 +54,18 @@ pub struct Shared {
     pub debit_gate: DebitGate,
     /// Sends order confirmation emails; `None` when they are off (a real key without `SMTP_URL`).
     pub mailer: Option<Mailer>,
+    /// What `/metrics` reports; the Stripe client records into the same registry.
+    pub metrics: Metrics,
 }
 
 impl AppState {
     pub fn new(
         db: PgPool,
         config: Config,
-        stripe: stripe::Client,
+        stripe: crate::stripe::StripeApi,
         order_events: OrderEvents,
         mailer: Option<Mailer>,
+        metrics: Metrics,
     ) -> Self {
         let tokens = TokenVerifier::new(config.jwt_secret.expose());
         let api_keys = ApiKeys::new(config.api_keys.iter().map(|key| key.expose()));
@@ -81,6 +85,7 @@ impl AppState {
             checkout_limiter,
             order_events,
             mailer,
+            metrics,
         }))
     }
 }

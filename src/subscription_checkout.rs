@@ -37,7 +37,7 @@ pub fn checkout_in_progress() -> DomainError {
 /// database connection while Stripe answers.
 pub async fn close_open_checkout(
     db: &PgPool,
-    stripe: &stripe::Client,
+    stripe: &crate::stripe::StripeApi,
     user_id: &str,
     entitlement: &str,
 ) -> Result<(), DomainError> {
@@ -84,7 +84,7 @@ pub async fn close_open_checkout(
     Ok(())
 }
 
-async fn session_was_completed(stripe: &stripe::Client, session_id: &str) -> Result<bool, DomainError> {
+async fn session_was_completed(stripe: &crate::stripe::StripeApi, session_id: &str) -> Result<bool, DomainError> {
     match retrieve_checkout_session(stripe, session_id).await {
         Ok(session) => Ok(session.status.as_deref() == Some("complete")),
         Err(StripeError::Stripe(_, 404)) => Ok(false),

@@ -59,7 +59,7 @@ pub struct StripeSubscription {
 
 /// What the event of `kind` (a subscription kind: `EventKind::is_subscription`) needs from Stripe.
 pub async fn fetch_for_event(
-    stripe: &stripe::Client,
+    stripe: &crate::stripe::StripeApi,
     event: &WebhookEvent,
     kind: EventKind,
 ) -> Result<FetchedForEvent, DomainError> {

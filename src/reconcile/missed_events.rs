@@ -19,6 +19,7 @@ use super::failures;
 use crate::{
     domain_error::DomainError,
     fulfillment::process_event,
+    metrics::Metrics,
     store::reconciler,
     stripe::{
         ProviderError,
@@ -57,7 +58,7 @@ struct Missed {
 /// oldest first. An event that fails counts an attempt; the one reaching `max_attempts` sets it aside.
 pub async fn reconcile_since(
     pool: &PgPool,
-    stripe: &stripe::Client,
+    stripe: &crate::stripe::StripeApi,
     since: i64,
     max_attempts: u32,
 ) -> Result<ReconcileReport, DomainError> {
@@ -104,7 +105,7 @@ pub async fn reconcile_since(
 /// are kept; the others are counted.
 async fn list_missed(
     pool: &PgPool,
-    stripe: &stripe::Client,
+    stripe: &crate::stripe::StripeApi,
     since: i64,
     report: &mut ReconcileReport,
 ) -> Result<Vec<Missed>, DomainError> {
@@ -148,7 +149,7 @@ async fn list_missed(
 /// still to be retried, so the next run lists it again.
 pub async fn reconcile_from_cursor(
     pool: &PgPool,
-    stripe: &stripe::Client,
+    stripe: &crate::stripe::StripeApi,
     max_attempts: u32,
 ) -> Result<ReconcileReport, DomainError> {
     let stored = reconciler::cursor(pool, CURSOR_NAME).await?;
@@ -172,11 +173,23 @@ pub async fn reconcile_from_cursor(
 }
 
 /// Runs every `every` until the process ends; a failed run is logged and retried next time.
-pub async fn run_periodically(pool: PgPool, stripe: stripe::Client, every: Duration, max_attempts: u32) {
+pub async fn run_periodically(
+    pool: PgPool,
+    stripe: crate::stripe::StripeApi,
+    metrics: Metrics,
+    every: Duration,
+    max_attempts: u32,
+) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         ticker.tick().await;
-        match reconcile_from_cursor(&pool, &stripe, max_attempts).await {
+        let result = reconcile_from_cursor(&pool, &stripe, max_attempts).await;
+        match &result {
+            Ok(report) if report.failed > 0 => metrics.reconciler_run("failures", report.applied as u64),
+            Ok(report) => metrics.reconciler_run("ok", report.applied as u64),
+            Err(_) => metrics.reconciler_run("error", 0),
+        }
+        match result {
             Ok(report) if report.applied > 0 || report.failed > 0 => {
                 tracing::warn!(
                     listed = report.listed,

@@ -27,7 +27,7 @@ const PER_ORDER_INTERVAL: Duration = Duration::from_secs(10);
 /// `limit` is the process's budget of Stripe calls for return pages.
 pub async fn sync_pending_order(
     db: &PgPool,
-    stripe: &stripe::Client,
+    stripe: &crate::stripe::StripeApi,
     limit: &RateLimit,
     order_id: Uuid,
 ) -> Result<bool, DomainError> {

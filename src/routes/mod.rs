@@ -10,6 +10,7 @@ pub mod dev_mail;
 pub mod dev_token;
 pub mod entitlements;
 pub mod health;
+pub mod metrics;
 pub mod order_status;
 pub mod plans;
 pub mod webhook;

@@ -52,6 +52,7 @@ pub async fn order_status(
     }
 
     let deadline = Instant::now() + wait;
+    let _held = state.metrics.long_poll_held();
     let mut watch = state.order_events.watch(order.order_id);
     loop {
         // Read after subscribing: a commit between the first read and `watch` still counts.

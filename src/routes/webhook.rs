@@ -13,6 +13,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
 };
 use serde_json::{Value, json};
+use std::time::{Duration, Instant};
 
 use crate::{
     config::StripeMode,
@@ -36,6 +37,7 @@ pub async fn payment_webhook(
         _ => AppError::bad_request("invalid_body", "The request body could not be read."),
     })?;
 
+    let received = Instant::now();
     let signature = headers.get("stripe-signature").and_then(|value| value.to_str().ok());
     let now = chrono::Utc::now().timestamp();
     verify_stripe_signature(
@@ -46,6 +48,7 @@ pub async fn payment_webhook(
         now,
     )
     .map_err(|err| {
+        state.metrics.webhook_signature_failure(err.reason());
         tracing::warn!(reason = %err, "webhook signature rejected");
         AppError::bad_request(
             "invalid_signature",
@@ -53,14 +56,28 @@ pub async fn payment_webhook(
         )
     })?;
 
-    let event: WebhookEvent = serde_json::from_slice(&body)
-        .map_err(|_| AppError::bad_request("invalid_event", "The body is not a Stripe event."))?;
+    let event: WebhookEvent = serde_json::from_slice(&body).map_err(|_| {
+        // Signed by Stripe but not an event we can read: counted under a type of its own.
+        state
+            .metrics
+            .webhook_event("(unreadable)", "invalid_event", received.elapsed(), None);
+        AppError::bad_request("invalid_event", "The body is not a Stripe event.")
+    })?;
     let span = tracing::Span::current();
     span.record("event_id", event.id.as_str());
     span.record("event_type", event.event_type.as_str());
-    refuse_other_mode(&event, state.config.stripe.mode())?;
+    let lag = u64::try_from(now - event.created).ok().map(Duration::from_secs);
+    let record = |outcome| {
+        state
+            .metrics
+            .webhook_event(&event.event_type, outcome, received.elapsed(), lag)
+    };
+    refuse_other_mode(&event, state.config.stripe.mode()).inspect_err(|_| record("livemode_mismatch"))?;
 
-    let outcome = process_event(&state.db, &state.stripe, &event).await?;
+    let outcome = process_event(&state.db, &state.stripe, &event)
+        .await
+        .inspect_err(|_| record("error"))?;
+    record(outcome.as_str());
     tracing::info!(outcome = outcome.as_str(), "webhook processed");
     Ok(Json(json!({ "received": true, "outcome": outcome.as_str() })))
 }

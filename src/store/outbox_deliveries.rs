@@ -273,3 +273,22 @@ pub async fn requeue(conn: &mut PgConnection, what: &Redelivery) -> Result<Vec<R
     .fetch_all(conn)
     .await
 }
+
+/// How far behind the senders are, over every instance: what `/metrics` reports.
+pub struct Backlog {
+    pub pending: i64,
+    /// Seconds since the oldest pending delivery was made pending; none when nothing is.
+    pub oldest_age_secs: Option<f64>,
+}
+
+pub async fn backlog(pool: &PgPool) -> Result<Backlog, sqlx::Error> {
+    // Both from the partial index of pending deliveries, however many were ever delivered.
+    sqlx::query_as!(
+        Backlog,
+        r#"select count(*) as "pending!",
+                  extract(epoch from now() - min(queued_at))::float8 as oldest_age_secs
+           from outbox_deliveries where status = 'pending'"#
+    )
+    .fetch_one(pool)
+    .await
+}

@@ -15,6 +15,7 @@ use stripe_shared::CheckoutSessionMode;
 use stripe_types::Currency;
 use uuid::Uuid;
 
+use super::api::StripeApi;
 use crate::catalog::{Plan, PlanKind};
 
 /// How long one attempt may take; Stripe answers in well under a second when it is healthy.
@@ -52,7 +53,7 @@ pub struct CreatedSession {
 }
 
 pub async fn create_checkout_session(
-    client: &Client,
+    api: &StripeApi,
     request: CheckoutRequest<'_>,
 ) -> Result<CreatedSession, ProviderError> {
     let params = session_params(&request);
@@ -60,10 +61,13 @@ pub async fn create_checkout_session(
         .expect("a uuid key is short and non-empty");
     let mut attempt = 1;
     let session = loop {
-        let result = params
-            .customize()
-            .request_strategy(RequestStrategy::Idempotent(key.clone()))
-            .send(client)
+        let result = api
+            .call("POST /v1/checkout/sessions", |client| {
+                params
+                    .customize()
+                    .request_strategy(RequestStrategy::Idempotent(key.clone()))
+                    .send(client)
+            })
             .await;
         match result {
             Err(err) if attempt < ATTEMPTS && is_transient(&err) => {
@@ -170,7 +174,9 @@ fn inline_price(plan: &Plan) -> CreateCheckoutSessionLineItemsPriceData {
 
 /// Closes an open session so it can no longer be paid; Stripe then sends `checkout.session.expired`.
 /// Stripe refuses (4xx) when the session is already complete or expired.
-pub async fn expire_checkout_session(client: &Client, session_id: &str) -> Result<(), ProviderError> {
-    ExpireCheckoutSession::new(session_id).send(client).await?;
+pub async fn expire_checkout_session(api: &StripeApi, session_id: &str) -> Result<(), ProviderError> {
+    let request = ExpireCheckoutSession::new(session_id);
+    api.call("POST /v1/checkout/sessions/{id}/expire", |client| request.send(client))
+        .await?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Everything that speaks Stripe: the API client we call, the signature check on what Stripe sends
 //! us, and the few event fields we read.
 
+mod api;
 mod checkout;
 pub mod event;
 mod event_kind;
@@ -9,6 +10,7 @@ pub mod lifecycle_objects;
 pub mod retrieve;
 pub mod signature;
 
+pub use api::StripeApi;
 pub use checkout::{
     CheckoutRequest, CreatedSession, ProviderError, build_client, create_checkout_session, expire_checkout_session,
 };

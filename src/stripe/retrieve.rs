@@ -4,31 +4,38 @@
 //! missing any field they require and would add a large crate per resource to the build.
 
 use serde::de::DeserializeOwned;
-use stripe::{Client, StripeError};
+use stripe::StripeError;
 use stripe_client_core::{RequestBuilder, StripeMethod};
 
 use super::{
+    api::StripeApi,
     event::{CheckoutSessionObject, EventKind, WebhookEvent},
     lifecycle_objects::{InvoiceObject, ObjectList, SubscriptionObject},
 };
 
-async fn get_json<T: DeserializeOwned>(client: &Client, path: String, query: Option<String>) -> Result<T, StripeError> {
+async fn get_json<T: DeserializeOwned>(
+    api: &StripeApi,
+    endpoint: &'static str,
+    path: String,
+    query: Option<String>,
+) -> Result<T, StripeError> {
     let mut request = RequestBuilder::new(StripeMethod::Get, path);
     request.query = query;
-    let value: miniserde::json::Value = request.customize().send(client).await?;
+    let value: miniserde::json::Value = api.call(endpoint, |client| request.customize().send(client)).await?;
     serde_json::from_str(&miniserde::json::to_string(&value))
         .map_err(|err| StripeError::JSONDeserialize(err.to_string()))
 }
 
 /// `GET /v1/subscriptions/{id}`.
-pub async fn retrieve_subscription(client: &Client, id: &str) -> Result<SubscriptionObject, StripeError> {
-    get_json(client, format!("/subscriptions/{id}"), None).await
+pub async fn retrieve_subscription(api: &StripeApi, id: &str) -> Result<SubscriptionObject, StripeError> {
+    get_json(api, "GET /v1/subscriptions/{id}", format!("/subscriptions/{id}"), None).await
 }
 
 /// `GET /v1/invoices/{id}?expand[]=payments`: events never carry `payments`, an includable field.
-pub async fn retrieve_invoice_with_payments(client: &Client, id: &str) -> Result<InvoiceObject, StripeError> {
+pub async fn retrieve_invoice_with_payments(api: &StripeApi, id: &str) -> Result<InvoiceObject, StripeError> {
     get_json(
-        client,
+        api,
+        "GET /v1/invoices/{id}",
         format!("/invoices/{id}"),
         Some("expand%5B%5D=payments".to_owned()),
     )
@@ -36,18 +43,24 @@ pub async fn retrieve_invoice_with_payments(client: &Client, id: &str) -> Result
 }
 
 /// `GET /v1/checkout/sessions/{id}`.
-pub async fn retrieve_checkout_session(client: &Client, id: &str) -> Result<CheckoutSessionObject, StripeError> {
-    get_json(client, format!("/checkout/sessions/{id}"), None).await
+pub async fn retrieve_checkout_session(api: &StripeApi, id: &str) -> Result<CheckoutSessionObject, StripeError> {
+    get_json(
+        api,
+        "GET /v1/checkout/sessions/{id}",
+        format!("/checkout/sessions/{id}"),
+        None,
+    )
+    .await
 }
 
 /// `GET /v1/events/{id}`.
-pub async fn retrieve_event(client: &Client, id: &str) -> Result<WebhookEvent, StripeError> {
-    get_json(client, format!("/events/{id}"), None).await
+pub async fn retrieve_event(api: &StripeApi, id: &str) -> Result<WebhookEvent, StripeError> {
+    get_json(api, "GET /v1/events/{id}", format!("/events/{id}"), None).await
 }
 
 /// One page of `GET /v1/events` of the given kinds, newest first as Stripe lists them.
 pub async fn list_events_page(
-    client: &Client,
+    api: &StripeApi,
     types: &[EventKind],
     created_gte: i64,
     starting_after: Option<&str>,
@@ -60,5 +73,5 @@ pub async fn list_events_page(
     if let Some(id) = starting_after {
         query.push_str(&format!("&starting_after={id}"));
     }
-    get_json(client, "/events".to_owned(), Some(query)).await
+    get_json(api, "GET /v1/events", "/events".to_owned(), Some(query)).await
 }

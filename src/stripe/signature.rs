@@ -24,6 +24,18 @@ pub enum SignatureError {
     OutsideTolerance,
 }
 
+impl SignatureError {
+    /// A short name for the metrics' `reason` label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::MissingHeader => "missing_header",
+            Self::MalformedHeader => "malformed_header",
+            Self::NoMatch => "no_match",
+            Self::OutsideTolerance => "outside_tolerance",
+        }
+    }
+}
+
 pub fn verify_stripe_signature(
     header: Option<&str>,
     body: &[u8],

@@ -42,7 +42,7 @@ pub struct TestApp {
     /// The configuration the app runs with, for operator commands run beside it.
     pub config: Config,
     /// A client for the emulator, as the app builds it.
-    pub stripe: stripe::Client,
+    pub stripe: entitle::stripe::StripeApi,
     /// The app's own mailer (the dev mailbox in emulator mode), to send through as the outbox does.
     pub mailer: Option<Mailer>,
 }
@@ -63,6 +63,8 @@ pub struct Options {
     pub outbox: OutboxSettings,
     /// The server's defaults unless a test of them needs them short.
     pub connection_limits: ConnectionLimits,
+    /// `METRICS_TOKEN`; none by default, so `/metrics` is open.
+    pub metrics_token: Option<&'static str>,
 }
 
 /// Outbox timings short enough for tests: retries within a fraction of a second, a lease that
@@ -95,6 +97,7 @@ impl Default for Options {
                 header_timeout: std::time::Duration::from_secs(65),
                 max_connections: 4096,
             },
+            metrics_token: None,
         }
     }
 }
@@ -129,6 +132,7 @@ impl TestApp {
             jwt_secret: Secret::new(JWT_SECRET),
             api_keys: vec![Secret::new(API_KEY)],
             api_key_generated: false,
+            metrics_token: options.metrics_token.map(Secret::new),
             plans_file: concat!(env!("CARGO_MANIFEST_DIR"), "/plans.toml").into(),
             emulator_chaos: Default::default(),
             entitlement_grace: std::time::Duration::from_secs(86_400),
@@ -148,7 +152,7 @@ impl TestApp {
             log_format: LogFormat::Text,
             email: EmailDelivery::Off,
         };
-        let stripe = entitle::startup::stripe_client(&config, config.bind_addr).unwrap();
+        let stripe = entitle::startup::stripe_client(&config, config.bind_addr, Default::default()).unwrap();
         let app = Application::build(config.clone())
             .await
             .expect("the application starts");
@@ -180,7 +184,7 @@ impl TestApp {
         let config = Config::from_lookup(|name| vars.get(name).cloned()).unwrap();
         assert!(config.stripe.is_emulator());
         let own_addr = listener.local_addr().unwrap();
-        let stripe = entitle::startup::stripe_client(&config, own_addr).unwrap();
+        let stripe = entitle::startup::stripe_client(&config, own_addr, Default::default()).unwrap();
         let app = Application::build_on(listener, config.clone())
             .await
             .expect("the application starts");
@@ -195,7 +199,7 @@ impl TestApp {
         (db_name, database_url): (String, String),
         emulator: StripeEmulator,
         config: Config,
-        stripe: stripe::Client,
+        stripe: entitle::stripe::StripeApi,
     ) -> Self {
         let mailer = app.mailer().cloned();
         tokio::spawn(app.run_until_stopped());

@@ -23,6 +23,7 @@ mod lifecycle_helpers;
 mod livemode;
 mod long_polling;
 mod lookup_indexes;
+mod metrics;
 mod operator_commands;
 mod outbox_delivery;
 mod reconciliation;
