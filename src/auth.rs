@@ -1,6 +1,6 @@
-//! Who is calling. A user: the app's own auth issues HS256 bearer tokens; we only verify them: the
-//! signature with `AUTH_JWT_SECRET`, the algorithm (HS256 only, so `alg: none` and key-confusion
-//! tokens fail) and `exp`, which is required. The app's backend: an API key from
+//! Who is calling. A user: the app's auth issues bearer tokens; we only verify them: HS256 ones
+//! with `AUTH_JWT_SECRET`, RS256/ES256 (and kin) ones with an identity provider's keys from
+//! `AUTH_JWKS_URL` (src/jwks.rs); `exp` is required, `iss` and `aud` checked when configured. The app's backend: an API key from
 //! `ENTITLE_API_KEYS`, on the `/v1/` routes only. Neither is accepted where the other belongs.
 
 use std::sync::Arc;
@@ -10,58 +10,93 @@ use axum::{
     http::request::Parts,
 };
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
+use serde_json::Value;
 
-use crate::error::AppError;
+use crate::{
+    config::UserAuth,
+    error::AppError,
+    jwks::{ALGORITHMS, Jwks},
+};
 
-/// The authenticated user, taken from the token's `sub`.
+/// The authenticated user, taken from the token's `sub` (or `AUTH_USER_CLAIM`).
 #[derive(Debug, Clone)]
 pub struct AuthUser {
     pub user_id: String,
 }
 
-#[derive(Deserialize)]
-struct Claims {
-    sub: String,
-}
-
-/// The key and rules user tokens are checked with; cheap to clone.
+/// The keys and rules user tokens are checked with; cheap to clone.
 #[derive(Clone)]
-pub struct TokenVerifier {
-    key: Arc<DecodingKey>,
-    validation: Arc<Validation>,
+pub struct TokenVerifier(Arc<Verifier>);
+
+struct Verifier {
+    /// `AUTH_JWT_SECRET`, for HS256 tokens.
+    shared: Option<DecodingKey>,
+    /// `AUTH_JWKS_URL`'s keys, for the asymmetric algorithms.
+    jwks: Option<Jwks>,
+    /// The rules every token meets, whatever its algorithm (which each check sets).
+    rules: Validation,
+    user_claim: String,
 }
 
 impl TokenVerifier {
-    pub fn new(secret: &str) -> Self {
-        Self {
-            key: Arc::new(DecodingKey::from_secret(secret.as_bytes())),
-            validation: Arc::new(token_validation()),
-        }
+    pub fn new(secret: Option<&str>, auth: &UserAuth) -> Self {
+        Self(Arc::new(Verifier {
+            shared: secret.map(|secret| DecodingKey::from_secret(secret.as_bytes())),
+            jwks: auth.jwks.clone().map(Jwks::new),
+            rules: token_validation(auth),
+            user_claim: auth.user_claim.clone(),
+        }))
     }
 
-    pub fn verify(&self, token: &str) -> Option<AuthUser> {
-        verify_bearer_token(token, &self.key, &self.validation)
+    /// The user a token names, when it is signed by one of our keys with the algorithm that key
+    /// is for, unexpired, and meets the issuer and audience rules. The algorithm in the token's
+    /// header only picks which key to try: HS256 the shared secret, the others a JWKS key by
+    /// `kid` whose type and `alg` allow it, so neither `alg: none` nor a public key used as an
+    /// HMAC secret ever verifies.
+    pub async fn verify(&self, token: &str) -> Option<AuthUser> {
+        let verifier = &self.0;
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        let key = match header.alg {
+            Algorithm::HS256 => verifier.shared.clone()?,
+            alg if ALGORITHMS.contains(&alg) => {
+                let key = verifier.jwks.as_ref()?.key(header.kid.as_deref()?).await?;
+                key.algorithms.contains(&alg).then_some(key.key)?
+            }
+            _ => return None,
+        };
+        let mut validation = verifier.rules.clone();
+        validation.algorithms = vec![header.alg];
+        let claims = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key, &validation)
+            .ok()?
+            .claims;
+        let user_id = claims.get(&verifier.user_claim)?.as_str()?;
+        crate::user_id::is_valid(user_id).then(|| AuthUser {
+            user_id: user_id.to_owned(),
+        })
     }
 }
 
-pub fn token_validation() -> Validation {
+fn token_validation(auth: &UserAuth) -> Validation {
     let mut validation = Validation::new(Algorithm::HS256);
-    validation.set_required_spec_claims(&["exp", "sub"]);
-    // Tokens come from our own auth, on synchronised clocks: an expired token is expired.
+    let mut required = vec!["exp"];
+    // Tokens come from auth on synchronised clocks: an expired token is expired.
     validation.leeway = 0;
     // A token that is not valid yet is not valid.
     validation.validate_nbf = true;
-    validation
-}
-
-pub fn verify_bearer_token(token: &str, key: &DecodingKey, validation: &Validation) -> Option<AuthUser> {
-    let claims = jsonwebtoken::decode::<Claims>(token, key, validation).ok()?.claims;
-    let user_id = claims.sub;
-    if !crate::user_id::is_valid(&user_id) {
-        return None;
+    if let Some(issuer) = &auth.issuer {
+        validation.set_issuer(&[issuer]);
+        required.push("iss");
     }
-    Some(AuthUser { user_id })
+    match auth.audiences.is_empty() {
+        // Providers put their own `aud` in every token; without a rule there is nothing to match.
+        true => validation.validate_aud = false,
+        false => {
+            validation.set_audience(&auth.audiences);
+            required.push("aud");
+        }
+    }
+    validation.set_required_spec_claims(&required);
+    validation
 }
 
 impl<S> FromRequestParts<S> for AuthUser
@@ -75,6 +110,7 @@ where
         let token = bearer_token(&parts.headers)?;
         TokenVerifier::from_ref(state)
             .verify(token)
+            .await
             .ok_or(AppError::Unauthorized)
     }
 }

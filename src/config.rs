@@ -9,7 +9,7 @@ use std::{fmt, net::SocketAddr, ops::RangeInclusive, path::PathBuf, time::Durati
 use lettre::message::Mailbox;
 use uuid::Uuid;
 
-use crate::outbox::signing::SigningKey;
+use crate::{jwks::JwksSettings, outbox::signing::SigningKey};
 
 /// Where a fresh machine's PostgreSQL is (trust auth for `postgres`); the database is created if missing.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/entitle";
@@ -45,7 +45,10 @@ pub struct Config {
     /// Every secret a webhook signature may match; more than one while a secret is being rotated.
     pub webhook_secrets: Vec<Secret>,
     pub webhook_tolerance: Duration,
-    pub jwt_secret: Secret,
+    /// `AUTH_JWT_SECRET`, the HS256 key of user tokens; none when only `AUTH_JWKS_URL` is used.
+    pub jwt_secret: Option<Secret>,
+    /// How user tokens from an identity provider are checked (`AUTH_JWKS_URL` and the rest).
+    pub user_auth: UserAuth,
     /// The keys the app's backend calls `/v1/` with (`ENTITLE_API_KEYS`); more than one while a key
     /// is being rotated. None set means the server API refuses every call.
     pub api_keys: Vec<Secret>,
@@ -380,12 +383,19 @@ impl Config {
 
         let webhook_tolerance = seconds(&get, "WEBHOOK_TOLERANCE_SECS", 300, 1..=86_400)?;
 
+        let user_auth = user_auth(&get)?;
         let jwt_secret = match get("AUTH_JWT_SECRET") {
-            None if emulated => format!("emulator-jwt-{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()),
-            None => return Err(invalid("AUTH_JWT_SECRET", "is not set")),
-            Some(secret) => secret,
+            // `/dev/token` signs with it.
+            None if emulated => Some(format!(
+                "emulator-jwt-{}{}",
+                Uuid::new_v4().simple(),
+                Uuid::new_v4().simple()
+            )),
+            None if user_auth.jwks.is_some() => None,
+            None => return Err(invalid("AUTH_JWT_SECRET", "is not set (nor AUTH_JWKS_URL)")),
+            Some(secret) => Some(secret),
         };
-        if jwt_secret.len() < 32 {
+        if jwt_secret.as_ref().is_some_and(|secret| secret.len() < 32) {
             return Err(invalid(
                 "AUTH_JWT_SECRET",
                 "must be at least 32 characters (an HS256 key)",
@@ -506,7 +516,8 @@ impl Config {
             stripe,
             webhook_secrets,
             webhook_tolerance,
-            jwt_secret: Secret::new(jwt_secret),
+            jwt_secret: jwt_secret.map(Secret::new),
+            user_auth,
             api_keys,
             metrics_token,
             api_key_generated,
@@ -794,6 +805,73 @@ fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
+/// How user tokens are checked beyond their signature, and where an identity provider's keys are.
+#[derive(Debug, Clone)]
+pub struct UserAuth {
+    /// `AUTH_JWKS_URL`: RS256/ES256 (and kin) tokens are verified with the keys published there.
+    pub jwks: Option<JwksSettings>,
+    /// `AUTH_ISSUER`: when set, a token's `iss` must be it.
+    pub issuer: Option<String>,
+    /// `AUTH_AUDIENCE`: when set, a token's `aud` must contain one of these; unset, `aud` is not
+    /// checked (a token that carries one is still accepted).
+    pub audiences: Vec<String>,
+    /// `AUTH_USER_CLAIM`: the claim holding the user id; `sub` by default.
+    pub user_claim: String,
+}
+
+impl Default for UserAuth {
+    fn default() -> Self {
+        Self {
+            jwks: None,
+            issuer: None,
+            audiences: Vec::new(),
+            user_claim: "sub".to_owned(),
+        }
+    }
+}
+
+fn user_auth(get: &impl Fn(&str) -> Option<String>) -> Result<UserAuth, ConfigError> {
+    let jwks = match get("AUTH_JWKS_URL") {
+        None => None,
+        Some(url) => {
+            let parsed = reqwest::Url::parse(&url).map_err(|_| invalid("AUTH_JWKS_URL", "must be an https:// URL"))?;
+            // Keys fetched in the clear could be swapped on the way: https, except on this machine.
+            let local = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+            if !(parsed.scheme() == "https" || parsed.scheme() == "http" && local) {
+                return Err(invalid(
+                    "AUTH_JWKS_URL",
+                    "must be an https:// URL (http:// only to localhost)",
+                ));
+            }
+            Some(JwksSettings {
+                url,
+                min_refetch: seconds(get, "AUTH_JWKS_MIN_REFETCH_SECS", 30, 1..=3600)?,
+                max_age: seconds(get, "AUTH_JWKS_CACHE_SECS", 600, 1..=86_400)?,
+            })
+        }
+    };
+    let audiences = get("AUTH_AUDIENCE")
+        .map(|value| {
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let user_claim = get("AUTH_USER_CLAIM").unwrap_or_else(|| "sub".to_owned());
+    if !user_claim.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid("AUTH_USER_CLAIM", "must be a claim name like sub or user_id"));
+    }
+    Ok(UserAuth {
+        jwks,
+        issuer: get("AUTH_ISSUER"),
+        audiences,
+        user_claim,
+    })
+}
+
 /// Accepts an http(s) origin or base URL and drops any trailing slash, so paths can be appended.
 fn http_url(variable: &'static str, value: &str) -> Result<String, ConfigError> {
     let rest = value
@@ -832,7 +910,7 @@ mod tests {
         assert_eq!(config.bind_addr.to_string(), "127.0.0.1:3000");
         assert_eq!(config.app_base_url, "http://localhost:3000");
         assert!(config.webhook_secrets[0].expose().starts_with("whsec_"));
-        assert!(config.jwt_secret.expose().len() >= 32);
+        assert!(config.jwt_secret.as_ref().unwrap().expose().len() >= 32);
         // Made up per process, never a constant someone could know.
         assert_ne!(load(&HashMap::new()).unwrap().jwt_secret, config.jwt_secret);
         assert_eq!(config.database_max_connections, 16);
@@ -860,6 +938,41 @@ mod tests {
         vars.insert("ENTITLE_API_KEYS", "long-enough-key-0123456789abcdefghij,short");
         let err = load(&vars).unwrap_err().to_string();
         assert!(err.contains("ENTITLE_API_KEYS") && !err.contains("short"), "{err}");
+    }
+
+    #[test]
+    fn a_jwks_url_stands_in_for_the_shared_secret_and_must_be_https_off_this_machine() {
+        let mut vars = with_stripe_key();
+        vars.remove("AUTH_JWT_SECRET");
+        let err = load(&vars).unwrap_err().to_string();
+        assert!(err.contains("AUTH_JWT_SECRET"), "{err}");
+
+        vars.insert(
+            "AUTH_JWKS_URL",
+            "https://example.clerk.accounts.dev/.well-known/jwks.json",
+        );
+        vars.insert("AUTH_AUDIENCE", "entitle, other");
+        vars.insert("AUTH_ISSUER", "https://example.clerk.accounts.dev");
+        let config = load(&vars).unwrap();
+        assert!(config.jwt_secret.is_none());
+        let auth = config.user_auth;
+        assert_eq!(auth.audiences, ["entitle", "other"]);
+        assert_eq!(auth.issuer.as_deref(), Some("https://example.clerk.accounts.dev"));
+        assert_eq!(auth.user_claim, "sub");
+        let jwks = auth.jwks.unwrap();
+        assert_eq!((jwks.min_refetch.as_secs(), jwks.max_age.as_secs()), (30, 600));
+
+        vars.insert("AUTH_JWKS_URL", "http://127.0.0.1:8080/jwks.json");
+        assert!(load(&vars).is_ok());
+        for refused in [
+            "http://auth.example.com/jwks.json",
+            "ftp://example.com/jwks",
+            "not a url",
+        ] {
+            vars.insert("AUTH_JWKS_URL", refused);
+            let err = load(&vars).unwrap_err().to_string();
+            assert!(err.contains("AUTH_JWKS_URL"), "{refused}: {err}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use crate::{
     auth::{ApiKeys, TokenVerifier},
     checkout_limits::CheckoutLimiter,
-    config::Config,
+    config::{Config, Secret},
     credits::BalanceReader,
     debit_gate::DebitGate,
     mail::Mailer,
@@ -67,7 +67,7 @@ impl AppState {
         mailer: Option<Mailer>,
         metrics: Metrics,
     ) -> Self {
-        let tokens = TokenVerifier::new(config.jwt_secret.expose());
+        let tokens = TokenVerifier::new(config.jwt_secret.as_ref().map(Secret::expose), &config.user_auth);
         let api_keys = ApiKeys::new(config.api_keys.iter().map(|key| key.expose()));
         let sync_rate = config.return_sync_rate;
         let stripe_sync_limit = Arc::new(RateLimit::new(sync_rate.per_second, sync_rate.burst));

@@ -65,6 +65,8 @@ pub struct Options {
     pub connection_limits: ConnectionLimits,
     /// `METRICS_TOKEN`; none by default, so `/metrics` is open.
     pub metrics_token: Option<&'static str>,
+    /// JWKS, issuer, audience and user claim of user tokens; none by default.
+    pub user_auth: entitle::config::UserAuth,
 }
 
 /// Outbox timings short enough for tests: retries within a fraction of a second, a lease that
@@ -98,6 +100,7 @@ impl Default for Options {
                 max_connections: 4096,
             },
             metrics_token: None,
+            user_auth: Default::default(),
         }
     }
 }
@@ -129,7 +132,8 @@ impl TestApp {
             },
             webhook_secrets,
             webhook_tolerance: std::time::Duration::from_secs(300),
-            jwt_secret: Secret::new(JWT_SECRET),
+            jwt_secret: Some(Secret::new(JWT_SECRET)),
+            user_auth: options.user_auth,
             api_keys: vec![Secret::new(API_KEY)],
             api_key_generated: false,
             metrics_token: options.metrics_token.map(Secret::new),

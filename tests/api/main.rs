@@ -19,6 +19,7 @@ mod email_sending;
 mod emulator_mode;
 mod helpers;
 mod json_logs;
+mod jwks_auth;
 mod lifecycle_helpers;
 mod livemode;
 mod long_polling;
