@@ -535,21 +535,24 @@ impl Config {
     }
 }
 
+/// A comma-separated variable's entries, trimmed, empty ones dropped; none when unset.
+fn comma_list(get: &impl Fn(&str) -> Option<String>, name: &str) -> Vec<String> {
+    get(name)
+        .map(|value| {
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `APP_WEBHOOK_URL` and `APP_WEBHOOK_SECRET`, and how the outbox sends. Fails closed: URLs
 /// without a usable secret would send messages no receiver can trust.
 fn app_webhooks(get: &impl Fn(&str) -> Option<String>) -> Result<(AppWebhooks, OutboxSettings), ConfigError> {
-    let list = |name: &str| -> Vec<String> {
-        get(name)
-            .map(|value| {
-                value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let list = |name: &str| comma_list(get, name);
     let mut urls = Vec::new();
     for url in list("APP_WEBHOOK_URL") {
         let parsed = reqwest::Url::parse(&url)
@@ -850,16 +853,7 @@ fn user_auth(get: &impl Fn(&str) -> Option<String>) -> Result<UserAuth, ConfigEr
             })
         }
     };
-    let audiences = get("AUTH_AUDIENCE")
-        .map(|value| {
-            value
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
+    let audiences = comma_list(get, "AUTH_AUDIENCE");
     let user_claim = get("AUTH_USER_CLAIM").unwrap_or_else(|| "sub".to_owned());
     if !user_claim.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(invalid("AUTH_USER_CLAIM", "must be a claim name like sub or user_id"));
