@@ -63,6 +63,8 @@ pub struct Options {
     pub outbox: OutboxSettings,
     /// The server's defaults unless a test of them needs them short.
     pub connection_limits: ConnectionLimits,
+    /// Where confirmation emails go; off by default, so no email message is written.
+    pub email: EmailDelivery,
 }
 
 /// Outbox timings short enough for tests: retries within a fraction of a second, a lease that
@@ -95,6 +97,7 @@ impl Default for Options {
                 header_timeout: std::time::Duration::from_secs(65),
                 max_connections: 4096,
             },
+            email: EmailDelivery::Off,
         }
     }
 }
@@ -146,7 +149,7 @@ impl TestApp {
             outbox: options.outbox,
             connection_limits: options.connection_limits,
             log_format: LogFormat::Text,
-            email: EmailDelivery::Off,
+            email: options.email,
         };
         let stripe = entitle::startup::stripe_client(&config, config.bind_addr).unwrap();
         let app = Application::build(config.clone())

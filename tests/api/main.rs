@@ -25,6 +25,7 @@ mod long_polling;
 mod lookup_indexes;
 mod operator_commands;
 mod outbox_delivery;
+mod outbox_email;
 mod reconciliation;
 mod refunds_and_disputes;
 mod resilience;
