@@ -294,6 +294,33 @@ async fn given_a_recipient_the_server_refuses_then_that_email_is_abandoned_and_a
 }
 
 #[tokio::test]
+async fn given_a_buyer_who_gave_no_address_then_that_email_is_abandoned_unsent_and_the_endpoint_stays_healthy() {
+    let server = SmtpServer::start(SmtpOptions::default());
+    let app = TestApp::spawn_with(emailing(&server)).await;
+    let (order_id, session_id) = app.checkout("mia", "credits_100").await;
+    let mut completed = app.pay(&session_id, PaymentResult::Card).remove(0);
+    completed["data"]["object"]["customer_details"]["email"] = Value::Null;
+    assert_eq!(app.deliver(&completed).await.0, StatusCode::OK);
+    assert_eq!(app.credits("mia").await, 100, "the order is fulfilled all the same");
+
+    let deliveries = app.emails_settled().await;
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].order_id, Some(order_id));
+    assert_eq!(deliveries[0].status, "abandoned");
+    let error = deliveries[0].last_error.as_deref().unwrap();
+    assert!(error.contains("no buyer email address"), "{error}");
+    let (_, configured, failures, disabled) = app.email_endpoints().await.remove(0);
+    assert!(configured && failures == 0 && disabled.is_none());
+
+    let later = app.fulfilled_purchase("mia", "credits_100").await;
+    let received = all_received(&app, &server, 1).await;
+    assert_eq!(
+        header(&received[0], "Message-ID"),
+        format!("<order-{}@shop.example>", later.order_id)
+    );
+}
+
+#[tokio::test]
 async fn entitle_redeliver_sends_an_orders_email_again_as_the_same_message() {
     let server = SmtpServer::start(SmtpOptions::default());
     let app = TestApp::spawn_with(emailing(&server)).await;
