@@ -505,6 +505,19 @@ impl Config {
         };
 
         let (app_webhooks, outbox) = app_webhooks(&get)?;
+        // A sender must record an email's result before its lease runs out, or another sends it
+        // again while the first may still be talking to the server.
+        if let EmailDelivery::Smtp { server, .. } = &email
+            && outbox.lease <= server.timeout
+        {
+            return Err(invalid(
+                "OUTBOX_LEASE_SECS",
+                format!(
+                    "must be more than the {} s an email send may take when SMTP_URL is set",
+                    server.timeout.as_secs()
+                ),
+            ));
+        }
 
         Ok(Self {
             database_url: Secret::new(database_url),
@@ -1090,6 +1103,17 @@ mod tests {
         let outbox = load(&vars).unwrap().outbox;
         assert_eq!((outbox.concurrency, outbox.lease.as_secs()), (0, 11));
         assert_eq!(outbox.give_up_after, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn with_smtp_url_the_lease_must_outlast_an_email_send() {
+        let mut vars = with_stripe_key();
+        vars.insert("SMTP_URL", "smtp://mail.example:2525");
+        vars.insert("EMAIL_FROM", "orders@shop.example");
+        vars.insert("OUTBOX_LEASE_SECS", "30");
+        assert_eq!(load(&vars).unwrap_err().variable, "OUTBOX_LEASE_SECS");
+        vars.insert("OUTBOX_LEASE_SECS", "31");
+        assert_eq!(load(&vars).unwrap().outbox.lease, Duration::from_secs(31));
     }
 
     #[test]

@@ -60,7 +60,8 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     emulator: Option<StripeEmulator>,
-    /// This process's outbox senders: none when no endpoint is configured or OUTBOX_CONCURRENCY is 0.
+    /// This process's outbox senders: none when neither webhooks nor emails are configured, or
+    /// OUTBOX_CONCURRENCY is 0.
     outbox: Option<Outbox>,
 }
 
@@ -78,7 +79,11 @@ impl Application {
         check_service_mode(&db, &config).await?;
         let plans = load_plans_file(&config.plans_file)?;
         sync_catalog(&db, &plans).await?;
-        outbox::endpoints::sync(&db, &config.app_webhooks)
+        let mailer = Mailer::from_config(&config.email).map_err(StartupError::Mail)?;
+        // One email endpoint exactly when there is a mailer: without one, no confirmation
+        // message is written at all.
+        let email_endpoint = outbox::endpoints::email_endpoint_url(&config.email).filter(|_| mailer.is_some());
+        outbox::endpoints::sync(&db, &config.app_webhooks, email_endpoint.as_deref())
             .await
             .map_err(StartupError::Database)?;
 
@@ -89,13 +94,13 @@ impl Application {
         let order_events = OrderEvents::listen(connect_options(&config)?)
             .await
             .map_err(StartupError::Listen)?;
-        let mailer = Mailer::from_config(&config.email).map_err(StartupError::Mail)?;
-        let outbox = match !config.app_webhooks.urls.is_empty() && config.outbox.concurrency > 0 {
+        let has_endpoints = !config.app_webhooks.urls.is_empty() || mailer.is_some();
+        let outbox = match has_endpoints && config.outbox.concurrency > 0 {
             true => {
                 let wake = outbox::wake::listen(connect_options(&config)?)
                     .await
                     .map_err(StartupError::OutboxListen)?;
-                Some(Outbox::new(db.clone(), &config, wake))
+                Some(Outbox::new(db.clone(), &config, wake, mailer.clone()))
             }
             false => None,
         };

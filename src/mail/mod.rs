@@ -18,10 +18,13 @@ pub use mailer::Mailer;
 pub use message::message_id;
 pub use render::{RenderedEmail, escape_html, render};
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// One paid order's confirmation, as the outbox builds it from the order and its Checkout Session.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The outbox stores its first build as the message's body, so every retry sends the same email.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OrderEmail {
     pub order_id: Uuid,
     /// The buyer's address: the session's `customer_details.email`.

@@ -1,5 +1,5 @@
 //! One delivery, from its lease to its result: the body (fixed by the first attempt), the signed
-//! POST, and what the answer does to the delivery and to its endpoint's health.
+//! POST or the email, and what came of it does to the delivery and to its endpoint's health.
 
 use std::time::{Duration, Instant};
 
@@ -19,21 +19,62 @@ use crate::{
         entitlements::Held,
         outbox_attempts::{self, AttemptStatus, Finished},
         outbox_deliveries::{self, Failure},
-        outbox_endpoints, outbox_messages, user_versions,
+        outbox_endpoints::{self, EndpointKind},
+        outbox_messages, user_versions,
     },
 };
+
+/// What came of one attempt, whatever the endpoint's kind.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    /// Accepted: a webhook's 2xx, or the SMTP server's 250 for an email.
+    Delivered { status: u16 },
+    /// 410 Gone: the webhook endpoint asks to be sent nothing more.
+    Gone,
+    /// Worth another attempt later, with the endpoint's backoff.
+    Failed { status: Option<u16>, error: String },
+    /// This message will never be accepted (an email the server refused for good, or one with no
+    /// address to go to): that delivery is given up on, the endpoint is not. `reached` says the
+    /// endpoint answered, so it is working.
+    Refused { reached: bool, error: String },
+}
+
+impl From<Answer> for Outcome {
+    fn from(answer: Answer) -> Self {
+        match answer {
+            Answer::Delivered { status } => Self::Delivered { status },
+            Answer::Gone => Self::Gone,
+            Answer::Failed { status, error } => Self::Failed { status, error },
+        }
+    }
+}
 
 impl Outbox {
     /// Sends one claimed delivery and records what came of it. A database error leaves the lease
     /// to run out, after which the delivery is sent again: at least once, never lost.
     pub(super) async fn deliver(&self, claimed: Claimed) {
+        let sent = match claimed.leased.endpoint_kind {
+            EndpointKind::Webhook => self.send_webhook(&claimed).await,
+            EndpointKind::Email => self.send_email(&claimed).await,
+        };
+        let Some((outcome, latency)) = sent else {
+            return;
+        };
+        let webhook_id = payload::webhook_id(claimed.leased.message_id);
+        if let Err(err) = self.record(&claimed, &outcome, latency).await {
+            tracing::error!(error = ?err, webhook_id, "outbox: cannot record an attempt; it is sent again once its lease runs out");
+        }
+    }
+
+    /// The signed POST; `None` when its body cannot be built now (it is sent once the lease runs out).
+    async fn send_webhook(&self, claimed: &Claimed) -> Option<(Outcome, Duration)> {
         let leased = &claimed.leased;
         let webhook_id = payload::webhook_id(leased.message_id);
-        let body = match self.body_of(&claimed).await {
+        let body = match self.body_of(claimed).await {
             Ok(body) => body,
             Err(err) => {
                 tracing::error!(error = ?err, webhook_id, "outbox: cannot build the message; it is sent once its lease runs out");
-                return;
+                return None;
             }
         };
         let timestamp = Utc::now().timestamp();
@@ -49,9 +90,7 @@ impl Outbox {
         let answer = sender::send(&self.http, self.settings.send_timeout, &request).await;
         let latency = started.elapsed();
         tracing::debug!(webhook_id, url = %leased.url, ?answer, ?latency, "outbox: attempt made");
-        if let Err(err) = self.record(&claimed, &answer, latency).await {
-            tracing::error!(error = ?err, webhook_id, "outbox: cannot record an attempt; it is sent again once its lease runs out");
-        }
+        Some((answer.into(), latency))
     }
 
     /// The exact bytes of the message: those the first attempt stored, else built now and stored.
@@ -62,6 +101,10 @@ impl Outbox {
         }
         let built = match leased.message_type {
             EventType::EntitlementsUpdated => self.holdings_body(&leased.user_id).await?,
+            // The migration keeps each kind's messages to its own endpoints.
+            EventType::OrderConfirmation => {
+                return Err(sqlx::Error::Decode("an email message on a webhook endpoint".into()));
+            }
             order_event => {
                 let data: OrderData = leased
                     .data
@@ -107,41 +150,63 @@ impl Outbox {
     }
 
     /// One transaction: the attempt's result, then the delivery's and the endpoint's new state.
-    async fn record(&self, claimed: &Claimed, answer: &Answer, latency: Duration) -> Result<(), sqlx::Error> {
+    async fn record(&self, claimed: &Claimed, outcome: &Outcome, latency: Duration) -> Result<(), sqlx::Error> {
         let leased = &claimed.leased;
         let (id, token) = (leased.delivery_id, claimed.lease_token);
         let latency_ms = i32::try_from(latency.as_millis()).unwrap_or(i32::MAX);
         let mut tx = db::begin(&self.db).await?;
-        let finished = match answer {
-            Answer::Delivered { status } => Finished {
+        let finished = match outcome {
+            Outcome::Delivered { status } => Finished {
                 status: AttemptStatus::Delivered,
                 latency_ms,
                 response_status: Some(i32::from(*status)),
                 error: None,
             },
-            Answer::Gone => Finished {
+            Outcome::Gone => Finished {
                 status: AttemptStatus::Failed,
                 latency_ms,
                 response_status: Some(410),
                 error: Some("answered 410 Gone"),
             },
-            Answer::Failed { status, error } => Finished {
+            Outcome::Failed { status, error } => Finished {
                 status: AttemptStatus::Failed,
                 latency_ms,
                 response_status: status.map(i32::from),
                 error: Some(error),
             },
+            Outcome::Refused { error, .. } => Finished {
+                status: AttemptStatus::Failed,
+                latency_ms,
+                response_status: None,
+                error: Some(error),
+            },
         };
         outbox_attempts::finish(&mut tx, claimed.attempt_id, &finished).await?;
-        let ours = match answer {
-            Answer::Delivered { status } => {
+        let ours = match outcome {
+            Outcome::Delivered { status } => {
                 let ours = outbox_deliveries::mark_delivered(&mut tx, id, token, i32::from(*status)).await?;
                 if ours && outbox_endpoints::record_success(&mut tx, leased.endpoint_id).await? {
                     tracing::info!(url = %leased.url, "outbox: the endpoint answers again");
                 }
                 ours
             }
-            Answer::Gone => {
+            Outcome::Refused { reached, error } => {
+                tracing::warn!(
+                    webhook_id = payload::webhook_id(leased.message_id),
+                    order_id = ?leased.order_id,
+                    url = %leased.url,
+                    error,
+                    "outbox: a message was refused for good; given up on (entitle redeliver sends it again)"
+                );
+                let failure = Failure { response: None, error };
+                let ours = outbox_deliveries::abandon(&mut tx, id, token, &failure).await?;
+                // It refused this message, not every message: it is answering, so others still go.
+                if ours && *reached && outbox_endpoints::record_success(&mut tx, leased.endpoint_id).await? {
+                    tracing::info!(url = %leased.url, "outbox: the endpoint answers again");
+                }
+                ours
+            }
+            Outcome::Gone => {
                 let failure = Failure {
                     response: Some(410),
                     error: "answered 410 Gone: the endpoint is disabled",
@@ -151,7 +216,7 @@ impl Outbox {
                 self.disable(&mut tx, claimed, &reason).await?;
                 ours
             }
-            Answer::Failed { status, error } => {
+            Outcome::Failed { status, error } => {
                 let failure = Failure {
                     response: status.map(i32::from),
                     error,
@@ -236,10 +301,11 @@ impl Outbox {
         let abandoned =
             outbox_deliveries::abandon_pending_to(tx, endpoint, &format!("endpoint disabled: {reason}")).await?;
         tracing::error!(
+            kind = claimed.leased.endpoint_kind.as_str(),
             url = %claimed.leased.url,
             reason,
             abandoned,
-            "outbox: webhook endpoint disabled; fix it, then `entitle redeliver --since <age>` sends what it missed and enables it"
+            "outbox: endpoint disabled; fix it, then `entitle redeliver --since <age>` sends what it missed and enables it"
         );
         Ok(())
     }

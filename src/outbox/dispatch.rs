@@ -1,5 +1,6 @@
 //! The senders of one process: a loop that claims due deliveries, as many as there are free
-//! senders, and sends each on its own task. A claim is one short transaction (lock the due rows
+//! senders, of the kinds this process can send (webhooks when it has their signing keys, emails
+//! when it has a mailer), and sends each on its own task. A claim is one short transaction (lock the due rows
 //! with `skip locked`, lease them, start their attempts) committed before anything is sent, so a
 //! delivery is only ever in one sender's hands and a request never holds a database lock.
 
@@ -20,7 +21,8 @@ use super::{sender, signing::SigningKey};
 use crate::{
     config::{Config, OutboxSettings},
     db,
-    store::{outbox_attempts, outbox_deliveries, outbox_endpoints},
+    mail::Mailer,
+    store::{outbox_attempts, outbox_deliveries, outbox_endpoints, outbox_endpoints::EndpointKind},
 };
 
 /// This process's senders; cheap to clone.
@@ -31,6 +33,10 @@ pub struct Inner {
     pub(super) db: PgPool,
     pub(super) http: reqwest::Client,
     pub(super) keys: Vec<SigningKey>,
+    /// Sends the confirmation emails; `None` when this process sends none.
+    pub(super) mailer: Option<Mailer>,
+    /// The endpoint kinds this process claims deliveries of.
+    kinds: Vec<String>,
     pub(super) settings: OutboxSettings,
     pub(super) entitlement_grace: Duration,
     /// Names this process in `outbox_attempts.sender`.
@@ -57,16 +63,26 @@ pub(super) struct Claimed {
 }
 
 impl Outbox {
-    /// `wake` is what the outbox listener notifies (see `wake::listen`).
-    pub fn new(db: PgPool, config: &Config, wake: Arc<Notify>) -> Self {
+    /// `wake` is what the outbox listener notifies (see `wake::listen`). Webhooks are sent when
+    /// `APP_WEBHOOK_URL` is set, emails when there is a `mailer`.
+    pub fn new(db: PgPool, config: &Config, wake: Arc<Notify>, mailer: Option<Mailer>) -> Self {
         let settings = config.outbox.clone();
         let sender = format!(
             "pid {} ({})",
             std::process::id(),
             &Uuid::new_v4().simple().to_string()[..8]
         );
+        let mut kinds = Vec::new();
+        if !config.app_webhooks.urls.is_empty() {
+            kinds.push(EndpointKind::Webhook.as_str().to_owned());
+        }
+        if mailer.is_some() {
+            kinds.push(EndpointKind::Email.as_str().to_owned());
+        }
         Self(Arc::new(Inner {
             db,
+            mailer,
+            kinds,
             http: sender::http_client(settings.send_timeout),
             keys: config.app_webhooks.keys.clone(),
             entitlement_grace: config.entitlement_grace,
@@ -81,7 +97,7 @@ impl Outbox {
     /// Claims and sends until `stop`: woken by each commit that wrote a delivery and by each
     /// delivery finished, and every `sweep` in any case.
     pub async fn run(self) {
-        tracing::info!(sender = %self.sender, concurrency = self.settings.concurrency, "outbox senders started");
+        tracing::info!(sender = %self.sender, concurrency = self.settings.concurrency, kinds = ?self.kinds, "outbox senders started");
         while !self.stopping.load(Ordering::SeqCst) {
             let Ok(first) = self.senders.clone().acquire_owned().await else {
                 return;
@@ -136,7 +152,7 @@ impl Outbox {
     /// Leases up to `limit` due deliveries; `more` says others may be due now.
     async fn claim(&self, limit: usize) -> Result<(Vec<Claimed>, bool), sqlx::Error> {
         let mut tx = db::begin(&self.db).await?;
-        let due = outbox_deliveries::lock_due(&mut tx, limit as i64).await?;
+        let due = outbox_deliveries::lock_due(&mut tx, &self.kinds, limit as i64).await?;
         let more = due.len() == limit;
         // An endpoint that is failing gets one attempt at a time (a probe), not one per message
         // waiting for it; the others wait for its answer.

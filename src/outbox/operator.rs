@@ -1,5 +1,6 @@
-//! What `entitle deliveries` and `entitle redeliver` report: the endpoints and how each stands,
-//! the latest deliveries with their attempts and errors, and what sending again did.
+//! What `entitle deliveries` and `entitle redeliver` report: the endpoints (webhook or email) and
+//! how each stands, the latest deliveries with their kind, attempts and errors, and what sending
+//! again did.
 
 use std::fmt::Write;
 
@@ -11,9 +12,17 @@ use crate::{
     db,
     store::{
         outbox_deliveries::{self, DeliveryStatus, Listed, Redelivery},
-        outbox_endpoints::{self, Endpoint},
+        outbox_endpoints::{self, Endpoint, EndpointKind},
     },
 };
+
+/// The setting that names endpoints of `kind`.
+fn setting_of(kind: EndpointKind) -> &'static str {
+    match kind {
+        EndpointKind::Webhook => "APP_WEBHOOK_URL",
+        EndpointKind::Email => "SMTP_URL",
+    }
+}
 
 /// To the second: read by people, side by side.
 fn short_time(at: DateTime<Utc>) -> String {
@@ -40,12 +49,18 @@ pub async fn describe_deliveries(
     if endpoints.is_empty() {
         let _ = writeln!(
             out,
-            "no webhook endpoint has been configured (APP_WEBHOOK_URL): no messages are written"
+            "no endpoint has been configured (APP_WEBHOOK_URL, or a mailer: SMTP_URL): no messages are written"
         );
     } else {
         let _ = writeln!(out, "endpoints:");
         for endpoint in &endpoints {
-            let _ = writeln!(out, "  {}  {}", endpoint.url, endpoint_state(endpoint));
+            let _ = writeln!(
+                out,
+                "  {:<7}  {}  {}",
+                endpoint.kind.as_str(),
+                endpoint.url,
+                endpoint_state(endpoint)
+            );
         }
     }
     let which = match (failed_only, user_id) {
@@ -84,7 +99,7 @@ fn endpoint_state(endpoint: &Endpoint) -> String {
         let _ = write!(state, ", next attempt at {}", short_time(retry_at));
     }
     if !endpoint.configured {
-        state.push_str("; no longer in APP_WEBHOOK_URL: sent nothing new");
+        let _ = write!(state, "; no longer in {}: sent nothing new", setting_of(endpoint.kind));
     }
     state
 }
@@ -92,8 +107,9 @@ fn endpoint_state(endpoint: &Endpoint) -> String {
 fn describe_delivery(out: &mut String, delivery: &Listed) {
     let _ = writeln!(
         out,
-        "  {}  {}  {}  user {}",
+        "  {}  {:<7}  {}  {}  user {}",
         short_time(delivery.created_at),
+        delivery.endpoint_kind.as_str(),
         payload::webhook_id(delivery.message_id),
         delivery.message_type.as_str(),
         delivery.user_id
@@ -168,17 +184,18 @@ pub async fn redeliver(db: &PgPool, what: &Redelivery) -> Result<Option<String>,
             endpoint.disabled_reason
         );
     }
-    let mut unconfigured: Vec<&str> = requeued
+    let mut unconfigured: Vec<(&str, EndpointKind)> = requeued
         .iter()
         .filter(|r| !r.endpoint_configured)
-        .map(|r| r.url.as_str())
+        .map(|r| (r.url.as_str(), r.endpoint_kind))
         .collect();
-    unconfigured.sort_unstable();
+    unconfigured.sort_unstable_by_key(|(url, _)| *url);
     unconfigured.dedup();
-    for url in unconfigured {
+    for (url, kind) in unconfigured {
         let _ = writeln!(
             out,
-            "not sent while {url} is no longer in APP_WEBHOOK_URL: its deliveries wait until it is again"
+            "not sent while {url} is no longer in {}: its deliveries wait until it is again",
+            setting_of(kind)
         );
     }
     Ok(Some(out))

@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use crate::holdings::EntitlementView;
 
-/// The events the app hears of; the migration's check constraint lists the same names.
+/// The events the app hears of, and the buyer's confirmation email (the one message of the email
+/// endpoint, never sent as a webhook); the migrations' check constraint lists the same names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
 #[sqlx(type_name = "text")]
 pub enum EventType {
@@ -31,6 +32,9 @@ pub enum EventType {
     #[serde(rename = "entitlements.updated")]
     #[sqlx(rename = "entitlements.updated")]
     EntitlementsUpdated,
+    #[serde(rename = "order.confirmation")]
+    #[sqlx(rename = "order.confirmation")]
+    OrderConfirmation,
 }
 
 impl EventType {
@@ -42,6 +46,7 @@ impl EventType {
             Self::OrderCanceled => "order.canceled",
             Self::OrderUnderReview => "order.under_review",
             Self::EntitlementsUpdated => "entitlements.updated",
+            Self::OrderConfirmation => "order.confirmation",
         }
     }
 }

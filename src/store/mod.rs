@@ -6,6 +6,7 @@
 pub mod credit_ledger;
 pub mod database;
 pub mod entitlements;
+pub mod order_confirmation;
 pub mod order_history;
 pub mod order_standing;
 pub mod orders;

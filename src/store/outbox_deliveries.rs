@@ -8,6 +8,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use super::outbox_endpoints::EndpointKind;
 use crate::outbox::payload::EventType;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
@@ -38,9 +39,9 @@ pub struct Due {
 }
 
 /// Up to `limit` deliveries that may be sent now, oldest due first: pending, not leased by a
-/// live sender, to a configured endpoint that is neither disabled nor backing off. Rows another
-/// sender holds are skipped, not waited for.
-pub async fn lock_due(conn: &mut PgConnection, limit: i64) -> Result<Vec<Due>, sqlx::Error> {
+/// live sender, to a configured endpoint of one of `kinds` (those this process can send) that is
+/// neither disabled nor backing off. Rows another sender holds are skipped, not waited for.
+pub async fn lock_due(conn: &mut PgConnection, kinds: &[String], limit: i64) -> Result<Vec<Due>, sqlx::Error> {
     sqlx::query_as!(
         Due,
         "select d.id, d.endpoint_id, e.consecutive_failures as endpoint_failures
@@ -49,10 +50,12 @@ pub async fn lock_due(conn: &mut PgConnection, limit: i64) -> Result<Vec<Due>, s
          where d.status = 'pending' and d.next_attempt_at <= now()
            and (d.leased_until is null or d.leased_until <= now())
            and e.configured and e.disabled_at is null and (e.retry_at is null or e.retry_at <= now())
+           and e.kind = any($2)
          order by d.next_attempt_at, d.id
          limit $1
          for update of d skip locked",
-        limit
+        limit,
+        kinds
     )
     .fetch_all(conn)
     .await
@@ -68,10 +71,13 @@ pub struct Leased {
     pub message_id: Uuid,
     pub message_type: EventType,
     pub user_id: String,
+    /// The order an `order.*` message (or the order's confirmation) is about.
+    pub order_id: Option<Uuid>,
     pub data: Option<Value>,
     pub body: Option<String>,
     pub message_created_at: DateTime<Utc>,
     pub endpoint_id: Uuid,
+    pub endpoint_kind: EndpointKind,
     pub url: String,
     pub endpoint_failures: i32,
 }
@@ -92,8 +98,9 @@ pub async fn lease(
            where d.id = any($1) and m.id = d.message_id and e.id = d.endpoint_id
            returning d.id as delivery_id, d.attempts as attempt,
                      extract(epoch from now() - d.queued_at)::float8 as "queued_for_secs!",
-                     m.id as message_id, m.type as "message_type: EventType", m.user_id, m.data, m.body,
-                     m.created_at as message_created_at, e.id as endpoint_id, e.url,
+                     m.id as message_id, m.type as "message_type: EventType", m.user_id, m.order_id, m.data,
+                     m.body, m.created_at as message_created_at, e.id as endpoint_id,
+                     e.kind as "endpoint_kind: EndpointKind", e.url,
                      e.consecutive_failures as endpoint_failures"#,
         ids,
         token,
@@ -195,6 +202,7 @@ pub struct Listed {
     pub message_id: Uuid,
     pub message_type: EventType,
     pub user_id: String,
+    pub endpoint_kind: EndpointKind,
     pub url: String,
     pub status: DeliveryStatus,
     pub attempts: i32,
@@ -216,7 +224,8 @@ pub async fn latest(
 ) -> Result<Vec<Listed>, sqlx::Error> {
     sqlx::query_as!(
         Listed,
-        r#"select d.id as delivery_id, m.id as message_id, m.type as "message_type: EventType", m.user_id, e.url,
+        r#"select d.id as delivery_id, m.id as message_id, m.type as "message_type: EventType", m.user_id,
+                  e.kind as "endpoint_kind: EndpointKind", e.url,
                   d.status as "status: DeliveryStatus", d.attempts, d.next_attempt_at, d.leased_until,
                   d.delivered_at, d.last_response, d.last_error, d.created_at
            from outbox_deliveries d
@@ -245,6 +254,7 @@ pub enum Redelivery {
 pub struct Requeued {
     pub was: DeliveryStatus,
     pub endpoint_id: Uuid,
+    pub endpoint_kind: EndpointKind,
     pub url: String,
     pub endpoint_configured: bool,
     pub endpoint_disabled: bool,
@@ -264,7 +274,8 @@ pub async fn requeue(conn: &mut PgConnection, what: &Redelivery) -> Result<Vec<R
            from outbox_deliveries before, outbox_endpoints e
            where before.id = d.id and e.id = d.endpoint_id
              and (d.id = $1 or d.message_id = $2 or d.created_at >= $3)
-           returning before.status as "was: DeliveryStatus", e.id as endpoint_id, e.url,
+           returning before.status as "was: DeliveryStatus", e.id as endpoint_id,
+                     e.kind as "endpoint_kind: EndpointKind", e.url,
                      e.configured as endpoint_configured, e.disabled_at is not null as "endpoint_disabled!""#,
         delivery,
         message,

@@ -6,8 +6,28 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+/// How an endpoint's messages are delivered; the migrations' check constraint lists the same names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum EndpointKind {
+    /// A signed POST to the app (`APP_WEBHOOK_URL`).
+    Webhook,
+    /// The buyer's confirmation email, through the mailer (`SMTP_URL`, or the dev mailbox).
+    Email,
+}
+
+impl EndpointKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::Email => "email",
+        }
+    }
+}
+
 pub struct Endpoint {
     pub id: Uuid,
+    pub kind: EndpointKind,
     pub url: String,
     pub configured: bool,
     pub consecutive_failures: i32,
@@ -17,20 +37,22 @@ pub struct Endpoint {
     pub disabled_reason: Option<String>,
 }
 
-/// Makes `urls` the configured webhook endpoints: each one is added (or configured again), every
-/// other one stops receiving new messages. A disabled one stays disabled.
-pub async fn sync_webhooks(conn: &mut PgConnection, urls: &[String]) -> Result<(), sqlx::Error> {
+/// Makes `urls` the configured endpoints of `kind`: each one is added (or configured again), every
+/// other one of that kind stops receiving new messages. A disabled one stays disabled.
+pub async fn sync(conn: &mut PgConnection, kind: EndpointKind, urls: &[String]) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "insert into outbox_endpoints (kind, url) select 'webhook', unnest($1::text[])
+        "insert into outbox_endpoints (kind, url) select $1, unnest($2::text[])
          on conflict (kind, url) do update set configured = true, updated_at = now()
          where not outbox_endpoints.configured",
+        kind as EndpointKind,
         urls
     )
     .execute(&mut *conn)
     .await?;
     sqlx::query!(
         "update outbox_endpoints set configured = false, updated_at = now()
-         where kind = 'webhook' and configured and url <> all($1)",
+         where kind = $1 and configured and url <> all($2)",
+        kind as EndpointKind,
         urls
     )
     .execute(conn)
@@ -42,8 +64,9 @@ pub async fn sync_webhooks(conn: &mut PgConnection, urls: &[String]) -> Result<(
 pub async fn all(db: &PgPool) -> Result<Vec<Endpoint>, sqlx::Error> {
     sqlx::query_as!(
         Endpoint,
-        "select id, url, configured, consecutive_failures, retry_at, failing_since, disabled_at, disabled_reason
-         from outbox_endpoints order by configured desc, created_at, url"
+        r#"select id, kind as "kind: EndpointKind", url, configured, consecutive_failures, retry_at, failing_since,
+                  disabled_at, disabled_reason
+           from outbox_endpoints order by configured desc, created_at, url"#
     )
     .fetch_all(db)
     .await

@@ -67,6 +67,8 @@ pub struct Options {
     pub metrics_token: Option<&'static str>,
     /// JWKS, issuer, audience and user claim of user tokens; none by default.
     pub user_auth: entitle::config::UserAuth,
+    /// Where confirmation emails go; off by default, so no email message is written.
+    pub email: EmailDelivery,
 }
 
 /// Outbox timings short enough for tests: retries within a fraction of a second, a lease that
@@ -101,6 +103,7 @@ impl Default for Options {
             },
             metrics_token: None,
             user_auth: Default::default(),
+            email: EmailDelivery::Off,
         }
     }
 }
@@ -154,7 +157,7 @@ impl TestApp {
             outbox: options.outbox,
             connection_limits: options.connection_limits,
             log_format: LogFormat::Text,
-            email: EmailDelivery::Off,
+            email: options.email,
         };
         let stripe = entitle::startup::stripe_client(&config, config.bind_addr, Default::default()).unwrap();
         let app = Application::build(config.clone())

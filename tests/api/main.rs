@@ -27,6 +27,7 @@ mod lookup_indexes;
 mod metrics;
 mod operator_commands;
 mod outbox_delivery;
+mod outbox_email;
 mod reconciliation;
 mod refunds_and_disputes;
 mod resilience;
