@@ -39,6 +39,9 @@ pub struct Config {
     pub database_url: Secret,
     pub database_max_connections: u32,
     pub bind_addr: SocketAddr,
+    /// In emulator mode the emulator's API is also served here, at the root path, so official
+    /// Stripe libraries (which take a host and port, not a base path) can reach it.
+    pub emulator_addr: SocketAddr,
     /// The frontend origin, without a trailing slash.
     pub app_base_url: String,
     pub stripe: StripeBackend,
@@ -347,6 +350,12 @@ impl Config {
             .parse()
             .map_err(|_| invalid("BIND_ADDR", "must be an address like 127.0.0.1:3000"))?;
 
+        // stripe-mock's port, so a setup that points a Stripe library at stripe-mock finds the emulator.
+        let emulator_addr = get("STRIPE_EMULATOR_ADDR")
+            .unwrap_or_else(|| "127.0.0.1:12111".into())
+            .parse()
+            .map_err(|_| invalid("STRIPE_EMULATOR_ADDR", "must be an address like 127.0.0.1:12111"))?;
+
         // By default the frontend is the demo shop this service serves, so it follows the port.
         let bind_port = bind_addr_port(&get);
         let app_base_url = get("APP_BASE_URL").unwrap_or_else(|| format!("http://localhost:{bind_port}"));
@@ -494,6 +503,7 @@ impl Config {
             connection_limits,
             log_format,
             bind_addr,
+            emulator_addr,
             app_base_url,
             stripe,
             webhook_secrets,
