@@ -840,6 +840,18 @@ mod tests {
     }
 
     #[test]
+    fn the_emulators_own_api_port_is_stripe_mocks_unless_set() {
+        assert_eq!(
+            load(&HashMap::new()).unwrap().emulator_addr.to_string(),
+            "127.0.0.1:12111"
+        );
+        let vars = HashMap::from([("STRIPE_EMULATOR_ADDR", "127.0.0.1:0")]);
+        assert_eq!(load(&vars).unwrap().emulator_addr.port(), 0);
+        let vars = HashMap::from([("STRIPE_EMULATOR_ADDR", "12111")]);
+        assert_eq!(load(&vars).unwrap_err().variable, "STRIPE_EMULATOR_ADDR");
+    }
+
+    #[test]
     fn api_keys_are_made_up_only_in_emulator_mode_and_refused_when_short() {
         let emulated = load(&HashMap::new()).unwrap();
         assert!(emulated.api_key_generated);

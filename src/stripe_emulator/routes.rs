@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use axum::{
-    Form, Json, Router,
+    Json, Router,
+    body::Bytes,
     extract::{Path, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode},
     middleware::{self, Next},
@@ -13,8 +14,11 @@ use axum::{
 use serde_json::Value;
 
 use super::{
-    RecordedRequest, StripeEmulator, errors::ApiError, event_list, idempotency, lifecycle_routes, objects,
-    params::Params, session_request,
+    RecordedRequest, StripeEmulator,
+    errors::ApiError,
+    event_list, idempotency, lifecycle_routes, objects,
+    params::{Params, Shape},
+    session_request,
 };
 
 pub fn router(emulator: StripeEmulator) -> Router {
@@ -74,11 +78,8 @@ async fn require_secret_key(request: Request, next: Next) -> Response {
     }
 }
 
-async fn create_session(
-    State(emulator): State<StripeEmulator>,
-    headers: HeaderMap,
-    Form(pairs): Form<Vec<(String, String)>>,
-) -> Response {
+async fn create_session(State(emulator): State<StripeEmulator>, headers: HeaderMap, body: Bytes) -> Response {
+    let pairs = form_pairs(&body);
     let params: BTreeMap<String, String> = pairs.iter().cloned().collect();
     let idempotency_key = headers
         .get("idempotency-key")
@@ -126,7 +127,13 @@ async fn retrieve_session(State(emulator): State<StripeEmulator>, Path(id): Path
     }
 }
 
-async fn expire_session(State(emulator): State<StripeEmulator>, Path(id): Path<String>) -> Response {
+/// Expiring takes nothing but `expand`.
+const EXPIRE_SESSION: &[(&str, Shape)] = &[("expand", Shape::List(&Shape::Str))];
+
+async fn expire_session(State(emulator): State<StripeEmulator>, Path(id): Path<String>, body: Bytes) -> Response {
+    if let Err(err) = Params::new(&form_pairs(&body)).check(EXPIRE_SESSION) {
+        return err.into_response();
+    }
     if emulator.session(&id).is_none() {
         return no_such_session(&id);
     }
@@ -138,6 +145,12 @@ async fn expire_session(State(emulator): State<StripeEmulator>, Path(id): Path<S
         )
         .into_response(),
     }
+}
+
+/// A form body's parameters, read whatever the content type says, as Stripe reads them: a body
+/// that is not a form has no parameters it knows, and is refused for what it lacks.
+fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(body).into_owned().collect()
 }
 
 /// Stripe's answer to an endpoint it does not have (here: one the emulator does not emulate yet).

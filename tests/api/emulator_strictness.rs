@@ -917,3 +917,63 @@ async fn the_price_book_holds_the_catalogs_stripe_prices_and_checkout_charges_th
     let subscription = app.emulator.subscription(&subscription_id).unwrap();
     assert_eq!(subscription["items"]["data"][0]["price"]["id"], "price_pro_book");
 }
+
+#[tokio::test]
+async fn expiring_takes_only_expand_and_a_body_that_is_no_form_is_refused_in_stripes_shape() {
+    let app = TestApp::spawn().await;
+    let api = Api::of(&app);
+    let id = api.create_session(&payment_session()).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let answer = api
+        .post(
+            &format!("/v1/checkout/sessions/{id}/expire"),
+            &[("reason", "x".into())],
+            None,
+        )
+        .await;
+    assert_eq!(
+        answer.refusal(),
+        (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("parameter_unknown"),
+            Some("reason")
+        )
+    );
+    assert_eq!(app.emulator.session(&id).unwrap()["status"], "open");
+
+    let json_body = api
+        .send(
+            api.http
+                .post(format!("{}/v1/checkout/sessions", api.base))
+                .json(&json!({ "mode": "payment" })),
+        )
+        .await;
+    assert_eq!(json_body.status, StatusCode::BAD_REQUEST, "{}", json_body.body);
+    assert_eq!(json_body.body["error"]["type"], "invalid_request_error");
+}
+
+#[tokio::test]
+async fn delivery_success_lists_the_events_the_webhook_endpoint_accepted() {
+    let app = TestApp::spawn_in_emulator_mode().await;
+    let api = Api::of(&app);
+    let token = app.dev_token("alice").await;
+    assert_eq!(buy(&app, &token, "credits_100").await["status"], "paid");
+    let event_id = app.emulator.events()[0]["id"].as_str().unwrap().to_owned();
+
+    // The order is paid once the service has answered the delivery; the emulator notes it then.
+    let mut delivered = Vec::new();
+    for _ in 0..50 {
+        delivered = ids(&api.get("/v1/events?delivery_success=true").await.body);
+        if !delivered.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(delivered, [event_id]);
+    assert!(ids(&api.get("/v1/events?delivery_success=false").await.body).is_empty());
+    let answer = api.get("/v1/events?delivery_success=maybe").await;
+    assert_eq!(answer.refusal().3, Some("delivery_success"));
+}
