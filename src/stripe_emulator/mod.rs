@@ -1,7 +1,8 @@
 //! A stand-in for the part of Stripe's HTTP API this service calls, speaking Stripe's wire format:
-//! form-encoded requests, JSON objects shaped like Stripe's own fixtures, Stripe-style error bodies,
-//! idempotency keys honoured. The service reaches it through `STRIPE_API_BASE` with the real
-//! async-stripe client, so no code path knows it is not Stripe.
+//! form-encoded requests, JSON objects shaped like Stripe's own fixtures, Stripe's error bodies,
+//! idempotency keys honoured, and what Stripe refuses refused (`params`, `session_request`). The
+//! service reaches it through `STRIPE_API_BASE` with the real async-stripe client, so no code path
+//! knows it is not Stripe.
 //!
 //! It keeps sessions and events in memory and can play the customer (pay, expire) and turn each
 //! state change into an event. Tests drive it directly; faults can be injected.

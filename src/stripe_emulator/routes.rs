@@ -9,7 +9,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{MethodRouter, get, post},
 };
 use serde_json::Value;
 
@@ -24,13 +24,16 @@ use super::{
 pub fn router(emulator: StripeEmulator) -> Router {
     Router::new()
         .route("/v1/checkout/sessions", post(create_session))
-        .route("/v1/checkout/sessions/{id}", get(retrieve_session))
+        .route("/v1/checkout/sessions/{id}", retrieve(get(retrieve_session)))
         .route("/v1/checkout/sessions/{id}/expire", post(expire_session))
-        .route("/v1/subscriptions/{id}", get(lifecycle_routes::retrieve_subscription))
-        .route("/v1/invoices/{id}", get(lifecycle_routes::retrieve_invoice))
+        .route(
+            "/v1/subscriptions/{id}",
+            retrieve(get(lifecycle_routes::retrieve_subscription)),
+        )
+        .route("/v1/invoices/{id}", retrieve(get(lifecycle_routes::retrieve_invoice)))
         .route("/v1/events", get(event_list::list_events))
-        .route("/v1/events/{id}", get(lifecycle_routes::retrieve_event))
-        .route("/v1/prices/{id}", get(lifecycle_routes::retrieve_price))
+        .route("/v1/events/{id}", retrieve(get(lifecycle_routes::retrieve_event)))
+        .route("/v1/prices/{id}", retrieve(get(lifecycle_routes::retrieve_price)))
         .route_layer(middleware::from_fn_with_state(
             emulator.clone(),
             lifecycle_routes::inject_failures,
@@ -127,11 +130,23 @@ async fn retrieve_session(State(emulator): State<StripeEmulator>, Path(id): Path
     }
 }
 
-/// Expiring takes nothing but `expand`.
-const EXPIRE_SESSION: &[(&str, Shape)] = &[("expand", Shape::List(&Shape::Str))];
+/// Retrieving or expiring an object takes nothing but `expand`; Stripe refuses anything else by name.
+const ONLY_EXPAND: &[(&str, Shape)] = &[("expand", Shape::List(&Shape::Str))];
+
+fn retrieve(route: MethodRouter<StripeEmulator>) -> MethodRouter<StripeEmulator> {
+    route.route_layer(middleware::from_fn(query_takes_only_expand))
+}
+
+async fn query_takes_only_expand(request: Request, next: Next) -> Response {
+    let pairs = form_pairs(request.uri().query().unwrap_or_default().as_bytes());
+    match Params::new(&pairs).check(ONLY_EXPAND) {
+        Ok(()) => next.run(request).await,
+        Err(err) => err.into_response(),
+    }
+}
 
 async fn expire_session(State(emulator): State<StripeEmulator>, Path(id): Path<String>, body: Bytes) -> Response {
-    if let Err(err) = Params::new(&form_pairs(&body)).check(EXPIRE_SESSION) {
+    if let Err(err) = Params::new(&form_pairs(&body)).check(ONLY_EXPAND) {
         return err.into_response();
     }
     if emulator.session(&id).is_none() {

@@ -919,7 +919,7 @@ async fn the_price_book_holds_the_catalogs_stripe_prices_and_checkout_charges_th
 }
 
 #[tokio::test]
-async fn expiring_takes_only_expand_and_a_body_that_is_no_form_is_refused_in_stripes_shape() {
+async fn retrieving_and_expiring_take_only_expand_and_a_body_that_is_no_form_is_refused_in_stripes_shape() {
     let app = TestApp::spawn().await;
     let api = Api::of(&app);
     let id = api.create_session(&payment_session()).await.body["id"]
@@ -943,6 +943,20 @@ async fn expiring_takes_only_expand_and_a_body_that_is_no_form_is_refused_in_str
         )
     );
     assert_eq!(app.emulator.session(&id).unwrap()["status"], "open");
+    let retrieved = api.get(&format!("/v1/checkout/sessions/{id}?foo=1")).await;
+    assert_eq!(
+        retrieved.refusal(),
+        (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("parameter_unknown"),
+            Some("foo")
+        )
+    );
+    let expanded = api
+        .get(&format!("/v1/checkout/sessions/{id}?expand[]=line_items"))
+        .await;
+    assert_eq!(expanded.status, StatusCode::OK);
 
     let json_body = api
         .send(
