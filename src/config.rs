@@ -39,6 +39,9 @@ pub struct Config {
     pub database_url: Secret,
     pub database_max_connections: u32,
     pub bind_addr: SocketAddr,
+    /// In emulator mode the emulator's API is also served here, at the root path, so official
+    /// Stripe libraries (which take a host and port, not a base path) can reach it.
+    pub emulator_addr: SocketAddr,
     /// The frontend origin, without a trailing slash.
     pub app_base_url: String,
     pub stripe: StripeBackend,
@@ -352,6 +355,12 @@ impl Config {
             .parse()
             .map_err(|_| invalid("BIND_ADDR", "must be an address like 127.0.0.1:3000"))?;
 
+        // stripe-mock's port, so a setup that points a Stripe library at stripe-mock finds the emulator.
+        let emulator_addr = get("STRIPE_EMULATOR_ADDR")
+            .unwrap_or_else(|| "127.0.0.1:12111".into())
+            .parse()
+            .map_err(|_| invalid("STRIPE_EMULATOR_ADDR", "must be an address like 127.0.0.1:12111"))?;
+
         // By default the frontend is the demo shop this service serves, so it follows the port.
         let bind_port = bind_addr_port(&get);
         let app_base_url = get("APP_BASE_URL").unwrap_or_else(|| format!("http://localhost:{bind_port}"));
@@ -525,6 +534,7 @@ impl Config {
             connection_limits,
             log_format,
             bind_addr,
+            emulator_addr,
             app_base_url,
             stripe,
             webhook_secrets,
@@ -921,6 +931,18 @@ mod tests {
         // Made up per process, never a constant someone could know.
         assert_ne!(load(&HashMap::new()).unwrap().jwt_secret, config.jwt_secret);
         assert_eq!(config.database_max_connections, 16);
+    }
+
+    #[test]
+    fn the_emulators_own_api_port_is_stripe_mocks_unless_set() {
+        assert_eq!(
+            load(&HashMap::new()).unwrap().emulator_addr.to_string(),
+            "127.0.0.1:12111"
+        );
+        let vars = HashMap::from([("STRIPE_EMULATOR_ADDR", "127.0.0.1:0")]);
+        assert_eq!(load(&vars).unwrap().emulator_addr.port(), 0);
+        let vars = HashMap::from([("STRIPE_EMULATOR_ADDR", "12111")]);
+        assert_eq!(load(&vars).unwrap_err().variable, "STRIPE_EMULATOR_ADDR");
     }
 
     #[test]

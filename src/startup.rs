@@ -8,7 +8,7 @@ use sqlx::{Connection, PgConnection, PgPool, postgres::PgConnectOptions};
 use tokio::net::TcpListener;
 
 use crate::{
-    catalog::{load_plans_file, sync_catalog},
+    catalog::{Plan, load_plans_file, sync_catalog},
     config::{Config, EmailDelivery, StripeBackend},
     mail::{MailError, Mailer},
     metrics::Metrics,
@@ -18,7 +18,7 @@ use crate::{
     service_mode::{ServiceModeError, ensure_service_mode},
     store,
     stripe::{StripeApi, build_client},
-    stripe_emulator::{DeliveryConfig, StripeEmulator},
+    stripe_emulator::{BookPrice, DeliveryConfig, StripeEmulator},
     {app::router, state::AppState},
 };
 
@@ -50,6 +50,14 @@ pub enum StartupError {
     Stripe(#[from] stripe::StripeError),
     #[error("cannot listen on BIND_ADDR: {0}")]
     Bind(#[source] std::io::Error),
+    #[error(
+        "cannot serve the Stripe emulator's API on STRIPE_EMULATOR_ADDR ({addr}): {source}. Set STRIPE_EMULATOR_ADDR to a free address (127.0.0.1:0 picks any port)"
+    )]
+    EmulatorBind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     ServiceMode(#[from] ServiceModeError),
     #[error("cannot set up the mailer for SMTP_URL: {0}")]
@@ -60,6 +68,8 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     emulator: Option<StripeEmulator>,
+    /// Where the emulator's API is also served at the root path (`STRIPE_EMULATOR_ADDR`), in emulator mode.
+    emulator_listener: Option<TcpListener>,
     /// This process's outbox senders: none when neither webhooks nor emails are configured, or
     /// OUTBOX_CONCURRENCY is 0.
     outbox: Option<Outbox>,
@@ -90,7 +100,20 @@ impl Application {
         let own_addr = listener.local_addr().map_err(StartupError::Bind)?;
         let metrics = Metrics::new();
         let stripe = stripe_client(&config, own_addr, metrics.clone())?;
-        let emulator = config.stripe.is_emulator().then(|| start_emulator(&config, own_addr));
+        let emulator = config
+            .stripe
+            .is_emulator()
+            .then(|| start_emulator(&config, own_addr, &plans));
+        let emulator_listener =
+            match &emulator {
+                Some(_) => Some(TcpListener::bind(config.emulator_addr).await.map_err(|source| {
+                    StartupError::EmulatorBind {
+                        addr: config.emulator_addr,
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         let order_events = OrderEvents::listen(connect_options(&config)?)
             .await
             .map_err(StartupError::Listen)?;
@@ -108,6 +131,7 @@ impl Application {
             listener,
             state: AppState::new(db, config, stripe, order_events, mailer, metrics),
             emulator,
+            emulator_listener,
             outbox,
         })
     }
@@ -119,6 +143,12 @@ impl Application {
     /// The built-in Stripe emulator, in emulator mode.
     pub fn emulator(&self) -> Option<&StripeEmulator> {
         self.emulator.as_ref()
+    }
+
+    /// The port the emulator's own API listener is bound to, in emulator mode.
+    pub fn emulator_api_port(&self) -> Option<u16> {
+        let listener = self.emulator_listener.as_ref()?;
+        listener.local_addr().ok().map(|addr| addr.port())
     }
 
     /// Where order confirmation emails go; `None` when they are off.
@@ -153,7 +183,11 @@ impl Application {
         let mut app = router(self.state);
         if let Some(emulator) = &self.emulator {
             app = app.nest(EMULATOR_PATH, emulator.router());
-            print_emulator_banner(addr, api_key.as_deref());
+            let api_addr = self.emulator_listener.as_ref().and_then(|l| l.local_addr().ok());
+            if let Some(listener) = self.emulator_listener {
+                tokio::spawn(axum::serve(listener, emulator.router()).into_future());
+            }
+            print_emulator_banner(addr, api_addr, api_key.as_deref());
         }
         tracing::info!(%addr, "entitle listening");
         let outbox = self.outbox;
@@ -187,9 +221,21 @@ pub fn stripe_client(
     Ok(StripeApi::new(client, metrics))
 }
 
-fn start_emulator(config: &Config, own_addr: SocketAddr) -> StripeEmulator {
+fn start_emulator(config: &Config, own_addr: SocketAddr, plans: &[Plan]) -> StripeEmulator {
     let public_base = format!("{}{EMULATOR_PATH}", public_origin(own_addr));
     let emulator = StripeEmulator::new(public_base);
+    // The Prices a plan names by `stripe_price` exist in the emulated account, priced as the plan is.
+    for plan in plans {
+        if let Some(id) = &plan.stripe_price {
+            emulator.add_price(BookPrice {
+                id: id.clone(),
+                unit_amount: plan.amount,
+                currency: plan.currency.clone(),
+                interval: plan.interval.clone(),
+                product_name: plan.name.clone(),
+            });
+        }
+    }
     let mut delivery = DeliveryConfig::new(
         format!("http://{}/payment-webhook", loopback_address(own_addr)),
         config.webhook_secrets[0].clone(),
@@ -218,8 +264,15 @@ fn public_origin(addr: SocketAddr) -> String {
     }
 }
 
-fn print_emulator_banner(addr: SocketAddr, generated_api_key: Option<&str>) {
+fn print_emulator_banner(addr: SocketAddr, api_addr: Option<SocketAddr>, generated_api_key: Option<&str>) {
     let origin = public_origin(addr);
+    let api = api_addr.map(loopback_address).map_or_else(String::new, |api| {
+        format!(
+            "\n  Its API is also at http://{api} (Stripe libraries: host {}, port {}, protocol http).",
+            api.ip(),
+            api.port()
+        )
+    });
     let line = "=".repeat(78);
     // Printed only when made up for this process in emulator mode, where nothing real is at stake.
     let api_key = generated_api_key
@@ -228,7 +281,7 @@ fn print_emulator_banner(addr: SocketAddr, generated_api_key: Option<&str>) {
         })
         .unwrap_or_default();
     tracing::warn!(
-        "\n{line}\n  STRIPE EMULATOR MODE: no STRIPE_SECRET_KEY is set, so no real payment can happen.\n  Payments go to the built-in Stripe emulator at {origin}{EMULATOR_PATH},\n  which signs and delivers webhooks to this service. Open {origin}/ to try the shop,\n  and {origin}/dev/mail for the emails buyers get.\n  Set STRIPE_SECRET_KEY (and STRIPE_WEBHOOK_SECRET, AUTH_JWT_SECRET) to use real Stripe.{api_key}\n{line}"
+        "\n{line}\n  STRIPE EMULATOR MODE: no STRIPE_SECRET_KEY is set, so no real payment can happen.\n  Payments go to the built-in Stripe emulator at {origin}{EMULATOR_PATH},\n  which signs and delivers webhooks to this service.{api}\n  Open {origin}/ to try the shop,\n  and {origin}/dev/mail for the emails buyers get.\n  Set STRIPE_SECRET_KEY (and STRIPE_WEBHOOK_SECRET, AUTH_JWT_SECRET) to use real Stripe.{api_key}\n{line}"
     );
 }
 

@@ -49,6 +49,7 @@ async fn start_app() -> String {
             "PLANS_FILE",
             concat!(env!("CARGO_MANIFEST_DIR"), "/plans.toml").to_owned(),
         ),
+        ("STRIPE_EMULATOR_ADDR", "127.0.0.1:0".to_owned()),
     ]);
     let config = Config::from_lookup(|name| vars.get(name).cloned()).unwrap();
     let app = Application::build_on(listener, config)

@@ -19,6 +19,12 @@ impl StripeApi {
         Self { client, metrics }
     }
 
+    /// The client itself, for requests the service never makes (tests of the emulator): what is
+    /// sent through it is not counted.
+    pub fn uncounted(&self) -> &Client {
+        &self.client
+    }
+
     /// Makes one call (one HTTP request: a caller's retry is another call). `endpoint` is the
     /// route's template, `POST /v1/checkout/sessions/{id}/expire`, never a filled-in path.
     pub(super) async fn call<'a, T, Fut>(

@@ -7,15 +7,14 @@ use std::collections::HashMap;
 
 use serde_json::{Value, json};
 
-use super::{EmulatorState, StripeEmulator, objects, record_event};
+use super::{EmulatorState, StripeEmulator, objects, prices, record_event};
 
 const SUBSCRIPTION_FIXTURE: &str = include_str!("fixtures/subscription.json");
 const INVOICE_FIXTURE: &str = include_str!("fixtures/invoice.json");
 const CHARGE_FIXTURE: &str = include_str!("fixtures/charge.json");
 const DISPUTE_FIXTURE: &str = include_str!("fixtures/dispute.json");
 const REFUND_FIXTURE: &str = include_str!("fixtures/refund.json");
-/// Every emulated subscription bills monthly; thirty days stand in for a month.
-const PERIOD_SECS: i64 = 30 * 24 * 60 * 60;
+const DAY_SECS: i64 = 24 * 60 * 60;
 
 #[derive(Default)]
 pub struct BillingState {
@@ -26,8 +25,8 @@ pub struct BillingState {
     pub refunds: HashMap<String, Value>,
 }
 
-/// A paid session's aftermath: its charge (one-time) or its subscription with a first paid invoice.
-/// Returns the extra events, newest last.
+/// A paid session's aftermath: its charge (one-time) or its subscription with a first paid invoice
+/// (of 0 when it starts with a trial). Returns the extra events, newest last.
 pub fn after_paid_session(state: &mut EmulatorState, session: &Value) -> Vec<Value> {
     let amount = session["amount_total"].as_i64().unwrap_or_default();
     let customer = session["customer"].clone();
@@ -38,12 +37,19 @@ pub fn after_paid_session(state: &mut EmulatorState, session: &Value) -> Vec<Val
     let Some(subscription_id) = session["subscription"].as_str() else {
         return Vec::new();
     };
+    let request = session["id"]
+        .as_str()
+        .and_then(|id| state.requests_by_session.get(id))
+        .cloned();
     let start = objects::now();
     let mut subscription: Value = serde_json::from_str(SUBSCRIPTION_FIXTURE).expect("the fixture is JSON");
     subscription["id"] = json!(subscription_id);
     subscription["customer"] = customer;
     subscription["status"] = json!("active");
-    subscription["metadata"] = session["metadata"].clone();
+    // What `subscription_data[metadata]` said: Stripe never copies the session's own metadata.
+    subscription["metadata"] = request
+        .as_ref()
+        .map_or_else(|| json!({}), |r| Value::Object(r.subscription_metadata.clone()));
     subscription["cancel_at_period_end"] = json!(false);
     subscription["currency"] = session["currency"].clone();
     for field in ["cancel_at", "canceled_at", "ended_at", "trial_end", "trial_start"] {
@@ -55,14 +61,44 @@ pub fn after_paid_session(state: &mut EmulatorState, session: &Value) -> Vec<Val
     let item = &mut subscription["items"]["data"][0];
     item["id"] = json!(objects::new_id("si", &mut state.next_id));
     item["subscription"] = json!(subscription_id);
-    item["price"]["unit_amount"] = json!(amount);
-    item["price"]["unit_amount_decimal"] = json!(amount.to_string());
-    item["price"]["currency"] = session["currency"].clone();
+    let recurring = request
+        .as_ref()
+        .and_then(|r| r.line_items.iter().find(|line| prices::is_recurring(&line.price)));
+    match recurring {
+        Some(line) => {
+            item["price"] = line.price.clone();
+            item["quantity"] = json!(line.quantity);
+        }
+        None => {
+            item["price"]["unit_amount"] = json!(amount);
+            item["price"]["unit_amount_decimal"] = json!(amount.to_string());
+            item["price"]["currency"] = session["currency"].clone();
+        }
+    }
+    let period_end = start + period_secs(&item["price"]);
+    let trial_end = request
+        .as_ref()
+        .and_then(|r| r.trial_period_days)
+        .map(|days| start + days * DAY_SECS);
     item["current_period_start"] = json!(start);
-    item["current_period_end"] = json!(start + PERIOD_SECS);
+    item["current_period_end"] = json!(trial_end.unwrap_or(period_end));
     subscription["items"]["url"] = json!(format!("/v1/subscription_items?subscription={subscription_id}"));
+    if let Some(trial_end) = trial_end {
+        subscription["status"] = json!("trialing");
+        subscription["trial_start"] = json!(start);
+        subscription["trial_end"] = json!(trial_end);
+    }
 
-    let invoice = new_invoice(state, &subscription, "subscription_create", true);
+    let first_amount = if trial_end.is_some() { 0 } else { amount };
+    let invoice_id = session["invoice"].as_str().map(str::to_owned);
+    let invoice = new_invoice(
+        state,
+        &subscription,
+        "subscription_create",
+        true,
+        first_amount,
+        invoice_id,
+    );
     subscription["latest_invoice"] = invoice["id"].clone();
     state
         .billing
@@ -72,6 +108,18 @@ pub fn after_paid_session(state: &mut EmulatorState, session: &Value) -> Vec<Val
         record_event(state, "customer.subscription.created", subscription),
         record_event(state, "invoice.paid", invoice),
     ]
+}
+
+/// How long one period of the price lasts (a month stands in as thirty days).
+fn period_secs(price: &Value) -> i64 {
+    let count = price["recurring"]["interval_count"].as_i64().unwrap_or(1).max(1);
+    count
+        * match price["recurring"]["interval"].as_str() {
+            Some("day") => DAY_SECS,
+            Some("week") => 7 * DAY_SECS,
+            Some("year") => 365 * DAY_SECS,
+            _ => 30 * DAY_SECS,
+        }
 }
 
 fn new_charge(state: &mut EmulatorState, amount: i64, payment_intent: &str, customer: &Value) -> Value {
@@ -90,12 +138,19 @@ fn new_charge(state: &mut EmulatorState, amount: i64, payment_intent: &str, cust
     charge
 }
 
-/// An invoice for the subscription's current period; a paid one comes with its payment and charge.
-fn new_invoice(state: &mut EmulatorState, subscription: &Value, reason: &str, paid: bool) -> Value {
+/// An invoice of `amount` for the subscription's current period (under `id` when the session that
+/// started it already named it); a paid one comes with its payment and charge.
+fn new_invoice(
+    state: &mut EmulatorState,
+    subscription: &Value,
+    reason: &str,
+    paid: bool,
+    amount: i64,
+    id: Option<String>,
+) -> Value {
     let item = &subscription["items"]["data"][0];
-    let amount = item["price"]["unit_amount"].as_i64().unwrap_or_default();
     let (start, end) = (&item["current_period_start"], &item["current_period_end"]);
-    let id = objects::new_id("in", &mut state.next_id);
+    let id = id.unwrap_or_else(|| objects::new_id("in", &mut state.next_id));
 
     let mut invoice: Value = serde_json::from_str(INVOICE_FIXTURE).expect("the fixture is JSON");
     invoice["id"] = json!(id);
@@ -164,6 +219,12 @@ fn new_invoice(state: &mut EmulatorState, subscription: &Value, reason: &str, pa
     without_includable_fields(invoice)
 }
 
+/// What one period of the subscription costs.
+fn full_price(subscription: &Value) -> i64 {
+    let item = &subscription["items"]["data"][0];
+    item["price"]["unit_amount"].as_i64().unwrap_or_default() * item["quantity"].as_i64().unwrap_or(1)
+}
+
 /// `payments` is an includable field: Stripe sends it only when asked with `expand[]=payments`,
 /// so neither events nor plain retrievals carry it.
 pub fn without_includable_fields(mut invoice: Value) -> Value {
@@ -219,9 +280,10 @@ impl StripeEmulator {
         let item = &mut subscription["items"]["data"][0];
         let end = item["current_period_end"].as_i64()?;
         item["current_period_start"] = json!(end);
-        item["current_period_end"] = json!(end + PERIOD_SECS);
+        item["current_period_end"] = json!(end + period_secs(&item["price"]));
         subscription["status"] = json!("active");
-        let invoice = new_invoice(&mut state, &subscription, "subscription_cycle", true);
+        let amount = full_price(&subscription);
+        let invoice = new_invoice(&mut state, &subscription, "subscription_cycle", true, amount, None);
         subscription["latest_invoice"] = invoice["id"].clone();
         state
             .billing
@@ -237,7 +299,8 @@ impl StripeEmulator {
     pub fn fail_invoice(&self, subscription_id: &str) -> Option<Vec<Value>> {
         let mut state = self.lock();
         let mut subscription = state.billing.subscriptions.get(subscription_id)?.clone();
-        let invoice = new_invoice(&mut state, &subscription, "subscription_cycle", false);
+        let amount = full_price(&subscription);
+        let invoice = new_invoice(&mut state, &subscription, "subscription_cycle", false, amount, None);
         subscription["status"] = json!("past_due");
         subscription["latest_invoice"] = invoice["id"].clone();
         state

@@ -3,7 +3,7 @@
 //! non-2xx answer or timeout. Optional chaos (duplicates, reordering) shows the service does not
 //! depend on Stripe's good manners.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -38,8 +38,11 @@ impl DeliveryConfig {
     }
 }
 
+/// Called with an event's id once the endpoint accepted it.
+pub type OnDelivered = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// Starts the sender; every event put on the returned channel is delivered in the background.
-pub fn spawn_delivery(config: DeliveryConfig) -> mpsc::UnboundedSender<Value> {
+pub fn spawn_delivery(config: DeliveryConfig, on_delivered: OnDelivered) -> mpsc::UnboundedSender<Value> {
     let (sender, mut events) = mpsc::unbounded_channel::<Value>();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -53,15 +56,30 @@ pub fn spawn_delivery(config: DeliveryConfig) -> mpsc::UnboundedSender<Value> {
             } else {
                 1
             };
+            let id: Arc<str> = event["id"].as_str().unwrap_or_default().into();
             for _ in 0..copies {
-                tokio::spawn(deliver_with_retries(client.clone(), config.clone(), body.clone()));
+                let delivered = {
+                    let (on_delivered, id) = (on_delivered.clone(), id.clone());
+                    move || on_delivered(&id)
+                };
+                tokio::spawn(deliver_with_retries(
+                    client.clone(),
+                    config.clone(),
+                    body.clone(),
+                    delivered,
+                ));
             }
         }
     });
     sender
 }
 
-async fn deliver_with_retries(client: reqwest::Client, config: DeliveryConfig, body: Vec<u8>) {
+async fn deliver_with_retries(
+    client: reqwest::Client,
+    config: DeliveryConfig,
+    body: Vec<u8>,
+    delivered: impl FnOnce(),
+) {
     if config.reorder {
         tokio::time::sleep(Duration::from_millis((random_fraction() * 2000.0) as u64)).await;
     }
@@ -80,7 +98,7 @@ async fn deliver_with_retries(client: reqwest::Client, config: DeliveryConfig, b
             .send()
             .await;
         match result {
-            Ok(response) if response.status().is_success() => return,
+            Ok(response) if response.status().is_success() => return delivered(),
             Ok(response) => {
                 tracing::warn!(attempt, status = %response.status(), "emulator: webhook delivery refused; will retry")
             }

@@ -1,17 +1,25 @@
 //! A stand-in for the part of Stripe's HTTP API this service calls, speaking Stripe's wire format:
-//! form-encoded requests, JSON objects shaped like Stripe's own fixtures, Stripe-style error bodies,
-//! idempotency keys honoured. The service reaches it through `STRIPE_API_BASE` with the real
-//! async-stripe client, so no code path knows it is not Stripe.
+//! form-encoded requests, JSON objects shaped like Stripe's own fixtures, Stripe's error bodies,
+//! idempotency keys honoured, and what Stripe refuses refused (`params`, `session_request`). The
+//! service reaches it through `STRIPE_API_BASE` with the real async-stripe client, so no code path
+//! knows it is not Stripe.
 //!
 //! It keeps sessions and events in memory and can play the customer (pay, expire) and turn each
 //! state change into an event. Tests drive it directly; faults can be injected.
 
 mod billing;
 mod checkout_page;
+mod currencies;
 mod delivery;
+mod errors;
+mod event_list;
+mod idempotency;
 mod lifecycle_routes;
 mod objects;
+mod params;
+mod prices;
 mod routes;
+mod session_request;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -26,6 +34,7 @@ use tokio::sync::mpsc;
 pub use delivery::DeliveryConfig;
 pub use lifecycle_routes::InjectedFailure;
 pub use objects::PaymentResult;
+pub use prices::BookPrice;
 
 /// One API request as the emulator received it, for tests to assert on.
 #[derive(Debug, Clone)]
@@ -39,14 +48,17 @@ pub struct RecordedRequest {
 #[derive(Default)]
 struct EmulatorState {
     sessions: HashMap<String, Value>,
-    /// What the hosted page shows for a session (Stripe keeps line items apart from the session too).
-    titles: HashMap<String, String>,
+    /// What each session was created with beyond what the session object shows (Stripe keeps line
+    /// items and `subscription_data` apart from the session too).
+    requests_by_session: HashMap<String, session_request::SessionRequest>,
+    /// The account's Prices, by id, that line items may name.
+    price_book: HashMap<String, session_request::BookEntry>,
     /// Where recorded events go to be sent to the service, when delivery is on.
     outbox: Option<mpsc::UnboundedSender<Value>>,
     events: Vec<Value>,
     requests: Vec<RecordedRequest>,
-    /// Responses already given per idempotency key, replayed for a repeated key as Stripe does.
-    idempotent_responses: HashMap<String, (u16, Value)>,
+    /// What each idempotency key was used for, replayed for a repeated key as Stripe does.
+    idempotent: HashMap<idempotency::Slot, idempotency::KeyState>,
     /// While set, session creation answers with this HTTP status and a Stripe `api_error`.
     fail_session_creation: Option<u16>,
     /// While set, every API call waits this long before it is answered (a slow Stripe).
@@ -73,12 +85,21 @@ impl StripeEmulator {
     }
 
     pub fn router(&self) -> Router {
-        routes::router(self.clone()).merge(checkout_page::router(self.clone()))
+        routes::router(self.clone())
+            .merge(checkout_page::router(self.clone()))
+            .layer(axum::middleware::from_fn(routes::stamp_request_id))
     }
 
     /// From now on, every event is also POSTed, signed, to the service (as Stripe does).
     pub fn start_delivery(&self, config: DeliveryConfig) {
-        self.lock().outbox = Some(delivery::spawn_delivery(config));
+        let emulator = self.clone();
+        // Stripe counts an event's endpoints still to be reached; `delivery_success` filters on it.
+        let on_delivered: delivery::OnDelivered = Arc::new(move |id: &str| {
+            if let Some(event) = emulator.lock().events.iter_mut().find(|e| e["id"] == id) {
+                event["pending_webhooks"] = 0.into();
+            }
+        });
+        self.lock().outbox = Some(delivery::spawn_delivery(config, on_delivered));
     }
 
     /// Expires open sessions when their `expires_at` passes, checking once a second.
@@ -126,6 +147,15 @@ impl StripeEmulator {
         }
     }
 
+    fn record(&self, method: &str, path: &str, params: &[(String, String)], idempotency_key: Option<String>) {
+        self.lock().requests.push(RecordedRequest {
+            method: method.into(),
+            path: path.into(),
+            params: params.iter().cloned().collect(),
+            idempotency_key,
+        });
+    }
+
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.lock().requests.clone()
     }
@@ -156,14 +186,16 @@ impl StripeEmulator {
     pub fn pay_session(&self, session_id: &str, result: PaymentResult) -> Option<Vec<Value>> {
         let mut state = self.lock();
         let session = state.sessions.get(session_id)?.clone();
-        let (session, event_types) = objects::pay(session, result, &mut state.next_id)?;
+        let state = &mut *state;
+        let request = state.requests_by_session.get(session_id);
+        let (session, event_types) = objects::pay(session, request, result, &mut state.next_id)?;
         state.sessions.insert(session_id.to_owned(), session.clone());
         let mut events: Vec<Value> = event_types
             .into_iter()
-            .map(|(event_type, object)| record_event(&mut state, event_type, object))
+            .map(|(event_type, object)| record_event(state, event_type, object))
             .collect();
-        if session["payment_status"] == "paid" {
-            events.extend(billing::after_paid_session(&mut state, &session));
+        if objects::is_settled(&session) {
+            events.extend(billing::after_paid_session(state, &session));
         }
         Some(events)
     }
@@ -175,13 +207,15 @@ impl StripeEmulator {
         let Some(session) = state.sessions.get(session_id).cloned() else {
             return false;
         };
-        let Some((session, mut events)) = objects::pay(session, result, &mut state.next_id) else {
+        let state_ref = &mut *state;
+        let request = state_ref.requests_by_session.get(session_id);
+        let Some((session, mut events)) = objects::pay(session, request, result, &mut state_ref.next_id) else {
             return false;
         };
         let (first_type, first_object) = events.remove(0);
         state.sessions.insert(session_id.to_owned(), first_object.clone());
         record_event(&mut state, first_type, first_object.clone());
-        if first_object["payment_status"] == "paid" {
+        if objects::is_settled(&first_object) {
             billing::after_paid_session(&mut state, &first_object);
         }
         drop(state);
@@ -193,7 +227,7 @@ impl StripeEmulator {
                 let mut state = emulator.lock();
                 state.sessions.insert(session_id, session.clone());
                 record_event(&mut state, later_type, later_object);
-                if session["payment_status"] == "paid" {
+                if objects::is_settled(&session) {
                     billing::after_paid_session(&mut state, &session);
                 }
             });
@@ -202,7 +236,29 @@ impl StripeEmulator {
     }
 
     fn title(&self, session_id: &str) -> Option<String> {
-        self.lock().titles.get(session_id).cloned()
+        self.lock().requests_by_session.get(session_id).map(|r| r.title())
+    }
+
+    /// Puts a Price in the emulated account, as one made in Stripe's dashboard: line items may name
+    /// it by id and `GET /v1/prices/{id}` answers it.
+    pub fn add_price(&self, price: BookPrice) {
+        let product = format!("prod_book_{}", price.id.trim_start_matches("price_"));
+        let object = prices::price_object(
+            &price.id,
+            &product,
+            price.unit_amount,
+            &price.currency,
+            price.interval.as_deref(),
+        );
+        let entry = session_request::BookEntry {
+            price: object,
+            product_name: price.product_name,
+        };
+        self.lock().price_book.insert(price.id, entry);
+    }
+
+    pub fn price(&self, id: &str) -> Option<Value> {
+        self.lock().price_book.get(id).map(|entry| entry.price.clone())
     }
 
     /// Moves an open session's `expires_at`, as if it had been created with that expiry.

@@ -1,14 +1,12 @@
 //! Stripe objects as the emulator returns them: each starts from Stripe's own fixture and has the
 //! fields of the case at hand set, so every response has the full shape of the real object.
 
-use std::collections::BTreeMap;
+use serde_json::{Value, json};
 
-use serde_json::{Map, Value, json};
+use super::{params::Params, session_request::SessionRequest};
 
 const SESSION_FIXTURE: &str = include_str!("fixtures/checkout.session.json");
 const EVENT_FIXTURE: &str = include_str!("fixtures/event.json");
-/// Sessions expire after 24 hours, as Stripe's do by default.
-const SESSION_LIFETIME_SECS: i64 = 24 * 60 * 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PaymentResult {
@@ -31,26 +29,9 @@ pub fn new_id(prefix: &str, counter: &mut u64) -> String {
     format!("{prefix}_test_{}{:06}", &random[..18], counter)
 }
 
-/// Builds an open session from the create request's form parameters, or says which one is wrong.
-pub fn new_session(params: &BTreeMap<String, String>, public_base: &str, counter: &mut u64) -> Result<Value, String> {
-    let mode = params.get("mode").map(String::as_str).unwrap_or("payment");
-    if !matches!(mode, "payment" | "subscription" | "setup") {
-        return Err("mode".into());
-    }
-    let (amount_total, currency) = line_items_total(params)?;
+/// Builds an open session from a creation request Stripe would accept.
+pub fn new_session(request: &SessionRequest, public_base: &str, params: &Params, counter: &mut u64) -> Value {
     let id = new_id("cs", counter);
-    let created = now();
-    // Stripe accepts an expiry from 30 minutes to 24 hours ahead; the emulator takes any future time,
-    // so tests and demos need not wait half an hour.
-    let expires_at = match params.get("expires_at") {
-        None => created + SESSION_LIFETIME_SECS,
-        Some(at) => at
-            .parse::<i64>()
-            .ok()
-            .filter(|at| *at > created)
-            .ok_or_else(|| "expires_at".to_owned())?,
-    };
-
     let mut session: Value = serde_json::from_str(SESSION_FIXTURE).expect("the fixture is JSON");
     let fields = session.as_object_mut().expect("a session is an object");
     // The fixture's placeholders that a fresh, uncustomised session does not have.
@@ -65,85 +46,38 @@ pub fn new_session(params: &BTreeMap<String, String>, public_base: &str, counter
     ] {
         fields.insert(placeholder.into(), Value::Null);
     }
+    let amount = request.amount_subtotal();
     fields.insert(
         "total_details".into(),
         json!({ "amount_discount": 0, "amount_shipping": 0, "amount_tax": 0 }),
     );
     fields.insert("id".into(), json!(id));
     fields.insert("url".into(), json!(format!("{public_base}/c/pay/{id}")));
-    fields.insert("mode".into(), json!(mode));
+    fields.insert("mode".into(), json!(request.mode));
     fields.insert("status".into(), json!("open"));
     fields.insert("payment_status".into(), json!("unpaid"));
-    fields.insert("amount_subtotal".into(), json!(amount_total));
-    fields.insert("amount_total".into(), json!(amount_total));
-    fields.insert("currency".into(), json!(currency));
-    fields.insert("created".into(), json!(created));
-    fields.insert("expires_at".into(), json!(expires_at));
+    fields.insert("amount_subtotal".into(), json!(amount));
+    fields.insert("amount_total".into(), json!(amount));
+    fields.insert("currency".into(), json!(request.currency));
+    fields.insert("created".into(), json!(now()));
+    fields.insert("expires_at".into(), json!(request.expires_at));
     fields.insert(
-        "client_reference_id".into(),
-        params.get("client_reference_id").map_or(Value::Null, |v| json!(v)),
+        "allow_promotion_codes".into(),
+        request.allow_promotion_codes.map_or(Value::Null, Value::Bool),
     );
-    fields.insert(
-        "customer_email".into(),
-        params.get("customer_email").map_or(Value::Null, |v| json!(v)),
-    );
-    fields.insert(
-        "success_url".into(),
-        params.get("success_url").map_or(Value::Null, |v| json!(v)),
-    );
-    fields.insert(
-        "cancel_url".into(),
-        params.get("cancel_url").map_or(Value::Null, |v| json!(v)),
-    );
-    fields.insert("metadata".into(), Value::Object(nested_map(params, "metadata")));
-    Ok(session)
-}
-
-/// Sums `line_items[i]` (inline `price_data` only; a `price` id is charged as its `unit_amount`
-/// unknown here, so it is refused) and returns the total and the single currency.
-fn line_items_total(params: &BTreeMap<String, String>) -> Result<(i64, String), String> {
-    let mut total = 0i64;
-    let mut currency: Option<String> = None;
-    for index in 0.. {
-        let prefix = format!("line_items[{index}]");
-        if !params.keys().any(|key| key.starts_with(&prefix)) {
-            if index == 0 {
-                return Err("line_items".into());
-            }
-            break;
-        }
-        let get = |field: &str| params.get(&format!("{prefix}{field}"));
-        let quantity: i64 = get("[quantity]")
-            .map_or(Ok(1), |q| q.parse())
-            .map_err(|_| format!("{prefix}[quantity]"))?;
-        let unit_amount: i64 = get("[price_data][unit_amount]")
-            .ok_or_else(|| format!("{prefix}[price_data][unit_amount]"))?
-            .parse()
-            .map_err(|_| format!("{prefix}[price_data][unit_amount]"))?;
-        let item_currency = get("[price_data][currency]").ok_or_else(|| format!("{prefix}[price_data][currency]"))?;
-        if currency.as_ref().is_some_and(|c| c != item_currency) {
-            return Err(format!("{prefix}[price_data][currency]"));
-        }
-        currency = Some(item_currency.clone());
-        total += unit_amount * quantity;
+    for field in ["client_reference_id", "customer_email", "success_url", "cancel_url"] {
+        fields.insert(field.into(), params.get(field).map_or(Value::Null, |v| json!(v)));
     }
-    Ok((total, currency.unwrap_or_default()))
+    fields.insert("metadata".into(), Value::Object(request.metadata.clone()));
+    session
 }
 
-/// Collects `prefix[key]=value` parameters into a JSON object, as Stripe does for metadata.
-fn nested_map(params: &BTreeMap<String, String>, prefix: &str) -> Map<String, Value> {
-    params
-        .iter()
-        .filter_map(|(key, value)| {
-            let inner = key.strip_prefix(prefix)?.strip_prefix('[')?.strip_suffix(']')?;
-            (!inner.contains('[')).then(|| (inner.to_owned(), json!(value)))
-        })
-        .collect()
-}
-
-/// Completes an open session; returns it with the events its completion causes, in order.
+/// Completes an open session; returns it with the events its completion causes, in order. A
+/// subscription that starts with a trial charges nothing now: the session completes
+/// `no_payment_required` with a total of 0, whatever the method.
 pub fn pay(
     mut session: Value,
+    request: Option<&SessionRequest>,
     result: PaymentResult,
     counter: &mut u64,
 ) -> Option<(Value, Vec<(&'static str, Value)>)> {
@@ -159,12 +93,21 @@ pub fn pay(
     });
     if subscription {
         session["subscription"] = json!(new_id("sub", counter));
+        // The subscription's first invoice, which `billing` issues under this id.
+        session["invoice"] = json!(new_id("in", counter));
     } else {
         session["payment_intent"] = json!(new_id("pi", counter));
     }
 
     let mut events = Vec::new();
+    let trial = subscription && request.is_some_and(|r| r.trial_period_days.is_some());
     match result {
+        _ if trial => {
+            session["amount_subtotal"] = json!(0);
+            session["amount_total"] = json!(0);
+            session["payment_status"] = json!("no_payment_required");
+            events.push(("checkout.session.completed", session.clone()));
+        }
         PaymentResult::Card => {
             session["payment_status"] = json!("paid");
             events.push(("checkout.session.completed", session.clone()));
@@ -181,6 +124,11 @@ pub fn pay(
         }
     }
     Some((session, events))
+}
+
+/// Whether a completed session's money is settled (or none was due), so what it buys starts.
+pub fn is_settled(session: &Value) -> bool {
+    session["payment_status"] == "paid" || session["payment_status"] == "no_payment_required"
 }
 
 pub fn expire(mut session: Value) -> Option<Value> {
@@ -201,14 +149,4 @@ pub fn event(event_type: &str, object: Value, counter: &mut u64) -> Value {
     event["pending_webhooks"] = json!(1);
     event["data"] = json!({ "object": object });
     event
-}
-
-/// Stripe's error body: `{"error": {"type", "message", "param"?}}`.
-pub fn error_body(error_type: &str, message: &str, param: Option<&str>) -> Value {
-    let mut error = json!({ "type": error_type, "message": message });
-    if let Some(param) = param {
-        error["param"] = json!(param);
-        error["code"] = json!("parameter_missing");
-    }
-    json!({ "error": error })
 }

@@ -3,29 +3,44 @@
 use std::collections::BTreeMap;
 
 use axum::{
-    Form, Json, Router,
+    Json, Router,
+    body::Bytes,
     extract::{Path, Request, State},
-    http::{HeaderMap, StatusCode},
+    http::{HeaderMap, HeaderValue, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{MethodRouter, get, post},
 };
 use serde_json::Value;
 
-use super::{RecordedRequest, StripeEmulator, lifecycle_routes, objects};
+use super::{
+    RecordedRequest, StripeEmulator,
+    errors::ApiError,
+    event_list, idempotency, lifecycle_routes, objects,
+    params::{Params, Shape},
+    session_request,
+};
 
 pub fn router(emulator: StripeEmulator) -> Router {
     Router::new()
         .route("/v1/checkout/sessions", post(create_session))
-        .route("/v1/checkout/sessions/{id}", get(retrieve_session))
+        .route("/v1/checkout/sessions/{id}", retrieve(get(retrieve_session)))
         .route("/v1/checkout/sessions/{id}/expire", post(expire_session))
-        .route("/v1/subscriptions/{id}", get(lifecycle_routes::retrieve_subscription))
-        .route("/v1/invoices/{id}", get(lifecycle_routes::retrieve_invoice))
-        .route("/v1/events", get(lifecycle_routes::list_events))
-        .route("/v1/events/{id}", get(lifecycle_routes::retrieve_event))
+        .route(
+            "/v1/subscriptions/{id}",
+            retrieve(get(lifecycle_routes::retrieve_subscription)),
+        )
+        .route("/v1/invoices/{id}", retrieve(get(lifecycle_routes::retrieve_invoice)))
+        .route("/v1/events", get(event_list::list_events))
+        .route("/v1/events/{id}", retrieve(get(lifecycle_routes::retrieve_event)))
+        .route("/v1/prices/{id}", retrieve(get(lifecycle_routes::retrieve_price)))
         .route_layer(middleware::from_fn_with_state(
             emulator.clone(),
             lifecycle_routes::inject_failures,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            emulator.clone(),
+            idempotency::honour_idempotency_keys,
         ))
         .route_layer(middleware::from_fn(require_secret_key))
         .route_layer(middleware::from_fn_with_state(emulator.clone(), slow_down))
@@ -43,8 +58,14 @@ async fn slow_down(State(emulator): State<StripeEmulator>, request: Request, nex
     next.run(request).await
 }
 
-fn stripe_error(status: StatusCode, error_type: &str, message: &str, param: Option<&str>) -> Response {
-    (status, Json(objects::error_body(error_type, message, param))).into_response()
+/// Every answer names its request as Stripe's do (`Request-Id: req_…`), so a client can log it.
+pub async fn stamp_request_id(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let id = format!("req_{}", &uuid::Uuid::new_v4().simple().to_string()[..14]);
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("request-id", value);
+    }
+    response
 }
 
 /// Stripe refuses any request without a secret key before looking at it.
@@ -56,21 +77,13 @@ async fn require_secret_key(request: Request, next: Next) -> Response {
         .and_then(|v| v.strip_prefix("Bearer "));
     match key {
         Some(key) if key.starts_with("sk_") || key.starts_with("rk_") => next.run(request).await,
-        _ => stripe_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_request_error",
-            "Invalid API Key provided.",
-            None,
-        ),
+        _ => ApiError::unauthorized().into_response(),
     }
 }
 
-async fn create_session(
-    State(emulator): State<StripeEmulator>,
-    headers: HeaderMap,
-    Form(params): Form<Vec<(String, String)>>,
-) -> Response {
-    let params: BTreeMap<String, String> = params.into_iter().collect();
+async fn create_session(State(emulator): State<StripeEmulator>, headers: HeaderMap, body: Bytes) -> Response {
+    let pairs = form_pairs(&body);
+    let params: BTreeMap<String, String> = pairs.iter().cloned().collect();
     let idempotency_key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -85,43 +98,23 @@ async fn create_session(
     });
     if let Some(status) = state.fail_session_creation {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return stripe_error(status, "api_error", "An unknown error occurred.", None);
+        return ApiError::with_status(status, "An unknown error occurred.").into_response();
     }
-    if let Some((status, body)) = idempotency_key
-        .as_ref()
-        .and_then(|key| state.idempotent_responses.get(key))
-    {
-        return (
-            StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
-            Json(body.clone()),
-        )
-            .into_response();
-    }
-
-    let (status, body) = match objects::new_session(&params, &emulator.public_base, &mut state.next_id) {
-        Ok(session) => {
-            let id = session["id"].as_str().unwrap_or_default().to_owned();
-            let title = params
-                .get("line_items[0][price_data][product_data][name]")
-                .cloned()
-                .unwrap_or_else(|| "Your purchase".into());
-            state.titles.insert(id.clone(), title);
-            state.sessions.insert(id, session.clone());
-            (StatusCode::OK, session)
-        }
-        Err(param) => (
-            StatusCode::BAD_REQUEST,
-            objects::error_body(
-                "invalid_request_error",
-                &format!("Missing or invalid parameter: {param}"),
-                Some(&param),
-            ),
-        ),
+    let params = Params::new(&pairs);
+    let request = {
+        let state = &mut *state;
+        session_request::read(&params, &state.price_book, objects::now(), &mut state.next_id)
     };
-    if let Some(key) = idempotency_key {
-        state.idempotent_responses.insert(key, (status.as_u16(), body.clone()));
-    }
-    (status, Json(body)).into_response()
+    let request = match request {
+        Ok(request) => request,
+        // Stripe keeps no idempotent result for a request that failed validation.
+        Err(err) => return err.into_response(),
+    };
+    let session = objects::new_session(&request, &emulator.public_base, &params, &mut state.next_id);
+    let id = session["id"].as_str().unwrap_or_default().to_owned();
+    state.requests_by_session.insert(id.clone(), request);
+    state.sessions.insert(id, session.clone());
+    Json(session).into_response()
 }
 
 async fn retrieve_session(State(emulator): State<StripeEmulator>, Path(id): Path<String>) -> Response {
@@ -137,19 +130,42 @@ async fn retrieve_session(State(emulator): State<StripeEmulator>, Path(id): Path
     }
 }
 
-async fn expire_session(State(emulator): State<StripeEmulator>, Path(id): Path<String>) -> Response {
+/// Retrieving or expiring an object takes nothing but `expand`; Stripe refuses anything else by name.
+const ONLY_EXPAND: &[(&str, Shape)] = &[("expand", Shape::List(&Shape::Str))];
+
+fn retrieve(route: MethodRouter<StripeEmulator>) -> MethodRouter<StripeEmulator> {
+    route.route_layer(middleware::from_fn(query_takes_only_expand))
+}
+
+async fn query_takes_only_expand(request: Request, next: Next) -> Response {
+    let pairs = form_pairs(request.uri().query().unwrap_or_default().as_bytes());
+    match Params::new(&pairs).check(ONLY_EXPAND) {
+        Ok(()) => next.run(request).await,
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn expire_session(State(emulator): State<StripeEmulator>, Path(id): Path<String>, body: Bytes) -> Response {
+    if let Err(err) = Params::new(&form_pairs(&body)).check(ONLY_EXPAND) {
+        return err.into_response();
+    }
     if emulator.session(&id).is_none() {
         return no_such_session(&id);
     }
     match emulator.expire_session(&id) {
         Some(event) => Json(event["data"]["object"].clone()).into_response(),
-        None => stripe_error(
+        None => ApiError::with_status(
             StatusCode::BAD_REQUEST,
-            "invalid_request_error",
             "Only Checkout Sessions with a status in [\"open\"] can be expired.",
-            None,
-        ),
+        )
+        .into_response(),
     }
+}
+
+/// A form body's parameters, read whatever the content type says, as Stripe reads them: a body
+/// that is not a form has no parameters it knows, and is refused for what it lacks.
+fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(body).into_owned().collect()
 }
 
 /// Stripe's answer to an endpoint it does not have (here: one the emulator does not emulate yet).
@@ -159,14 +175,9 @@ async fn unrecognized_url(request: Request) -> Response {
         request.method(),
         request.uri().path()
     );
-    stripe_error(StatusCode::NOT_FOUND, "invalid_request_error", &message, None)
+    ApiError::with_status(StatusCode::NOT_FOUND, &message).into_response()
 }
 
 fn no_such_session(id: &str) -> Response {
-    stripe_error(
-        StatusCode::NOT_FOUND,
-        "invalid_request_error",
-        &format!("No such checkout.session: '{id}'"),
-        Some("session"),
-    )
+    ApiError::no_such("checkout.session", id, "session").into_response()
 }

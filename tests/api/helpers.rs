@@ -45,6 +45,9 @@ pub struct TestApp {
     pub stripe: entitle::stripe::StripeApi,
     /// The app's own mailer (the dev mailbox in emulator mode), to send through as the outbox does.
     pub mailer: Option<Mailer>,
+    /// In emulator mode: where the emulator's API is served on a port of its own, e.g.
+    /// `http://127.0.0.1:40123` (its `/v1/…` at the root).
+    pub emulator_api: Option<String>,
 }
 
 pub struct Options {
@@ -128,6 +131,7 @@ impl TestApp {
             database_url: Secret::new(database_url.clone()),
             database_max_connections: 10,
             bind_addr: "127.0.0.1:0".parse().unwrap(),
+            emulator_addr: "127.0.0.1:0".parse().unwrap(),
             app_base_url: "http://localhost:5173".into(),
             stripe: StripeBackend::Api {
                 secret_key: Secret::new(options.stripe_secret_key),
@@ -186,6 +190,8 @@ impl TestApp {
                 "PLANS_FILE",
                 concat!(env!("CARGO_MANIFEST_DIR"), "/plans.toml").to_owned(),
             ),
+            // Any free port: tests run side by side, and 12111 may be someone's stripe-mock.
+            ("STRIPE_EMULATOR_ADDR", "127.0.0.1:0".to_owned()),
         ]);
         vars.extend(extra.iter().map(|(name, value)| (*name, value.to_string())));
         let config = Config::from_lookup(|name| vars.get(name).cloned()).unwrap();
@@ -209,6 +215,7 @@ impl TestApp {
         stripe: entitle::stripe::StripeApi,
     ) -> Self {
         let mailer = app.mailer().cloned();
+        let emulator_api = app.emulator_api_port().map(|port| format!("http://127.0.0.1:{port}"));
         tokio::spawn(app.run_until_stopped());
         let db = PgPool::connect(&database_url).await.unwrap();
         Self {
@@ -220,6 +227,7 @@ impl TestApp {
             config,
             stripe,
             mailer,
+            emulator_api,
         }
     }
 

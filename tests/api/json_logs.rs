@@ -27,6 +27,7 @@ async fn with_log_format_json_every_line_is_json_and_each_request_is_logged_with
         .env_clear()
         .env("DATABASE_URL", &database_url)
         .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("STRIPE_EMULATOR_ADDR", "127.0.0.1:0")
         .env("LOG_FORMAT", "json")
         .env("ENTITLE_API_KEYS", API_KEY)
         .env("AUTH_JWT_SECRET", jwt_secret)

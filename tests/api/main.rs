@@ -17,6 +17,8 @@ mod credits_properties;
 mod demo_credits;
 mod email_sending;
 mod emulator_mode;
+mod emulator_official_library;
+mod emulator_strictness;
 mod helpers;
 mod json_logs;
 mod jwks_auth;
