@@ -18,7 +18,11 @@
 //!   get 402), beside the same statement on another user with B credits; then the 200s must form
 //!   one serial history that never overspent.
 //!
-//! Settings come from the environment: N, C, P, T (seconds), U, B, SCENARIOS. A failed
+//! With the orders scenario the app webhooks are on (`OUTBOX=off` turns them off): the outbox sends
+//! every `order.paid` and `entitlements.updated` to a receiver in this process, which times each
+//! message from its writing transaction to its arrival, while the backlog is sampled.
+//!
+//! Settings come from the environment: N, C, P, T (seconds), U, B, SCENARIOS, OUTBOX. A failed
 //! correctness check (wrong credits, a wrong answer, a ceiling error) fails the run; a missed
 //! performance target is printed as `MISS` but does not, since the machine is shared.
 
@@ -26,6 +30,7 @@ mod ceilings;
 mod connections;
 mod credits;
 mod measure;
+mod receiver;
 mod service;
 mod traffic;
 
@@ -140,9 +145,33 @@ struct OrdersResult {
     statuses: Run,
     status_ceiling: Run,
     credits: String,
+    outbox: Option<OutboxResult>,
     fulfilled: usize,
     duplicates: usize,
     wrong_answers: usize,
+}
+
+/// How the outbox kept up with the webhook burst.
+struct OutboxResult {
+    written: usize,
+    seen: usize,
+    requests: usize,
+    /// Largest number of pending deliveries sampled during the burst.
+    max_pending: i64,
+    /// How long after the burst's last answer the backlog was empty; none if not within a minute.
+    drained_after: Option<Duration>,
+    /// Commit to first arrival per message, sorted.
+    latencies: Vec<Duration>,
+}
+
+impl OutboxResult {
+    fn percentile_ms(&self, q: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((self.latencies.len() as f64 * q).ceil() as usize).clamp(1, self.latencies.len());
+        self.latencies[rank - 1].as_secs_f64() * 1000.0
+    }
 }
 
 struct CheckResult {
@@ -185,7 +214,13 @@ async fn main() {
     };
     let scenarios = settings.scenarios;
     let started = Instant::now();
-    let service = service::start().await;
+    let outbox_on = scenarios.orders && std::env::var("OUTBOX").map_or(true, |v| v != "off");
+    let receiver = receiver::Receiver::default();
+    let app_webhook = match outbox_on {
+        true => Some(receiver.start().await),
+        false => None,
+    };
+    let service = service::start(app_webhook.as_deref()).await;
     let proc_dir = service.process.proc_dir();
     let progress = |step: &str| {
         eprintln!(
@@ -255,8 +290,33 @@ async fn main() {
         Some((orders, events)) => {
             progress("ceiling: the webhook's SQL, direct");
             let webhook_ceiling = ceilings::webhook_sql(&service, settings.orders, settings.senders).await;
+            // The ceiling's SQL wrote messages too: they are delivered before the burst starts.
+            let (_, drained) = drain_outbox(&service.db).await;
+            if !drained {
+                progress("the ceiling's outbox messages were not all delivered within a minute");
+            }
             progress("delivering every signed event twice");
+            let burst_started = receiver::Receiver::now();
+            let requests_before = receiver.requests();
+            let sampler = outbox_on.then(|| sample_backlog(service.db.clone()));
             let (webhooks, outcomes) = traffic::deliver_each_twice(connections.clone(), events, settings.senders).await;
+            let outbox = match sampler {
+                None => None,
+                Some(sampler) => {
+                    let (drain, drained) = drain_outbox(&service.db).await;
+                    sampler.abort();
+                    let max_pending = sampler.await_max().await;
+                    let (written, latencies) = receiver.latencies(&service.db, burst_started).await;
+                    Some(OutboxResult {
+                        written,
+                        seen: latencies.len(),
+                        requests: receiver.requests() - requests_before,
+                        max_pending,
+                        drained_after: drained.then_some(drain),
+                        latencies,
+                    })
+                }
+            };
             let credits = check_credits(&service, &orders).await;
             progress(&format!("polling order status for {:?}", settings.poll_for));
             let orders = Arc::new(orders);
@@ -270,6 +330,7 @@ async fn main() {
                 statuses,
                 status_ceiling,
                 credits,
+                outbox,
                 fulfilled: outcomes.fulfilled.load(Ordering::Relaxed),
                 duplicates: outcomes.duplicate.load(Ordering::Relaxed),
                 wrong_answers,
@@ -541,6 +602,27 @@ impl Report<'_> {
             measured("POST /order-status", &o.statuses, &o.status_ceiling);
             ceiling("ceiling: primary-key status select, direct", &o.status_ceiling);
         }
+        if let Some(outbox) = self.orders.and_then(|o| o.outbox.as_ref()) {
+            println!();
+            println!(
+                "outbox, during the webhook burst: {} messages written, {} arrived ({} requests); commit to arrival \
+                 p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; pending deliveries at most {}; {}.",
+                outbox.written,
+                outbox.seen,
+                outbox.requests,
+                outbox.percentile_ms(0.5),
+                outbox.percentile_ms(0.99),
+                outbox.percentile_ms(1.0),
+                outbox.max_pending,
+                match outbox.drained_after {
+                    Some(after) => format!(
+                        "empty {:.0} ms after the burst's last answer",
+                        after.as_secs_f64() * 1000.0
+                    ),
+                    None => "NOT empty a minute after the burst".to_owned(),
+                }
+            );
+        }
         if let Some(c) = self.check {
             let users = settings.users;
             measured(
@@ -624,6 +706,21 @@ impl Report<'_> {
             );
             let p = p99(&o.statuses);
             target("order-status p99 < 10 ms at P pollers", format!("{p:.2} ms"), p < 10.0);
+            if let Some(outbox) = &o.outbox {
+                let p = outbox.percentile_ms(0.99);
+                target(
+                    "outbox commit to receiver p99 < 500 ms at the webhook rate",
+                    format!("{p:.1} ms"),
+                    p < 500.0,
+                );
+                // Keeping up: what was pending when the burst ended goes within a second.
+                let drained = outbox.drained_after.map(|d| d.as_secs_f64() * 1000.0);
+                target(
+                    "outbox backlog does not grow: empty within 1 s of the burst",
+                    drained.map_or("not within a minute".to_owned(), |ms| format!("{ms:.0} ms")),
+                    drained.is_some_and(|ms| ms < 1000.0),
+                );
+            }
         }
         if let Some(c) = self.check {
             let s = share(&c.checks, &c.account_ceiling);
@@ -690,7 +787,7 @@ impl Report<'_> {
             check(
                 format!(
                     "orders: credits {}; outcomes {} fulfilled + {} duplicate of {} deliveries; status answers \
-                     not 'paid': {}; ceiling errors: {} webhook, {} status",
+                     not 'paid': {}; ceiling errors: {} webhook, {} status{}",
                     o.credits,
                     o.fulfilled,
                     o.duplicates,
@@ -698,9 +795,14 @@ impl Report<'_> {
                     o.wrong_answers,
                     o.webhook_ceiling.failed,
                     o.status_ceiling.failed,
+                    o.outbox.as_ref().map_or(String::new(), |outbox| format!(
+                        "; outbox: {} of {} messages arrived",
+                        outbox.seen, outbox.written
+                    )),
                 ),
                 !o.credits.starts_with("WRONG")
                     && o.wrong_answers == 0
+                    && o.outbox.as_ref().is_none_or(|outbox| outbox.seen == outbox.written)
                     && o.webhook_ceiling.failed == 0
                     && o.status_ceiling.failed == 0,
             );
@@ -735,5 +837,50 @@ impl Report<'_> {
             );
         }
         failures
+    }
+}
+
+/// Waits until no outbox delivery is pending, for up to a minute; answers how long it took and
+/// whether it emptied.
+async fn drain_outbox(db: &sqlx::PgPool) -> (Duration, bool) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        if receiver::pending(db).await == 0 {
+            return (started.elapsed(), true);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (started.elapsed(), false)
+}
+
+/// Samples the pending deliveries every 50 ms until aborted; answers the largest seen (through
+/// a shared cell, since an aborted task returns nothing).
+fn sample_backlog(db: sqlx::PgPool) -> BacklogSampler {
+    let max = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let task = tokio::spawn({
+        let max = max.clone();
+        async move {
+            loop {
+                max.fetch_max(receiver::pending(&db).await, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    BacklogSampler { task, max }
+}
+
+struct BacklogSampler {
+    task: tokio::task::JoinHandle<()>,
+    max: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl BacklogSampler {
+    fn abort(&self) {
+        self.task.abort();
+    }
+
+    async fn await_max(self) -> i64 {
+        let _ = self.task.await;
+        self.max.load(Ordering::Relaxed)
     }
 }

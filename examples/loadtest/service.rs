@@ -58,7 +58,8 @@ fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
-pub async fn start() -> Service {
+/// `app_webhook`: the URL the outbox sends the app webhooks to, if any.
+pub async fn start(app_webhook: Option<&str>) -> Service {
     log_like_production(LOG_FILE);
     let database_name = format!("entitle_loadtest_{}", Uuid::new_v4().simple());
     let mut admin = PgConnection::connect(&format!("{}/postgres", admin_url()))
@@ -75,7 +76,7 @@ pub async fn start() -> Service {
     let emulator = StripeEmulator::new(&emulator_base);
     tokio::spawn(axum::serve(emulator_listener, emulator.router()).into_future());
 
-    let config = config(&database_url, &emulator_base);
+    let config = config(&database_url, &emulator_base, app_webhook);
     let pool_size = config.database_max_connections;
     let (port, process) = if std::env::var("SERVICE_PROCESS").is_ok_and(|v| v == "same") {
         let app = Application::build(config).await.expect("the application starts");
@@ -83,7 +84,7 @@ pub async fn start() -> Service {
         tokio::spawn(app.run_until_stopped());
         (port, ServiceProcess::ThisOne)
     } else {
-        spawn_child(&database_url, &emulator_base)
+        spawn_child(&database_url, &emulator_base, app_webhook)
     };
 
     // Two connections leave Postgres's max_connections to the service and the ceilings.
@@ -104,13 +105,16 @@ pub async fn start() -> Service {
 }
 
 /// The real configuration rules (and defaults, such as the pool size) apply, but for the checkout
-/// session rate; only DATABASE_MAX_CONNECTIONS may come from the environment, to compare pool sizes.
-fn config(database_url: &str, emulator_base: &str) -> Config {
+/// session rate; only DATABASE_MAX_CONNECTIONS and OUTBOX_CONCURRENCY may come from the environment,
+/// to compare settings.
+fn config(database_url: &str, emulator_base: &str, app_webhook: Option<&str>) -> Config {
     let pool_size = std::env::var("DATABASE_MAX_CONNECTIONS").ok();
+    let outbox_concurrency = std::env::var("OUTBOX_CONCURRENCY").ok();
     let plans_file = concat!(env!("CARGO_MANIFEST_DIR"), "/plans.toml");
     Config::from_lookup(|name| match name {
         "DATABASE_URL" => Some(database_url.to_owned()),
         "DATABASE_MAX_CONNECTIONS" => pool_size.clone(),
+        "OUTBOX_CONCURRENCY" => outbox_concurrency.clone(),
         "BIND_ADDR" => Some("127.0.0.1:0".into()),
         "STRIPE_SECRET_KEY" => Some("sk_test_loadtest".into()),
         "STRIPE_API_BASE" => Some(emulator_base.to_owned()),
@@ -122,14 +126,20 @@ fn config(database_url: &str, emulator_base: &str) -> Config {
         // that keeps real buyers from spending the Stripe rate limit.
         "CHECKOUT_SESSIONS_PER_SECOND" => Some("1000".into()),
         "CHECKOUT_SESSIONS_BURST" => Some("10000".into()),
+        "APP_WEBHOOK_URL" => app_webhook.map(str::to_owned),
+        "APP_WEBHOOK_SECRET" => app_webhook.map(|_| crate::receiver::SECRET.to_owned()),
         _ => None,
     })
     .expect("a valid configuration")
 }
 
 /// Starts this executable again as the service alone and reads the port it prints.
-fn spawn_child(database_url: &str, emulator_base: &str) -> (u16, ServiceProcess) {
-    let mut child = Command::new(std::env::current_exe().expect("the load test's own path"))
+fn spawn_child(database_url: &str, emulator_base: &str, app_webhook: Option<&str>) -> (u16, ServiceProcess) {
+    let mut command = Command::new(std::env::current_exe().expect("the load test's own path"));
+    if let Some(url) = app_webhook {
+        command.env("LOADTEST_APP_WEBHOOK_URL", url);
+    }
+    let mut child = command
         .env(CHILD_ROLE, "1")
         .env("LOADTEST_DATABASE_URL", database_url)
         .env("LOADTEST_STRIPE_API_BASE", emulator_base)
@@ -150,7 +160,12 @@ fn spawn_child(database_url: &str, emulator_base: &str) -> (u16, ServiceProcess)
 pub async fn serve_as_child() {
     log_like_production(CHILD_LOG_FILE);
     let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is set by the parent"));
-    let config = config(&var("LOADTEST_DATABASE_URL"), &var("LOADTEST_STRIPE_API_BASE"));
+    let app_webhook = std::env::var("LOADTEST_APP_WEBHOOK_URL").ok();
+    let config = config(
+        &var("LOADTEST_DATABASE_URL"),
+        &var("LOADTEST_STRIPE_API_BASE"),
+        app_webhook.as_deref(),
+    );
     let app = Application::build(config).await.expect("the application starts");
     println!("{}", app.port());
     std::thread::spawn(|| {
