@@ -1096,6 +1096,13 @@ mod tests {
             }
         );
         assert_eq!(config.reconciler_max_attempts, 5);
+        assert_eq!(
+            config.jobs,
+            JobIntervals {
+                reconcile_every: Duration::from_secs(300),
+                credit_sweep_every: Duration::from_secs(30)
+            }
+        );
         assert_eq!(config.checkout_limits, CheckoutLimits::default());
         assert_eq!(config.checkout_limits.per_user_per_minute, 10);
         assert_eq!(config.app_webhooks, AppWebhooks::default());
@@ -1220,6 +1227,15 @@ mod tests {
     }
 
     #[test]
+    fn the_job_intervals_are_read_in_seconds() {
+        let mut vars = with_stripe_key();
+        vars.extend([("RECONCILE_EVERY_SECS", "60"), ("CREDIT_SWEEP_EVERY_SECS", "5")]);
+        let jobs = load(&vars).unwrap().jobs;
+        assert_eq!(jobs.reconcile_every, Duration::from_secs(60));
+        assert_eq!(jobs.credit_sweep_every, Duration::from_secs(5));
+    }
+
+    #[test]
     fn malformed_values_are_refused() {
         for (name, value) in [
             ("BIND_ADDR", "localhost"),
@@ -1244,6 +1260,8 @@ mod tests {
             ("LOG_FORMAT", "yaml"),
             ("RECONCILER_MAX_ATTEMPTS", "0"),
             ("RECONCILER_MAX_ATTEMPTS", "five"),
+            ("RECONCILE_EVERY_SECS", "0"),
+            ("CREDIT_SWEEP_EVERY_SECS", "soon"),
             ("CHECKOUT_RATE_PER_USER_PER_MINUTE", "0"),
             ("CHECKOUT_SESSIONS_PER_SECOND", "0"),
             ("CHECKOUT_SESSIONS_PER_SECOND", "fast"),
