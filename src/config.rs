@@ -69,10 +69,13 @@ pub struct Config {
     /// How many times the reconciler tries a missed event before setting it aside, so one event
     /// that keeps failing cannot hold every later one back.
     pub reconciler_max_attempts: u32,
+    /// How often the periodic jobs run, across all instances together.
+    pub jobs: JobIntervals,
     /// Emulator mode only: chaos for its webhook deliveries.
     pub emulator_chaos: EmulatorChaos,
     pub checkout_limits: CheckoutLimits,
-    /// The Stripe calls polling return pages may cause in this process. Not read from the
+    /// The Stripe calls polling return pages may cause, all instances on the database together
+    /// (a bucket in `rate_buckets`; each instance refills it at its own rate). Not read from the
     /// environment: `RETURN_SYNC_RATE` always, except in tests that need an empty bucket.
     pub return_sync_rate: Rate,
     /// Where the app hears of changes (`APP_WEBHOOK_URL`), and the keys its messages are signed with.
@@ -83,6 +86,25 @@ pub struct Config {
     pub email: EmailDelivery,
     pub connection_limits: ConnectionLimits,
     pub log_format: LogFormat,
+}
+
+/// How often each periodic job runs (see `jobs`): once per interval for the whole fleet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JobIntervals {
+    /// `RECONCILE_EVERY_SECS`: Stripe's event list checked for events the webhook missed.
+    pub reconcile_every: Duration,
+    /// `CREDIT_SWEEP_EVERY_SECS`: expiries are also written by every read and write of the user
+    /// they belong to; the sweep only records them for users nobody asks about.
+    pub credit_sweep_every: Duration,
+}
+
+impl Default for JobIntervals {
+    fn default() -> Self {
+        Self {
+            reconcile_every: Duration::from_secs(300),
+            credit_sweep_every: Duration::from_secs(30),
+        }
+    }
 }
 
 /// How log lines are written (`LOG_FORMAT`).
@@ -458,6 +480,21 @@ impl Config {
                 .filter(|n| (1..=100).contains(n))
                 .ok_or_else(|| invalid("RECONCILER_MAX_ATTEMPTS", "must be a number from 1 to 100"))?,
         };
+        let default_jobs = JobIntervals::default();
+        let jobs = JobIntervals {
+            reconcile_every: seconds(
+                &get,
+                "RECONCILE_EVERY_SECS",
+                default_jobs.reconcile_every.as_secs(),
+                1..=86_400,
+            )?,
+            credit_sweep_every: seconds(
+                &get,
+                "CREDIT_SWEEP_EVERY_SECS",
+                default_jobs.credit_sweep_every.as_secs(),
+                1..=86_400,
+            )?,
+        };
         let duplicate_rate = match get("EMULATOR_DUPLICATE_RATE") {
             None => 0.0,
             Some(v) => v
@@ -550,6 +587,7 @@ impl Config {
             entitlement_grace,
             order_status_reread,
             reconciler_max_attempts,
+            jobs,
             emulator_chaos,
             checkout_limits,
             return_sync_rate: RETURN_SYNC_RATE,
@@ -1060,6 +1098,13 @@ mod tests {
             }
         );
         assert_eq!(config.reconciler_max_attempts, 5);
+        assert_eq!(
+            config.jobs,
+            JobIntervals {
+                reconcile_every: Duration::from_secs(300),
+                credit_sweep_every: Duration::from_secs(30)
+            }
+        );
         assert_eq!(config.checkout_limits, CheckoutLimits::default());
         assert_eq!(config.checkout_limits.per_user_per_minute, 10);
         assert_eq!(config.app_webhooks, AppWebhooks::default());
@@ -1184,6 +1229,15 @@ mod tests {
     }
 
     #[test]
+    fn the_job_intervals_are_read_in_seconds() {
+        let mut vars = with_stripe_key();
+        vars.extend([("RECONCILE_EVERY_SECS", "60"), ("CREDIT_SWEEP_EVERY_SECS", "5")]);
+        let jobs = load(&vars).unwrap().jobs;
+        assert_eq!(jobs.reconcile_every, Duration::from_secs(60));
+        assert_eq!(jobs.credit_sweep_every, Duration::from_secs(5));
+    }
+
+    #[test]
     fn malformed_values_are_refused() {
         for (name, value) in [
             ("BIND_ADDR", "localhost"),
@@ -1208,6 +1262,8 @@ mod tests {
             ("LOG_FORMAT", "yaml"),
             ("RECONCILER_MAX_ATTEMPTS", "0"),
             ("RECONCILER_MAX_ATTEMPTS", "five"),
+            ("RECONCILE_EVERY_SECS", "0"),
+            ("CREDIT_SWEEP_EVERY_SECS", "soon"),
             ("CHECKOUT_RATE_PER_USER_PER_MINUTE", "0"),
             ("CHECKOUT_SESSIONS_PER_SECOND", "0"),
             ("CHECKOUT_SESSIONS_PER_SECOND", "fast"),

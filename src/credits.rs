@@ -521,17 +521,20 @@ pub async fn expire_due(db: &PgPool) -> Result<usize, sqlx::Error> {
     Ok(users.len())
 }
 
-/// Writes expiries as they fall due even for users nobody asks about, so the ledger records
-/// them near their time. Several instances may sweep at once: each user is taken under their lock
-/// and what one wrote the next finds done.
-pub async fn sweep_periodically(db: PgPool, every: std::time::Duration) {
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    loop {
-        ticker.tick().await;
-        match expire_due(&db).await {
-            Ok(0) => {}
-            Ok(users) => tracing::info!(users, "credits expired"),
-            Err(err) => tracing::error!(error = ?err, "credit expiry sweep failed"),
+/// One scheduled sweep (see `jobs`): writes expiries as they fall due even for users nobody asks
+/// about, so the ledger records them near their time; whether it succeeded. A `entitle` operator
+/// command or a user's own request may expire the same user at the same moment: each user is taken
+/// under their lock and what one wrote the next finds done.
+pub async fn scheduled_sweep(db: &PgPool) -> bool {
+    match expire_due(db).await {
+        Ok(0) => true,
+        Ok(users) => {
+            tracing::info!(users, "credits expired");
+            true
+        }
+        Err(err) => {
+            tracing::error!(error = ?err, "credit expiry sweep failed");
+            false
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod error;
 pub mod extract;
 pub mod fulfillment;
 pub mod holdings;
+pub mod jobs;
 pub mod jwks;
 pub mod lifecycle;
 pub mod mail;

@@ -1,12 +1,42 @@
-//! A token bucket for calls to Stripe that users can trigger (opening checkouts, polling a return
+//! Token buckets for calls to Stripe that users can trigger (opening checkouts, polling a return
 //! page), so no number of browsers can spend the account's rate limit (25 requests per second per
-//! endpoint in live mode) that webhooks need. Per process: with several instances, the cap
-//! multiplies, which is why the defaults sit far below Stripe's.
+//! endpoint in live mode) that webhooks need. `RateLimit` is per process: with several instances
+//! its cap multiplies, which is why its defaults sit far below Stripe's. `SharedRateLimit` keeps
+//! its bucket in the database, so its cap is the fleet's total.
 
 use std::{
     sync::Mutex,
     time::{Duration, Instant},
 };
+
+use sqlx::PgPool;
+
+use crate::{config::Rate, store::rate_buckets};
+
+/// A token bucket in `rate_buckets`, shared by every instance on the database.
+#[derive(Clone, Debug)]
+pub struct SharedRateLimit {
+    /// The bucket's row.
+    name: &'static str,
+    rate: Rate,
+}
+
+impl SharedRateLimit {
+    pub fn new(name: &'static str, rate: Rate) -> Self {
+        Self { name, rate }
+    }
+
+    /// Takes a token if the fleet has one left; never waits for one.
+    pub async fn try_acquire(&self, pool: &PgPool) -> Result<bool, sqlx::Error> {
+        // An empty bucket (burst 0, a test's) never holds a whole token.
+        if self.rate.burst == 0 {
+            return Ok(false);
+        }
+        let (per_second, burst) = (self.rate.per_second, f64::from(self.rate.burst));
+        // Not retried after a lost connection: a take that did commit would count twice.
+        rate_buckets::try_take(pool, self.name, per_second, burst).await
+    }
+}
 
 pub struct RateLimit {
     per_second: f64,

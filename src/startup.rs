@@ -6,15 +6,17 @@ use std::{net::SocketAddr, time::Duration};
 
 use sqlx::{Connection, PgConnection, PgPool, postgres::PgConnectOptions};
 use tokio::net::TcpListener;
+use uuid::Uuid;
 
 use crate::{
     catalog::{Plan, load_plans_file, sync_catalog},
     config::{Config, EmailDelivery, StripeBackend},
+    jobs::{self, Job},
     mail::{MailError, Mailer},
     metrics::Metrics,
     order_events::OrderEvents,
     outbox::{self, dispatch::Outbox},
-    reconcile::missed_events::run_periodically,
+    reconcile::missed_events,
     service_mode::{ServiceModeError, ensure_service_mode},
     store,
     stripe::{StripeApi, build_client},
@@ -24,11 +26,6 @@ use crate::{
 
 /// Where the emulator is mounted in emulator mode.
 pub const EMULATOR_PATH: &str = "/stripe-emulator";
-/// How often Stripe's event list is checked for events the webhook missed.
-const RECONCILE_EVERY: Duration = Duration::from_secs(5 * 60);
-/// Expiries are also written by every read and write of the user they belong to; the sweep only
-/// records them for users nobody asks about.
-const CREDIT_SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -73,6 +70,8 @@ pub struct Application {
     /// This process's outbox senders: none when neither webhooks nor emails are configured, or
     /// OUTBOX_CONCURRENCY is 0.
     outbox: Option<Outbox>,
+    /// Names this process in `job_runs`; new at every start.
+    instance_id: Uuid,
 }
 
 impl Application {
@@ -133,7 +132,13 @@ impl Application {
             emulator,
             emulator_listener,
             outbox,
+            instance_id: Uuid::new_v4(),
         })
+    }
+
+    /// How this process is named in `job_runs`.
+    pub fn instance_id(&self) -> Uuid {
+        self.instance_id
     }
 
     pub fn port(&self) -> u16 {
@@ -159,17 +164,7 @@ impl Application {
     /// Serves until SIGTERM or ctrl-c, then lets requests in flight finish.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let addr = self.listener.local_addr()?;
-        tokio::spawn(run_periodically(
-            self.state.db.clone(),
-            self.state.stripe.clone(),
-            self.state.metrics.clone(),
-            RECONCILE_EVERY,
-            self.state.config.reconciler_max_attempts,
-        ));
-        tokio::spawn(crate::credits::sweep_periodically(
-            self.state.db.clone(),
-            CREDIT_SWEEP_EVERY,
-        ));
+        self.spawn_jobs();
         if let Some(outbox) = &self.outbox {
             tokio::spawn(outbox.clone().run());
         }
@@ -201,6 +196,36 @@ impl Application {
             outbox.stop(outbox_grace).await;
         }
         Ok(())
+    }
+}
+
+impl Application {
+    /// The periodic jobs, which run on one instance of the fleet at a time (see `jobs`).
+    fn spawn_jobs(&self) {
+        let state = &self.state;
+        let (db, stripe, metrics) = (state.db.clone(), state.stripe.clone(), state.metrics.clone());
+        let max_attempts = state.config.reconciler_max_attempts;
+        tokio::spawn(jobs::run_every(
+            state.db.clone(),
+            self.instance_id,
+            Job::Reconcile,
+            state.config.jobs.reconcile_every,
+            move || {
+                let (db, stripe, metrics) = (db.clone(), stripe.clone(), metrics.clone());
+                async move { missed_events::scheduled_run(&db, &stripe, &metrics, max_attempts).await }
+            },
+        ));
+        let db = state.db.clone();
+        tokio::spawn(jobs::run_every(
+            state.db.clone(),
+            self.instance_id,
+            Job::CreditSweep,
+            state.config.jobs.credit_sweep_every,
+            move || {
+                let db = db.clone();
+                async move { crate::credits::scheduled_sweep(&db).await }
+            },
+        ));
     }
 }
 

@@ -16,7 +16,7 @@ use crate::{
     metrics::Metrics,
     order_events::OrderEvents,
     order_lookup::OrderLookup,
-    rate_limit::RateLimit,
+    rate_limit::SharedRateLimit,
 };
 
 /// What every handler shares. Axum clones the state for each request (and each extractor that
@@ -41,8 +41,8 @@ pub struct Shared {
     pub tokens: TokenVerifier,
     /// Checks the app backend's calls (`ApiCaller` takes it through `FromRef`).
     pub api_keys: ApiKeys,
-    /// Caps the Stripe calls that polling return pages may cause.
-    pub stripe_sync_limit: Arc<RateLimit>,
+    /// Caps the Stripe calls that polling return pages may cause, for all instances together.
+    pub stripe_sync_limit: SharedRateLimit,
     /// Bounds how fast checkouts open, per user and per process.
     pub checkout_limiter: CheckoutLimiter,
     pub order_events: OrderEvents,
@@ -58,6 +58,9 @@ pub struct Shared {
     pub metrics: Metrics,
 }
 
+/// The `rate_buckets` row of the return page's Stripe calls.
+pub const RETURN_SYNC_BUCKET: &str = "return_page_sync";
+
 impl AppState {
     pub fn new(
         db: PgPool,
@@ -69,8 +72,7 @@ impl AppState {
     ) -> Self {
         let tokens = TokenVerifier::new(config.jwt_secret.as_ref().map(Secret::expose), &config.user_auth);
         let api_keys = ApiKeys::new(config.api_keys.iter().map(|key| key.expose()));
-        let sync_rate = config.return_sync_rate;
-        let stripe_sync_limit = Arc::new(RateLimit::new(sync_rate.per_second, sync_rate.burst));
+        let stripe_sync_limit = SharedRateLimit::new(RETURN_SYNC_BUCKET, config.return_sync_rate);
         let checkout_limiter = CheckoutLimiter::new(&config.checkout_limits);
         Self(Arc::new(Shared {
             order_lookup: OrderLookup::start(db.clone()),

@@ -172,35 +172,38 @@ pub async fn reconcile_from_cursor(
     Ok(report)
 }
 
-/// Runs every `every` until the process ends; a failed run is logged and retried next time.
-pub async fn run_periodically(
-    pool: PgPool,
-    stripe: crate::stripe::StripeApi,
-    metrics: Metrics,
-    every: Duration,
+/// One scheduled run (see `jobs`): counted in the metrics and logged; whether it succeeded. A
+/// failed run is retried at the next interval.
+pub async fn scheduled_run(
+    pool: &PgPool,
+    stripe: &crate::stripe::StripeApi,
+    metrics: &Metrics,
     max_attempts: u32,
-) {
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    loop {
-        ticker.tick().await;
-        let result = reconcile_from_cursor(&pool, &stripe, max_attempts).await;
-        match &result {
-            Ok(report) if report.failed > 0 => metrics.reconciler_run("failures", report.applied as u64),
-            Ok(report) => metrics.reconciler_run("ok", report.applied as u64),
-            Err(_) => metrics.reconciler_run("error", 0),
+) -> bool {
+    let result = reconcile_from_cursor(pool, stripe, max_attempts).await;
+    match &result {
+        Ok(report) if report.failed > 0 => metrics.reconciler_run("failures", report.applied as u64),
+        Ok(report) => metrics.reconciler_run("ok", report.applied as u64),
+        Err(_) => metrics.reconciler_run("error", 0),
+    }
+    match result {
+        Ok(report) if report.applied > 0 || report.failed > 0 => {
+            tracing::warn!(
+                listed = report.listed,
+                applied = report.applied,
+                failed = report.failed,
+                set_aside = report.set_aside,
+                "reconciler found missed events"
+            );
+            true
         }
-        match result {
-            Ok(report) if report.applied > 0 || report.failed > 0 => {
-                tracing::warn!(
-                    listed = report.listed,
-                    applied = report.applied,
-                    failed = report.failed,
-                    set_aside = report.set_aside,
-                    "reconciler found missed events"
-                )
-            }
-            Ok(report) => tracing::debug!(listed = report.listed, "reconciler found nothing missed"),
-            Err(err) => tracing::error!(error = ?err, "reconciler run failed"),
+        Ok(report) => {
+            tracing::debug!(listed = report.listed, "reconciler found nothing missed");
+            true
+        }
+        Err(err) => {
+            tracing::error!(error = ?err, "reconciler run failed");
+            false
         }
     }
 }

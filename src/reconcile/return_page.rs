@@ -13,7 +13,7 @@ use crate::{
     db,
     domain_error::DomainError,
     fulfillment::{SessionAction, apply_session},
-    rate_limit::RateLimit,
+    rate_limit::SharedRateLimit,
     store::orders,
     stripe::retrieve::retrieve_checkout_session,
 };
@@ -24,11 +24,11 @@ const SESSION_MIN_AGE: Duration = Duration::from_secs(3);
 const PER_ORDER_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Returns whether the order may have changed, so the caller reads it again.
-/// `limit` is the process's budget of Stripe calls for return pages.
+/// `limit` is the fleet's budget of Stripe calls for return pages.
 pub async fn sync_pending_order(
     db: &PgPool,
     stripe: &crate::stripe::StripeApi,
-    limit: &RateLimit,
+    limit: &SharedRateLimit,
     order_id: Uuid,
 ) -> Result<bool, DomainError> {
     // Claims the order's slot by stamping the time of this check: running it again is harmless.
@@ -49,7 +49,8 @@ pub async fn sync_pending_order(
     // tokens left, asks Stripe instead of waiting out the interval. Only this claim is undone, and
     // a claim is held by one poller at a time, so one order still causes at most one call per
     // interval.
-    if !limit.try_acquire() {
+    // A database that cannot say counts as no token: this was only a shortcut.
+    if !limit.try_acquire(db).await.unwrap_or(false) {
         tracing::debug!(%order_id, "return-page sync skipped: global rate cap reached");
         db::retry_idempotent(db, || orders::release_sync(db, order_id, &claim)).await?;
         return Ok(false);

@@ -6,6 +6,8 @@
 pub mod credit_ledger;
 pub mod database;
 pub mod entitlements;
+pub mod job_locks;
+pub mod job_runs;
 pub mod order_confirmation;
 pub mod order_history;
 pub mod order_standing;
@@ -17,6 +19,7 @@ pub mod outbox_messages;
 pub mod payment_facts;
 pub mod plans;
 pub mod processed_events;
+pub mod rate_buckets;
 pub mod reconciler;
 pub mod service_mode;
 pub mod subscriptions;

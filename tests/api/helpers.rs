@@ -8,7 +8,7 @@ use std::{
 
 use entitle::{
     config::{
-        AppWebhooks, CheckoutLimits, Config, ConnectionLimits, EmailDelivery, LogFormat, OutboxSettings,
+        AppWebhooks, CheckoutLimits, Config, ConnectionLimits, EmailDelivery, JobIntervals, LogFormat, OutboxSettings,
         RETURN_SYNC_RATE, Secret, StripeBackend,
     },
     mail::Mailer,
@@ -48,6 +48,8 @@ pub struct TestApp {
     /// In emulator mode: where the emulator's API is served on a port of its own, e.g.
     /// `http://127.0.0.1:40123` (its `/v1/…` at the root).
     pub emulator_api: Option<String>,
+    /// How the app names itself in `job_runs`.
+    pub instance_id: Uuid,
 }
 
 pub struct Options {
@@ -72,6 +74,8 @@ pub struct Options {
     pub user_auth: entitle::config::UserAuth,
     /// Where confirmation emails go; off by default, so no email message is written.
     pub email: EmailDelivery,
+    /// The periodic jobs' intervals: the server's defaults, far longer than a test.
+    pub jobs: JobIntervals,
 }
 
 /// Outbox timings short enough for tests: retries within a fraction of a second, a lease that
@@ -107,6 +111,7 @@ impl Default for Options {
             metrics_token: None,
             user_auth: Default::default(),
             email: EmailDelivery::Off,
+            jobs: JobIntervals::default(),
         }
     }
 }
@@ -149,6 +154,7 @@ impl TestApp {
             entitlement_grace: std::time::Duration::from_secs(86_400),
             order_status_reread: options.order_status_reread,
             reconciler_max_attempts: 5,
+            jobs: options.jobs,
             checkout_limits: options.checkout_limits,
             return_sync_rate: RETURN_SYNC_RATE,
             app_webhooks: AppWebhooks {
@@ -215,6 +221,7 @@ impl TestApp {
         stripe: entitle::stripe::StripeApi,
     ) -> Self {
         let mailer = app.mailer().cloned();
+        let instance_id = app.instance_id();
         let emulator_api = app.emulator_api_port().map(|port| format!("http://127.0.0.1:{port}"));
         tokio::spawn(app.run_until_stopped());
         let db = PgPool::connect(&database_url).await.unwrap();
@@ -228,6 +235,7 @@ impl TestApp {
             stripe,
             mailer,
             emulator_api,
+            instance_id,
         }
     }
 
@@ -730,4 +738,51 @@ where
         span = span * 2;
     }
     panic!("six attempts and the setup never beat its own expiries");
+}
+
+/// Another instance on its own runtime, so a test can kill it as a crash would: every task it
+/// runs (requests in flight, periodic jobs, senders) stops at once, and its database connections
+/// (with any advisory lock they hold) close. Dropped, it is killed too.
+pub struct KillableInstance {
+    pub address: String,
+    /// How it names itself in `job_runs`.
+    pub instance_id: Uuid,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl KillableInstance {
+    pub async fn start(config: Config) -> Self {
+        tokio::task::spawn_blocking(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let app = runtime
+                .block_on(Application::build(config))
+                .expect("the other instance starts");
+            let address = format!("http://127.0.0.1:{}", app.port());
+            let instance_id = app.instance_id();
+            runtime.spawn(app.run_until_stopped());
+            Self {
+                address,
+                instance_id,
+                runtime: Some(runtime),
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for KillableInstance {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -36,6 +36,7 @@ mod resilience;
 mod reversal_orderings;
 mod reversal_properties;
 mod service_mode;
+mod several_instances;
 mod signatures;
 mod smtp_server;
 mod subscription_checkouts;
