@@ -72,6 +72,10 @@ pub struct Options {
     pub user_auth: entitle::config::UserAuth,
     /// Where confirmation emails go; off by default, so no email message is written.
     pub email: EmailDelivery,
+    /// A catalog of the test's own instead of the shipped `plans.toml`.
+    pub plans_file: Option<std::path::PathBuf>,
+    /// `AUTOMATIC_TAX`; off by default.
+    pub automatic_tax: bool,
 }
 
 /// Outbox timings short enough for tests: retries within a fraction of a second, a lease that
@@ -107,6 +111,8 @@ impl Default for Options {
             metrics_token: None,
             user_auth: Default::default(),
             email: EmailDelivery::Off,
+            plans_file: None,
+            automatic_tax: false,
         }
     }
 }
@@ -144,7 +150,10 @@ impl TestApp {
             api_keys: vec![Secret::new(API_KEY)],
             api_key_generated: false,
             metrics_token: options.metrics_token.map(Secret::new),
-            plans_file: concat!(env!("CARGO_MANIFEST_DIR"), "/plans.toml").into(),
+            plans_file: options
+                .plans_file
+                .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/plans.toml").into()),
+            automatic_tax: options.automatic_tax,
             emulator_chaos: Default::default(),
             entitlement_grace: std::time::Duration::from_secs(86_400),
             order_status_reread: options.order_status_reread,
