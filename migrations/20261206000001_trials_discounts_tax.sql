@@ -11,3 +11,12 @@ alter table orders
     add column amount_paid bigint check (amount_paid >= 0),
     add column amount_discount bigint check (amount_discount >= 0),
     add column amount_tax bigint check (amount_tax >= 0);
+
+-- The app's `order.*` webhooks say what was charged too (null until paid); the other fields stay.
+create or replace function outbox_order_changed() returns trigger language plpgsql as $$
+begin
+    perform outbox_enqueue('webhook', 'order.' || new.status, new.user_id, new.id, jsonb_build_object(
+        'orderId', new.id, 'userId', new.user_id, 'planId', new.plan_id, 'status', new.status,
+        'amount', new.amount, 'currency', new.currency, 'amountPaid', new.amount_paid));
+    return null;
+end $$;

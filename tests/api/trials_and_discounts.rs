@@ -6,7 +6,10 @@ use entitle::stripe_emulator::{EMULATED_TAX_PERCENT, PaymentResult};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{Options, TestApp};
+use crate::{
+    app_webhook_helpers::{Receiver, sending_to},
+    helpers::{Options, TestApp},
+};
 
 /// A catalog of this file's own: a trial plan with period credits, a plan taking promotion codes,
 /// and plans without either.
@@ -46,12 +49,16 @@ credits = 100
 "#;
 
 async fn spawn(automatic_tax: bool) -> TestApp {
+    spawn_with(automatic_tax, Options::default()).await
+}
+
+async fn spawn_with(automatic_tax: bool, options: Options) -> TestApp {
     let path = std::env::temp_dir().join(format!("entitle-trials-{}.toml", Uuid::new_v4().simple()));
     std::fs::write(&path, CATALOG).unwrap();
     TestApp::spawn_with(Options {
         plans_file: Some(path),
         automatic_tax,
-        ..Options::default()
+        ..options
     })
     .await
 }
@@ -210,6 +217,30 @@ async fn given_a_promotion_code_when_the_discounted_payment_completes_then_it_is
     let order = app.order_status("alice", order_id).await;
     assert_eq!(amounts(&order), (json!("paid"), json!(400), json!(100), json!(0)));
     assert_eq!(app.credits("alice").await, 100);
+}
+
+#[tokio::test]
+async fn given_a_discounted_taxed_payment_then_the_apps_order_paid_webhook_says_what_was_charged() {
+    let receiver = Receiver::start().await;
+    let app = spawn_with(true, sending_to(&[receiver.url()])).await;
+    let (order_id, session_id) = app.checkout("alice", "credits_promo").await;
+    assert!(app.emulator.enter_promotion_code(&session_id, "SAVE20", 20));
+    app.deliver_all(&app.pay(&session_id, PaymentResult::Card)).await;
+
+    let received = receiver
+        .wait_for("order.paid", |received| {
+            received.iter().any(|r| r.event_type() == "order.paid")
+        })
+        .await;
+    let paid = received.iter().find(|r| r.event_type() == "order.paid").unwrap();
+    let tax = 400 * EMULATED_TAX_PERCENT / 100;
+    assert_eq!(
+        paid.data(),
+        &json!({
+            "orderId": order_id, "userId": "alice", "planId": "credits_promo", "status": "paid",
+            "amount": 500, "currency": "usd", "amountPaid": 400 + tax,
+        })
+    );
 }
 
 #[tokio::test]
