@@ -35,6 +35,9 @@ struct PlanEntry {
     credits_expire_after_days: Option<i32>,
     entitlement: Option<String>,
     stripe_price: Option<String>,
+    trial_days: Option<i32>,
+    #[serde(default)]
+    allow_promotion_codes: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +101,9 @@ fn validate_plan(id: String, entry: PlanEntry) -> Result<Plan, String> {
             if entry.credits_per_period != 0 {
                 return problem("credits_per_period is for subscriptions (one-time plans grant `credits`)");
             }
+            if entry.trial_days.is_some() {
+                return problem("only subscriptions have a trial (trial_days)");
+            }
             if entry.credits_expire_after_days.is_some() && entry.credits == 0 {
                 return problem("credits_expire_after_days needs credits to expire");
             }
@@ -115,6 +121,10 @@ fn validate_plan(id: String, entry: PlanEntry) -> Result<Plan, String> {
             if entry.credits_expire_after_days.is_some() {
                 return problem("a subscription's credits expire at each period's end");
             }
+            // Stripe's bounds on `subscription_data[trial_period_days]`.
+            if entry.trial_days.is_some_and(|days| !(1..=730).contains(&days)) {
+                return problem("trial_days must be from 1 to 730");
+            }
         }
     }
     Ok(Plan {
@@ -129,6 +139,8 @@ fn validate_plan(id: String, entry: PlanEntry) -> Result<Plan, String> {
         credits_expire_after_days: entry.credits_expire_after_days,
         entitlement: entry.entitlement,
         stripe_price: entry.stripe_price,
+        trial_days: entry.trial_days,
+        allow_promotion_codes: entry.allow_promotion_codes,
     })
 }
 
@@ -202,6 +214,18 @@ mod tests {
             (
                 "[plans.a]\nname='A'\nkind='subscription'\namount=1\ncurrency='usd'\ninterval='month'\nentitlement='x'\ncredits=5",
                 "credits_per_period, not credits",
+            ),
+            (
+                "[plans.a]\nname='A'\nkind='subscription'\namount=1\ncurrency='usd'\ninterval='month'\nentitlement='x'\ntrial_days=0",
+                "trial_days must be from 1 to 730",
+            ),
+            (
+                "[plans.a]\nname='A'\nkind='subscription'\namount=1\ncurrency='usd'\ninterval='month'\nentitlement='x'\ntrial_days=731",
+                "trial_days must be from 1 to 730",
+            ),
+            (
+                "[plans.a]\nname='A'\nkind='one_time'\namount=1\ncurrency='usd'\ncredits=1\ntrial_days=7",
+                "only subscriptions have a trial",
             ),
         ] {
             let err = parse_plans(toml).unwrap_err();

@@ -29,6 +29,8 @@ pub struct CheckoutContext<'a> {
     /// Where Stripe sends the buyer back.
     pub app_base_url: &'a str,
     pub entitlement_grace: Duration,
+    /// `AUTOMATIC_TAX`: every session asks Stripe Tax for the tax.
+    pub automatic_tax: bool,
 }
 
 pub struct OpenedCheckout {
@@ -88,6 +90,7 @@ pub async fn open_checkout(
         user_id,
         plan: &plan,
         app_base_url: ctx.app_base_url,
+        automatic_tax: ctx.automatic_tax,
     };
     let session = match create_checkout_session(ctx.stripe, checkout).await {
         Ok(session) => session,
@@ -138,6 +141,10 @@ async fn insert_pending_order(conn: &mut sqlx::PgConnection, user_id: &str, plan
         credits_expire_after_days: plan.credits_expire_after_days,
         credits_per_period: plan.credits_per_period,
         entitlement: plan.entitlement.as_deref(),
+        trial_days: match plan.kind {
+            PlanKind::Subscription => plan.trial_days,
+            PlanKind::OneTime => None,
+        },
         subscription_entitlement: match plan.kind {
             PlanKind::Subscription => plan.entitlement.as_deref(),
             PlanKind::OneTime => None,

@@ -60,6 +60,10 @@ pub struct Config {
     /// `METRICS_TOKEN`: when set, `/metrics` answers only `Authorization: Bearer <it>`.
     pub metrics_token: Option<Secret>,
     pub plans_file: PathBuf,
+    /// `AUTOMATIC_TAX=true`: every Checkout Session asks Stripe Tax to compute and add tax
+    /// (`automatic_tax[enabled]`). Stripe refuses such sessions until the account has a head office
+    /// address and tax registrations set in its Tax settings.
+    pub automatic_tax: bool,
     /// How long a subscription's entitlement outlives its paid period, so a late renewal does not
     /// lock anyone out.
     pub entitlement_grace: Duration,
@@ -467,6 +471,10 @@ impl Config {
         }
 
         let plans_file = PathBuf::from(get("PLANS_FILE").unwrap_or_else(|| "plans.toml".into()));
+        let automatic_tax = match get("AUTOMATIC_TAX") {
+            None => false,
+            Some(value) => parse_bool(&value).ok_or_else(|| invalid("AUTOMATIC_TAX", "must be true or false"))?,
+        };
 
         let entitlement_grace = seconds(&get, "ENTITLEMENT_GRACE_SECS", 86_400, 0..=30 * 86_400)?;
         // Notifications do the waking; this only covers one lost without the listener noticing,
@@ -584,6 +592,7 @@ impl Config {
             metrics_token,
             api_key_generated,
             plans_file,
+            automatic_tax,
             entitlement_grace,
             order_status_reread,
             reconciler_max_attempts,

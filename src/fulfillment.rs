@@ -32,7 +32,7 @@ use crate::{
         orders::{self, LockedOrder, StripeIds},
         processed_events,
     },
-    stripe::event::{CheckoutSessionObject, EventKind, WebhookEvent},
+    stripe::event::{Charged, CheckoutSessionObject, EventKind, WebhookEvent},
 };
 
 /// Applies a verified event exactly once. Errors are transient (the database, or Stripe when a
@@ -174,9 +174,11 @@ fn stripe_ids(session: &CheckoutSessionObject) -> StripeIds<'_> {
     }
 }
 
-/// Marks the order paid and grants what it was placed for, once. Stripe's amount and currency
-/// must match the order: a session that charged something else puts the order under review, for a
-/// person to refund or grant by hand. A refund or dispute that outran the payment applies now.
+/// Marks the order paid and grants what it was placed for, once. Stripe's subtotal (what it
+/// priced before discounts and tax) and currency must match the order, and its total must add up
+/// from the subtotal: a session that priced something else puts the order under review, for a
+/// person to refund or grant by hand. What was actually charged is stored with the order. A refund
+/// or dispute that outran the payment applies now.
 async fn fulfil_order(
     conn: &mut PgConnection,
     order: &LockedOrder,
@@ -186,14 +188,18 @@ async fn fulfil_order(
     if order.status.is_fulfilled() {
         return Ok(Outcome::AlreadyFulfilled);
     }
-    let (paid_amount, paid_currency) = session.settlement_amount();
-    let currency_matches = paid_currency.is_some_and(|c| c.eq_ignore_ascii_case(&order.currency));
-    if paid_amount != Some(order.amount) || !currency_matches {
-        put_under_review(conn, order, session, paid_amount, paid_currency).await?;
+    let charged = session.charged();
+    if !priced_as_ordered(order, session, &charged) {
+        put_under_review(conn, order, session, &charged).await?;
         return Ok(Outcome::AmountMismatch);
     }
+    let amounts = orders::PaidAmounts {
+        paid: charged.total.unwrap_or_default(),
+        discount: charged.discount,
+        tax: charged.tax,
+    };
 
-    orders::mark_paid(conn, order.id, &stripe_ids(session)).await?;
+    orders::mark_paid(conn, order.id, &stripe_ids(session), &amounts).await?;
 
     if order.credits > 0 {
         credits::grant_purchase(
@@ -245,33 +251,52 @@ async fn fulfil_order(
     Ok(Outcome::Fulfilled)
 }
 
+/// Whether Stripe priced the session as the order was placed: the catalog price before discounts
+/// and tax, in its currency, with a total that adds up. A discount or tax changes only the total,
+/// so the security property holds: nobody is granted without Stripe having priced the catalog's
+/// price. A trial is the one way to be granted for a subtotal of 0: nothing is due today, and only
+/// an order placed with the plan's trial accepts it (the subscription then bills the price checkout
+/// sent once the trial ends).
+fn priced_as_ordered(order: &LockedOrder, session: &CheckoutSessionObject, charged: &Charged<'_>) -> bool {
+    let currency_matches = charged
+        .currency
+        .is_some_and(|c| c.eq_ignore_ascii_case(&order.currency));
+    let trial_started = order.trial_days.is_some()
+        && session.needed_no_payment()
+        && charged.subtotal == Some(0)
+        && charged.total == Some(0);
+    currency_matches && (charged.subtotal == Some(order.amount) || trial_started) && charged.adds_up()
+}
+
 /// Nothing is granted and the buyer is told the payment is being looked at; the operator's
 /// `entitle review` lists the order with this reason.
 async fn put_under_review(
     conn: &mut PgConnection,
     order: &LockedOrder,
     session: &CheckoutSessionObject,
-    paid_amount: Option<i64>,
-    paid_currency: Option<&str>,
+    charged: &Charged<'_>,
 ) -> Result<(), sqlx::Error> {
-    let paid = match (paid_amount, paid_currency) {
-        (Some(amount), Some(currency)) => format!("{amount} {currency}"),
-        (amount, currency) => format!(
-            "{} {}",
-            amount.map_or("no amount".to_owned(), |a| a.to_string()),
-            currency.unwrap_or("no currency")
-        ),
-    };
+    let amount = |value: Option<i64>| value.map_or("no amount".to_owned(), |a| a.to_string());
     let reason = format!(
-        "session {} paid {paid}; the order is {} {}",
-        session.id, order.amount, order.currency
+        "session {} paid {} {} (subtotal {}, discount {}, tax {}); the order is {} {}",
+        session.id,
+        amount(charged.total),
+        charged.currency.unwrap_or("no currency"),
+        amount(charged.subtotal),
+        charged.discount,
+        charged.tax,
+        order.amount,
+        order.currency
     );
     tracing::error!(
         order_id = %order.id,
         expected_amount = order.amount,
         expected_currency = %order.currency,
-        paid_amount = ?paid_amount,
-        paid_currency = ?paid_currency,
+        subtotal = ?charged.subtotal,
+        total = ?charged.total,
+        discount = charged.discount,
+        tax = charged.tax,
+        currency = ?charged.currency,
         "payment does not match the order; nothing granted, order under review"
     );
     orders::put_under_review(conn, order.id, &reason).await

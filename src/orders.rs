@@ -54,4 +54,11 @@ pub struct OrderView {
     pub paid_at: Option<DateTime<Utc>>,
     /// Minor units Stripe has refunded so far; a partial refund leaves the order `paid`.
     pub amount_refunded: i64,
+    /// What the buyer was charged once paid: after discounts, with tax (0 for a trial's start).
+    /// `amount` stays the catalog price the payment was checked against.
+    pub amount_paid: Option<i64>,
+    /// The promotion code's discount within it.
+    pub amount_discount: Option<i64>,
+    /// Stripe Tax's tax within it.
+    pub amount_tax: Option<i64>,
 }

@@ -31,6 +31,10 @@ pub struct Plan {
     pub credits_expire_after_days: Option<i32>,
     /// Entitlement key granted while the plan is paid for.
     pub entitlement: Option<String>,
+    /// Subscriptions: days of free trial before the first payment (Stripe's `trial_period_days`).
+    pub trial_days: Option<i32>,
+    /// Whether the checkout page takes a promotion code.
+    pub allow_promotion_codes: bool,
     #[serde(skip)]
     pub stripe_price: Option<String>,
 }

@@ -100,7 +100,12 @@ async fn apply_completed_event(pool: &PgPool, event_id: &str, session_id: &str) 
         customer: None,
         buyer_email: Some("customer@example.com"),
     };
-    orders::mark_paid(&mut tx, order.id, &ids).await?;
+    let charged = orders::PaidAmounts {
+        paid: order.amount,
+        discount: 0,
+        tax: 0,
+    };
+    orders::mark_paid(&mut tx, order.id, &ids, &charged).await?;
     entitle::credits::grant_purchase(&mut tx, &order.user_id, order.id, order.credits, None, event_id).await?;
     payment_facts::any_facts_for(&mut tx, &payment_intent).await?;
     processed_events::record_outcome(&mut tx, event_id, Outcome::Fulfilled, Some(order.id)).await?;

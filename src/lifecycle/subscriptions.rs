@@ -165,7 +165,11 @@ pub async fn apply_subscription_event(
     };
 
     let mut period_end = current.current_period_end();
-    if let Some(invoice) = &stripe_state.paid_invoice {
+    if let Some(invoice) = stripe_state
+        .paid_invoice
+        .as_ref()
+        .filter(|i| !i.opens_a_trial(&current))
+    {
         period_end = period_end.max(invoice.period_end());
         let with_payments = stripe_state.paid_invoice_payments.as_ref().unwrap_or(invoice);
         subscriptions::record_payments(

@@ -80,6 +80,10 @@ pub struct OrderData {
     pub status: String,
     pub amount: i64,
     pub currency: String,
+    /// What the buyer was charged, after discounts and with tax; null until paid (and in messages
+    /// written before it was recorded).
+    #[serde(default)]
+    pub amount_paid: Option<i64>,
 }
 
 /// What `entitlements.updated` says: the user's whole state, numbered.
@@ -135,10 +139,11 @@ mod tests {
             status: "paid".into(),
             amount: 500,
             currency: "usd".into(),
+            amount_paid: Some(450),
         };
         assert_eq!(
             order_body(EventType::OrderPaid, &at, &data),
-            r#"{"type":"order.paid","timestamp":"2026-12-04T10:00:00.500Z","data":{"orderId":"00000000-0000-0000-0000-000000000000","userId":"alice","planId":"credits_100","status":"paid","amount":500,"currency":"usd"}}"#
+            r#"{"type":"order.paid","timestamp":"2026-12-04T10:00:00.500Z","data":{"orderId":"00000000-0000-0000-0000-000000000000","userId":"alice","planId":"credits_100","status":"paid","amount":500,"currency":"usd","amountPaid":450}}"#
         );
     }
 

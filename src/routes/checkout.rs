@@ -37,6 +37,7 @@ pub async fn create_checkout(
         limiter: &state.checkout_limiter,
         app_base_url: &state.config.app_base_url,
         entitlement_grace: state.config.entitlement_grace,
+        automatic_tax: state.config.automatic_tax,
     };
     let opened = open_checkout(&ctx, &user.user_id, &request.plan_id).await?;
     Ok(Json(CheckoutSessionResponse {

@@ -24,6 +24,8 @@ pub struct NewOrder<'a> {
     pub credits_expire_after_days: Option<i32>,
     pub credits_per_period: i64,
     pub entitlement: Option<&'a str>,
+    /// Subscriptions with a trial: the only orders a session that charged nothing may grant.
+    pub trial_days: Option<i32>,
     /// Named only for subscriptions: a unique index allows one open checkout per user and
     /// entitlement (see `subscription_checkout`).
     pub subscription_entitlement: Option<&'a str>,
@@ -32,8 +34,8 @@ pub struct NewOrder<'a> {
 pub async fn insert_pending(conn: &mut PgConnection, order: &NewOrder<'_>) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "insert into orders (id, user_id, plan_id, status, amount, currency, credits, credits_expire_after_days,
-                             credits_per_period, entitlement, subscription_entitlement)
-         values ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10)",
+                             credits_per_period, entitlement, subscription_entitlement, trial_days)
+         values ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, $9, $10, $11)",
         order.id,
         order.user_id,
         order.plan_id,
@@ -44,6 +46,7 @@ pub async fn insert_pending(conn: &mut PgConnection, order: &NewOrder<'_>) -> Re
         order.credits_per_period,
         order.entitlement,
         order.subscription_entitlement,
+        order.trial_days,
     )
     .execute(conn)
     .await?;
@@ -144,7 +147,7 @@ pub async fn find_owned(db: &PgPool, order_id: Uuid, user_id: &str) -> Result<Op
     sqlx::query_as!(
         OrderView,
         r#"select id as order_id, status as "status: OrderStatus", plan_id, amount, currency, created_at, paid_at,
-                  amount_refunded
+                  amount_refunded, amount_paid, amount_discount, amount_tax
            from orders where id = $1 and user_id = $2"#,
         order_id,
         user_id
@@ -162,7 +165,7 @@ pub async fn find_owned_by_session(
     sqlx::query_as!(
         OrderView,
         r#"select id as order_id, status as "status: OrderStatus", plan_id, amount, currency, created_at, paid_at,
-                  amount_refunded
+                  amount_refunded, amount_paid, amount_discount, amount_tax
            from orders where stripe_checkout_session_id = $1 and user_id = $2"#,
         session_id,
         user_id
@@ -188,6 +191,9 @@ struct OwnedOrderRow {
     created_at: DateTime<Utc>,
     paid_at: Option<DateTime<Utc>>,
     amount_refunded: i64,
+    amount_paid: Option<i64>,
+    amount_discount: Option<i64>,
+    amount_tax: Option<i64>,
 }
 
 /// Many `find_owned` in one query: `order_ids[i]` is asked for `user_ids[i]`, and a row comes back
@@ -200,7 +206,7 @@ pub async fn find_owned_batch(
     let rows = sqlx::query_as!(
         OwnedOrderRow,
         r#"select o.user_id, o.id as order_id, o.status as "status: OrderStatus", o.plan_id, o.amount, o.currency,
-                  o.created_at, o.paid_at, o.amount_refunded
+                  o.created_at, o.paid_at, o.amount_refunded, o.amount_paid, o.amount_discount, o.amount_tax
            from unnest($1::uuid[], $2::text[]) as asked (id, user_id)
            join orders o on o.id = asked.id and o.user_id = asked.user_id"#,
         order_ids,
@@ -221,6 +227,9 @@ pub async fn find_owned_batch(
                 created_at: row.created_at,
                 paid_at: row.paid_at,
                 amount_refunded: row.amount_refunded,
+                amount_paid: row.amount_paid,
+                amount_discount: row.amount_discount,
+                amount_tax: row.amount_tax,
             },
         })
         .collect())
@@ -238,6 +247,7 @@ pub struct LockedOrder {
     pub credits: i64,
     pub credits_expire_after_days: Option<i32>,
     pub entitlement: Option<String>,
+    pub trial_days: Option<i32>,
 }
 
 /// Locks the order opened with this session `for no key update`: it serialises everything that
@@ -248,7 +258,8 @@ pub async fn lock_by_session(conn: &mut PgConnection, session_id: &str) -> Resul
     sqlx::query_as!(
         LockedOrder,
         r#"select id, user_id, status as "status: OrderStatus", amount, currency,
-                  stripe_checkout_session_id as session_id, credits, credits_expire_after_days, entitlement
+                  stripe_checkout_session_id as session_id, credits, credits_expire_after_days, entitlement,
+                  trial_days
            from orders where stripe_checkout_session_id = $1 for no key update"#,
         session_id
     )
@@ -261,7 +272,8 @@ pub async fn lock_by_id(conn: &mut PgConnection, order_id: Uuid) -> Result<Optio
     sqlx::query_as!(
         LockedOrder,
         r#"select id, user_id, status as "status: OrderStatus", amount, currency,
-                  stripe_checkout_session_id as session_id, credits, credits_expire_after_days, entitlement
+                  stripe_checkout_session_id as session_id, credits, credits_expire_after_days, entitlement,
+                  trial_days
            from orders where id = $1 for no key update"#,
         order_id
     )
@@ -305,12 +317,26 @@ pub async fn record_stripe_ids(
     Ok(())
 }
 
-/// Marks the order paid and stores its Stripe ids as `record_stripe_ids` does, in one statement
-/// (one round trip fewer on fulfilment's hot path).
-pub async fn mark_paid(conn: &mut PgConnection, order_id: Uuid, ids: &StripeIds<'_>) -> Result<(), sqlx::Error> {
+/// What the buyer was actually charged, in the order's currency: the total after discounts with
+/// tax, and the discount and tax within it.
+pub struct PaidAmounts {
+    pub paid: i64,
+    pub discount: i64,
+    pub tax: i64,
+}
+
+/// Marks the order paid with what was charged and stores its Stripe ids as `record_stripe_ids`
+/// does, in one statement (one round trip fewer on fulfilment's hot path).
+pub async fn mark_paid(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    ids: &StripeIds<'_>,
+    amounts: &PaidAmounts,
+) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "update orders set
              status = 'paid', paid_at = now(), updated_at = now(),
+             amount_paid = $7, amount_discount = $8, amount_tax = $9,
              stripe_checkout_session_id = coalesce(stripe_checkout_session_id, $2),
              stripe_payment_intent_id = coalesce(stripe_payment_intent_id, $3),
              stripe_subscription_id = coalesce(stripe_subscription_id, $4),
@@ -324,6 +350,9 @@ pub async fn mark_paid(conn: &mut PgConnection, order_id: Uuid, ids: &StripeIds<
         ids.subscription,
         ids.customer,
         ids.buyer_email,
+        amounts.paid,
+        amounts.discount,
+        amounts.tax,
     )
     .execute(conn)
     .await?;

@@ -9,14 +9,15 @@ use crate::plan::{Plan, PlanKind};
 pub async fn upsert(conn: &mut PgConnection, plan: &Plan) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "insert into plans (id, name, kind, amount, currency, interval, credits, entitlement, stripe_price,
-                            credits_per_period, credits_expire_after_days, active)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, true)
+                            credits_per_period, credits_expire_after_days, trial_days, allow_promotion_codes, active)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, true)
          on conflict (id) do update set
              name = excluded.name, kind = excluded.kind, amount = excluded.amount,
              currency = excluded.currency, interval = excluded.interval, credits = excluded.credits,
              entitlement = excluded.entitlement, stripe_price = excluded.stripe_price,
              credits_per_period = excluded.credits_per_period,
-             credits_expire_after_days = excluded.credits_expire_after_days, active = true, updated_at = now()",
+             credits_expire_after_days = excluded.credits_expire_after_days, trial_days = excluded.trial_days,
+             allow_promotion_codes = excluded.allow_promotion_codes, active = true, updated_at = now()",
         plan.id,
         plan.name,
         plan.kind as PlanKind,
@@ -28,6 +29,8 @@ pub async fn upsert(conn: &mut PgConnection, plan: &Plan) -> Result<(), sqlx::Er
         plan.stripe_price,
         plan.credits_per_period,
         plan.credits_expire_after_days,
+        plan.trial_days,
+        plan.allow_promotion_codes,
     )
     .execute(conn)
     .await?;
@@ -49,7 +52,7 @@ pub async fn find_active_plan(conn: &mut PgConnection, id: &str) -> Result<Optio
     sqlx::query_as!(
         Plan,
         r#"select id, name, kind as "kind: PlanKind", amount, currency, interval, credits, credits_per_period,
-                  credits_expire_after_days, entitlement, stripe_price
+                  credits_expire_after_days, entitlement, stripe_price, trial_days, allow_promotion_codes
            from plans where id = $1 and active"#,
         id
     )
@@ -61,7 +64,7 @@ pub async fn list_active_plans(pool: &PgPool) -> Result<Vec<Plan>, sqlx::Error> 
     sqlx::query_as!(
         Plan,
         r#"select id, name, kind as "kind: PlanKind", amount, currency, interval, credits, credits_per_period,
-                  credits_expire_after_days, entitlement, stripe_price
+                  credits_expire_after_days, entitlement, stripe_price, trial_days, allow_promotion_codes
            from plans where active order by amount, id"#
     )
     .fetch_all(pool)

@@ -7,9 +7,10 @@ use std::{collections::HashMap, time::Duration};
 
 use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
 use stripe_checkout::checkout_session::{
-    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionLineItemsPriceData,
-    CreateCheckoutSessionLineItemsPriceDataRecurring, CreateCheckoutSessionLineItemsPriceDataRecurringInterval,
-    CreateCheckoutSessionPaymentIntentData, CreateCheckoutSessionSubscriptionData, ExpireCheckoutSession, ProductData,
+    CreateCheckoutSession, CreateCheckoutSessionAutomaticTax, CreateCheckoutSessionLineItems,
+    CreateCheckoutSessionLineItemsPriceData, CreateCheckoutSessionLineItemsPriceDataRecurring,
+    CreateCheckoutSessionLineItemsPriceDataRecurringInterval, CreateCheckoutSessionPaymentIntentData,
+    CreateCheckoutSessionSubscriptionData, ExpireCheckoutSession, ProductData,
 };
 use stripe_shared::CheckoutSessionMode;
 use stripe_types::Currency;
@@ -45,6 +46,8 @@ pub struct CheckoutRequest<'a> {
     pub user_id: &'a str,
     pub plan: &'a Plan,
     pub app_base_url: &'a str,
+    /// `AUTOMATIC_TAX`: Stripe Tax adds tax on top of the plan's price.
+    pub automatic_tax: bool,
 }
 
 pub struct CreatedSession {
@@ -104,6 +107,7 @@ fn session_params(request: &CheckoutRequest<'_>) -> CreateCheckoutSession {
         user_id,
         plan,
         app_base_url,
+        automatic_tax,
     } = request;
     let metadata = HashMap::from([
         ("order_id".to_owned(), order_id.to_string()),
@@ -122,12 +126,20 @@ fn session_params(request: &CheckoutRequest<'_>) -> CreateCheckoutSession {
     let success_url = format!("{app_base_url}/checkout/return?order_id={order_id}&session_id={{CHECKOUT_SESSION_ID}}");
     let cancel_url = format!("{app_base_url}/checkout/return?order_id={order_id}&canceled=1");
 
-    let session = CreateCheckoutSession::new()
+    let mut session = CreateCheckoutSession::new()
         .client_reference_id(order_id.to_string())
         .metadata(metadata.clone())
         .line_items(vec![line_item])
         .success_url(success_url)
         .cancel_url(cancel_url);
+    // Both change what the buyer pays but not the subtotal, which is what fulfilment checks
+    // against the catalog; only sent when on, so a session without them is as it always was.
+    if plan.allow_promotion_codes {
+        session = session.allow_promotion_codes(true);
+    }
+    if *automatic_tax {
+        session = session.automatic_tax(CreateCheckoutSessionAutomaticTax::new(true));
+    }
 
     match plan.kind {
         PlanKind::OneTime => {
@@ -140,6 +152,8 @@ fn session_params(request: &CheckoutRequest<'_>) -> CreateCheckoutSession {
         PlanKind::Subscription => {
             let mut subscription_data = CreateCheckoutSessionSubscriptionData::new();
             subscription_data.metadata = Some(metadata);
+            // The catalog keeps it within Stripe's 1 to 730 days.
+            subscription_data.trial_period_days = plan.trial_days.and_then(|days| u32::try_from(days).ok());
             session
                 .mode(CheckoutSessionMode::Subscription)
                 .subscription_data(subscription_data)

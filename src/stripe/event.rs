@@ -49,7 +49,11 @@ pub struct CheckoutSessionObject {
     /// `open`, `complete` or `expired`.
     pub status: Option<String>,
     pub payment_status: Option<String>,
+    /// What the line items came to before discounts and tax.
+    pub amount_subtotal: Option<i64>,
+    /// What the buyer was charged: the subtotal less discounts, plus shipping and tax.
     pub amount_total: Option<i64>,
+    pub total_details: Option<TotalDetails>,
     pub currency: Option<String>,
     pub payment_intent: Option<Expandable>,
     pub subscription: Option<Expandable>,
@@ -70,8 +74,39 @@ pub struct CustomerDetails {
 
 #[derive(Debug, Deserialize)]
 pub struct CurrencyConversion {
+    pub amount_subtotal: Option<i64>,
     pub amount_total: Option<i64>,
+    pub total_details: Option<TotalDetails>,
     pub source_currency: Option<String>,
+}
+
+/// How Stripe got from the subtotal to the total.
+#[derive(Debug, Default, Deserialize)]
+pub struct TotalDetails {
+    pub amount_discount: Option<i64>,
+    pub amount_shipping: Option<i64>,
+    pub amount_tax: Option<i64>,
+}
+
+/// A session's amounts on the merchant's side, in minor units of `currency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Charged<'a> {
+    /// Before discounts and tax: what the catalog price is held against.
+    pub subtotal: Option<i64>,
+    pub total: Option<i64>,
+    pub discount: i64,
+    pub shipping: i64,
+    pub tax: i64,
+    pub currency: Option<&'a str>,
+}
+
+impl Charged<'_> {
+    /// Whether the total is the subtotal less the discount plus shipping and tax, as Stripe always
+    /// reports it: a total that is not cannot be trusted to say what was paid.
+    pub fn adds_up(&self) -> bool {
+        self.subtotal
+            .is_some_and(|subtotal| self.total == Some(subtotal - self.discount + self.shipping + self.tax))
+    }
 }
 
 impl CheckoutSessionObject {
@@ -94,13 +129,38 @@ impl CheckoutSessionObject {
         matches!(self.payment_status.as_deref(), Some("paid" | "no_payment_required"))
     }
 
-    /// The amount and currency to hold against the order's price: the merchant's side of a
-    /// converted payment, or else what the session charged.
-    pub fn settlement_amount(&self) -> (Option<i64>, Option<&str>) {
-        match &self.currency_conversion {
-            Some(conversion) => (conversion.amount_total, conversion.source_currency.as_deref()),
-            None => (self.amount_total, self.currency.as_deref()),
+    /// The amounts to hold against the order: the merchant's side of a converted payment, or else
+    /// what the session charged. A session without a subtotal (older shapes) is read as one whose
+    /// total is its subtotal, which then has to match the catalog price by itself.
+    pub fn charged(&self) -> Charged<'_> {
+        let (subtotal, total, details, currency) = match &self.currency_conversion {
+            Some(conversion) => (
+                conversion.amount_subtotal,
+                conversion.amount_total,
+                conversion.total_details.as_ref(),
+                conversion.source_currency.as_deref(),
+            ),
+            None => (
+                self.amount_subtotal,
+                self.amount_total,
+                self.total_details.as_ref(),
+                self.currency.as_deref(),
+            ),
+        };
+        let detail = |pick: fn(&TotalDetails) -> Option<i64>| details.and_then(pick).unwrap_or(0);
+        Charged {
+            subtotal: subtotal.or(total),
+            total,
+            discount: detail(|d| d.amount_discount),
+            shipping: detail(|d| d.amount_shipping),
+            tax: detail(|d| d.amount_tax),
+            currency,
         }
+    }
+
+    /// Nothing was due at checkout: a trial, or a discount of the whole price.
+    pub fn needed_no_payment(&self) -> bool {
+        self.payment_status.as_deref() == Some("no_payment_required")
     }
 }
 

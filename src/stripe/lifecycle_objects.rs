@@ -18,6 +18,8 @@ pub struct SubscriptionObject {
     pub metadata: Option<HashMap<String, String>>,
     /// Where API versions before 2025-03-31 put the period end.
     pub current_period_end: Option<i64>,
+    /// Set once the subscription started with a trial, and kept after the trial ends.
+    pub trial_end: Option<i64>,
     pub items: Option<ObjectList<SubscriptionItem>>,
 }
 
@@ -62,6 +64,9 @@ pub struct InvoiceObject {
     pub payments: Option<ObjectList<InvoicePayment>>,
     /// API versions before 2025-03-31.
     pub payment_intent: Option<Expandable>,
+    pub amount_paid: Option<i64>,
+    /// Why it was issued: `subscription_create` for a subscription's first invoice.
+    pub billing_reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,6 +115,14 @@ impl InvoiceObject {
             .flat_map(|lines| &lines.data)
             .filter_map(|line| line.period.as_ref()?.end)
             .max()
+    }
+
+    /// The $0 first invoice of a subscription that starts with a trial: nothing was paid for, so
+    /// it is no paid period (period credits start with the first invoice after the trial).
+    pub fn opens_a_trial(&self, subscription: &SubscriptionObject) -> bool {
+        subscription.trial_end.is_some()
+            && self.amount_paid == Some(0)
+            && self.billing_reason.as_deref() == Some("subscription_create")
     }
 
     pub fn payment_intent_ids(&self) -> Vec<&str> {

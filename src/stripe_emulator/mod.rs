@@ -18,6 +18,7 @@ mod lifecycle_routes;
 mod objects;
 mod params;
 mod prices;
+mod pricing;
 mod routes;
 mod session_request;
 
@@ -35,6 +36,7 @@ pub use delivery::DeliveryConfig;
 pub use lifecycle_routes::InjectedFailure;
 pub use objects::PaymentResult;
 pub use prices::BookPrice;
+pub use pricing::EMULATED_TAX_PERCENT;
 
 /// One API request as the emulator received it, for tests to assert on.
 #[derive(Debug, Clone)]
@@ -259,6 +261,15 @@ impl StripeEmulator {
 
     pub fn price(&self, id: &str) -> Option<Value> {
         self.lock().price_book.get(id).map(|entry| entry.price.clone())
+    }
+
+    /// The buyer enters a promotion code worth `percent_off` on the hosted page, before paying.
+    /// Refused (`false`) unless the session is open and was created with `allow_promotion_codes`.
+    pub fn enter_promotion_code(&self, session_id: &str, code: &str, percent_off: i64) -> bool {
+        self.lock()
+            .sessions
+            .get_mut(session_id)
+            .is_some_and(|session| pricing::enter_promotion_code(session, code, percent_off))
     }
 
     /// Moves an open session's `expires_at`, as if it had been created with that expiry.

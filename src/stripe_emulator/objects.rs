@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::{params::Params, session_request::SessionRequest};
+use super::{params::Params, pricing, session_request::SessionRequest};
 
 const SESSION_FIXTURE: &str = include_str!("fixtures/checkout.session.json");
 const EVENT_FIXTURE: &str = include_str!("fixtures/event.json");
@@ -62,6 +62,16 @@ pub fn new_session(request: &SessionRequest, public_base: &str, params: &Params,
     fields.insert("created".into(), json!(now()));
     fields.insert("expires_at".into(), json!(request.expires_at));
     fields.insert(
+        "automatic_tax".into(),
+        json!({
+            "enabled": request.automatic_tax,
+            "liability": if request.automatic_tax { json!({ "type": "self" }) } else { Value::Null },
+            "status": if request.automatic_tax { json!("requires_location_inputs") } else { Value::Null },
+            "provider": if request.automatic_tax { json!("stripe") } else { Value::Null },
+        }),
+    );
+    fields.insert("discounts".into(), json!([]));
+    fields.insert(
         "allow_promotion_codes".into(),
         request.allow_promotion_codes.map_or(Value::Null, Value::Bool),
     );
@@ -101,10 +111,14 @@ pub fn pay(
 
     let mut events = Vec::new();
     let trial = subscription && request.is_some_and(|r| r.trial_period_days.is_some());
+    if trial {
+        // Nothing is due today: the line items are billed when the trial ends.
+        session["amount_subtotal"] = json!(0);
+    }
+    // The buyer's address is known now, so Stripe Tax has its figure.
+    pricing::settle_total(&mut session);
     match result {
         _ if trial => {
-            session["amount_subtotal"] = json!(0);
-            session["amount_total"] = json!(0);
             session["payment_status"] = json!("no_payment_required");
             events.push(("checkout.session.completed", session.clone()));
         }

@@ -83,6 +83,7 @@ const SUBSCRIPTION_DATA: Shape = Shape::Obj(&[
     ("trial_period_days", Shape::Int { min: 1 }),
     ("trial_settings", Shape::Opaque),
 ]);
+const AUTOMATIC_TAX: Shape = Shape::Obj(&[("enabled", Shape::Bool), ("liability", Shape::Opaque)]);
 const SETUP_INTENT_DATA: Shape = Shape::Obj(&[
     ("description", Shape::Str),
     ("metadata", Shape::Metadata),
@@ -95,7 +96,7 @@ pub const CREATE_SESSION: &[(&str, Shape)] = &[
     ("adaptive_pricing", Shape::Opaque),
     ("after_expiration", Shape::Opaque),
     ("allow_promotion_codes", Shape::Bool),
-    ("automatic_tax", Shape::Opaque),
+    ("automatic_tax", AUTOMATIC_TAX),
     ("billing_address_collection", Shape::Enum(&["auto", "required"])),
     ("branding_settings", Shape::Opaque),
     ("cancel_url", Shape::Str),
@@ -171,6 +172,8 @@ pub struct SessionRequest {
     /// What the subscription a subscription-mode session starts carries: `subscription_data[metadata]`.
     pub subscription_metadata: Map<String, Value>,
     pub trial_period_days: Option<i64>,
+    /// `automatic_tax[enabled]`: Stripe Tax adds tax when the buyer pays.
+    pub automatic_tax: bool,
 }
 
 impl SessionRequest {
@@ -216,6 +219,9 @@ pub fn read(
             format!("You can not pass `payment_intent_data` in `{mode}` mode."),
         ));
     }
+    if params.has("automatic_tax") && params.get("automatic_tax[enabled]").is_none() {
+        return Err(ApiError::missing("automatic_tax[enabled]"));
+    }
     if params.has("allow_promotion_codes") && params.has("discounts") {
         return Err(ApiError::exclusive("allow_promotion_codes", "discounts"));
     }
@@ -258,6 +264,7 @@ pub fn read(
         metadata: params.metadata("metadata"),
         subscription_metadata: params.metadata("subscription_data[metadata]"),
         trial_period_days,
+        automatic_tax: params.flag("automatic_tax[enabled]").unwrap_or(false),
     })
 }
 

@@ -81,7 +81,7 @@ async fn given_a_payment_delivered_twenty_times_at_once_by_two_events_then_one_o
         paid.data(),
         &json!({
             "orderId": order_id, "userId": "alice", "planId": "pro_lifetime", "status": "paid",
-            "amount": 9900, "currency": "usd",
+            "amount": 9900, "currency": "usd", "amountPaid": 9900,
         })
     );
     assert_eq!(

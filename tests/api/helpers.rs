@@ -76,6 +76,10 @@ pub struct Options {
     pub email: EmailDelivery,
     /// The periodic jobs' intervals: the server's defaults, far longer than a test.
     pub jobs: JobIntervals,
+    /// A catalog of the test's own instead of the shipped `plans.toml`.
+    pub plans_file: Option<std::path::PathBuf>,
+    /// `AUTOMATIC_TAX`; off by default.
+    pub automatic_tax: bool,
 }
 
 /// Outbox timings short enough for tests: retries within a fraction of a second, a lease that
@@ -112,6 +116,8 @@ impl Default for Options {
             user_auth: Default::default(),
             email: EmailDelivery::Off,
             jobs: JobIntervals::default(),
+            plans_file: None,
+            automatic_tax: false,
         }
     }
 }
@@ -149,7 +155,10 @@ impl TestApp {
             api_keys: vec![Secret::new(API_KEY)],
             api_key_generated: false,
             metrics_token: options.metrics_token.map(Secret::new),
-            plans_file: concat!(env!("CARGO_MANIFEST_DIR"), "/plans.toml").into(),
+            plans_file: options
+                .plans_file
+                .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/plans.toml").into()),
+            automatic_tax: options.automatic_tax,
             emulator_chaos: Default::default(),
             entitlement_grace: std::time::Duration::from_secs(86_400),
             order_status_reread: options.order_status_reread,

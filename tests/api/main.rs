@@ -41,4 +41,5 @@ mod signatures;
 mod smtp_server;
 mod subscription_checkouts;
 mod subscriptions;
+mod trials_and_discounts;
 mod webhook_fulfillment;
