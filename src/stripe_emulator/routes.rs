@@ -68,14 +68,21 @@ pub async fn stamp_request_id(request: Request, next: Next) -> Response {
     response
 }
 
-/// Stripe refuses any request without a secret key before looking at it.
+/// Stripe refuses any request without a secret key before looking at it. Like Stripe, it takes the
+/// key as a bearer token or as Basic auth's user name (`curl -u sk_test_…:`, as Stripe's docs do).
 async fn require_secret_key(request: Request, next: Next) -> Response {
-    let key = request
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match key {
+    let header = request.headers().get("authorization").and_then(|v| v.to_str().ok());
+    let key = header
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned)
+        .or_else(|| {
+            use base64::Engine;
+            let encoded = header?.strip_prefix("Basic ")?;
+            let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+            let text = String::from_utf8(decoded).ok()?;
+            Some(text.split_once(':').map_or(text.as_str(), |(user, _)| user).to_owned())
+        });
+    match key.as_deref() {
         Some(key) if key.starts_with("sk_") || key.starts_with("rk_") => next.run(request).await,
         _ => ApiError::unauthorized().into_response(),
     }

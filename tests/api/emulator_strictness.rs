@@ -991,3 +991,32 @@ async fn delivery_success_lists_the_events_the_webhook_endpoint_accepted() {
     let answer = api.get("/v1/events?delivery_success=maybe").await;
     assert_eq!(answer.refusal().3, Some("delivery_success"));
 }
+
+#[tokio::test]
+async fn the_secret_key_is_taken_as_a_bearer_token_or_as_basic_auths_user_as_stripe_does() {
+    let app = TestApp::spawn().await;
+    let api = Api::of(&app);
+    let url = format!("{}/v1/events?limit=1", api.base);
+    let status = |request: reqwest::RequestBuilder| async move { request.send().await.unwrap().status() };
+    // `curl -u sk_test_…:`, as in Stripe's own examples.
+    assert_eq!(
+        status(api.http.get(&url).basic_auth("sk_test_emulated", Some(""))).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(api.http.get(&url).basic_auth("sk_test_emulated", None::<&str>)).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(api.http.get(&url).bearer_auth("sk_test_emulated")).await,
+        StatusCode::OK
+    );
+    for refused in [
+        api.http.get(&url),
+        api.http.get(&url).basic_auth("pk_test_publishable", Some("")),
+        api.http.get(&url).header("authorization", "Basic not-base64!"),
+        api.http.get(&url).bearer_auth("pk_test_publishable"),
+    ] {
+        assert_eq!(status(refused).await, StatusCode::UNAUTHORIZED);
+    }
+}
