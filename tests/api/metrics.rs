@@ -249,3 +249,45 @@ async fn with_metrics_token_set_only_its_bearer_may_scrape() {
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.text().await.unwrap().contains("entitle_http_requests_total"));
 }
+
+#[tokio::test]
+async fn a_scheduled_reconciler_run_that_applies_a_missed_event_is_counted() {
+    let app = TestApp::spawn_with(Options {
+        jobs: entitle::config::JobIntervals {
+            reconcile_every: Duration::from_secs(1),
+            credit_sweep_every: Duration::from_secs(600),
+        },
+        ..Options::default()
+    })
+    .await;
+    let (_, session_id) = app.checkout("alice", "credits_100").await;
+    // Paid at Stripe, its webhook never delivered: only the reconciler can apply it.
+    app.pay(&session_id, PaymentResult::Card);
+
+    let mut text = String::new();
+    for _ in 0..150 {
+        text = scrape(&app).await;
+        if sample(&text, "entitle_reconciler_events_applied_total") == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        sample(&text, "entitle_reconciler_events_applied_total"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, r#"entitle_reconciler_runs_total{outcome="ok"}"#).is_some_and(|runs| runs >= 1.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            r#"entitle_stripe_api_calls_total{endpoint="GET /v1/events",status="200"}"#
+        )
+        .is_some_and(|calls| calls >= 1.0),
+        "{text}"
+    );
+    assert_eq!(app.credits("alice").await, 100);
+}
