@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use entitle::{config::Config, startup::Application};
+use entitle::config::Config;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -207,47 +207,6 @@ pub fn sending_to(urls: &[String]) -> Options {
     Options {
         app_webhook_urls: urls.to_vec(),
         ..Options::default()
-    }
-}
-
-/// An instance of the service on a runtime of its own, so that the test can kill it outright:
-/// every task it runs (its senders, their requests in flight, its connections) ends at once,
-/// with nothing recorded, as when its process is killed.
-pub struct Instance {
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Instance {
-    pub async fn start(config: Config) -> Self {
-        let runtime = tokio::task::spawn_blocking(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            let app = runtime
-                .block_on(Application::build(config))
-                .expect("the instance starts");
-            runtime.spawn(app.run_until_stopped());
-            runtime
-        })
-        .await
-        .unwrap();
-        Self { runtime: Some(runtime) }
-    }
-
-    pub fn kill(mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
     }
 }
 

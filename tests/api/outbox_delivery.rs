@@ -9,8 +9,8 @@ use futures::future::join_all;
 use serde_json::json;
 
 use crate::{
-    app_webhook_helpers::{Instance, Receiver, eventually, senders, sending_to},
-    helpers::{Options, TestApp, fast_outbox},
+    app_webhook_helpers::{Receiver, eventually, senders, sending_to},
+    helpers::{KillableInstance, Options, TestApp, fast_outbox},
 };
 
 #[tokio::test]
@@ -249,14 +249,14 @@ async fn given_an_instance_killed_mid_delivery_then_the_restarted_one_sends_it_w
         lease: Duration::from_secs(6),
         ..senders(2)
     };
-    let first = Instance::start(app.instance_config(sending.clone())).await;
+    let mut first = KillableInstance::start(app.instance_config(sending.clone())).await;
     receiver.hang().await;
     app.grant_credits("alice", 10).await;
     let held = receiver.wait_for("the request to arrive", |r| !r.is_empty()).await;
     first.kill();
     receiver.answer(200).await;
 
-    let _restarted = Instance::start(app.instance_config(sending)).await;
+    let _restarted = KillableInstance::start(app.instance_config(sending)).await;
     let received = app.all_delivered(&receiver).await;
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].id, held[0].id, "the same webhook-id");
