@@ -1,7 +1,7 @@
 //! Operator commands on the service's own binary, for when Stripe and our records must be compared
 //! by hand: `entitle reconcile --since 72h`, `entitle replay <event_id>`, `entitle order <id>`,
 //! `entitle failed-events`, `entitle review`, `entitle user <id>`, `entitle deliveries`,
-//! `entitle redeliver`; `entitle <command> --help` documents each.
+//! `entitle redeliver`, `entitle verify`; `entitle <command> --help` documents each.
 //! They use the same configuration and the same functions as the server; `entitle` alone serves.
 
 use std::{ffi::OsString, fmt::Write, time::Duration};
@@ -20,7 +20,10 @@ use crate::{
     fulfillment::process_event,
     metrics::Metrics,
     outbox::{operator, payload::parse_webhook_id},
-    reconcile::missed_events::reconcile_since,
+    reconcile::{
+        drift::{self, Finding, VerifyReport},
+        missed_events::reconcile_since,
+    },
     startup::{StartupError, check_service_mode, connect, stripe_client},
     store::{
         order_history::{self, AppliedEvent, OrderSummary},
@@ -85,6 +88,22 @@ pub enum OperatorCommand {
         #[arg(long, value_name = "AGE", value_parser = parse_age)]
         since: Duration,
     },
+    /// Compare our records with Stripe's objects as they are now, and optionally fix them
+    ///
+    /// Every live subscription (status, period end, cancel at period end, its latest paid
+    /// invoice) and every order paid or opened in the window (amount refunded, disputes, a pending
+    /// checkout Stripe completed or expired; checkouts of the last 10 minutes are left to their
+    /// webhook). Prints each disagreement and exits 1 when there is any. With --fix, Stripe's
+    /// state is applied through the webhook's own event path (each fix shows in `entitle order`
+    /// as an event `verify_…`), everything is compared again, and it exits 0 when nothing is left.
+    Verify {
+        /// How far back to look at orders: a number and s, m, h or d (72h, 30d)
+        #[arg(long, value_name = "AGE", value_parser = parse_age, default_value = "30d")]
+        since: Duration,
+        /// Apply Stripe's state where it differs from ours
+        #[arg(long)]
+        fix: bool,
+    },
     /// Fetch one event from Stripe and apply it, unless it was already applied
     Replay {
         /// The Stripe event id (evt_…)
@@ -145,6 +164,67 @@ pub enum OperatorCommand {
         #[arg(long, value_name = "AGE", value_parser = parse_age)]
         since: Option<Duration>,
     },
+}
+
+/// `entitle verify`'s report, and whether it found nothing left to fix.
+fn verify_report(report: &VerifyReport, since: DateTime<Utc>, fix: bool) -> (String, bool) {
+    let mut out = format!(
+        "compared {} orders (since {}) and {} live subscriptions with Stripe\n",
+        report.orders_checked,
+        since.format("%Y-%m-%d %H:%M UTC"),
+        report.subscriptions_checked
+    );
+    let line = |out: &mut String, finding: &Finding, hint: &str| {
+        let _ = writeln!(
+            out,
+            "  {:<18} {}: ours {}; Stripe {}{hint}",
+            finding.kind.as_str(),
+            finding.subject,
+            finding.ours,
+            finding.stripe
+        );
+    };
+    if !fix {
+        for finding in &report.found {
+            let hint = if finding.fixable() {
+                ""
+            } else {
+                " (a person must look: --fix cannot)"
+            };
+            line(&mut out, finding, hint);
+        }
+        let fixable = report.found.iter().filter(|f| f.fixable()).count();
+        match report.found.len() {
+            0 => out.push_str("no drift: our records agree with Stripe\n"),
+            n => {
+                let _ = writeln!(
+                    out,
+                    "{n} disagreements; {fixable} can be fixed with `entitle verify --fix`"
+                );
+            }
+        }
+        return (out, report.found.is_empty());
+    }
+    if !report.found.is_empty() {
+        let _ = writeln!(
+            out,
+            "found {} disagreements; applied {} events built from Stripe's objects as they are now",
+            report.found.len(),
+            report.events_applied
+        );
+        for finding in &report.found {
+            line(&mut out, finding, "");
+        }
+    }
+    if report.remaining.is_empty() {
+        out.push_str("no drift left: our records agree with Stripe\n");
+    } else {
+        let _ = writeln!(out, "{} disagreements left, for a person:", report.remaining.len());
+        for finding in &report.remaining {
+            line(&mut out, finding, "");
+        }
+    }
+    (out, report.remaining.is_empty())
 }
 
 /// What `entitle redeliver <ID>` names.
@@ -220,6 +300,10 @@ pub enum CommandError {
     Database(#[from] sqlx::Error),
     #[error("{0}")]
     NotFound(String),
+    /// A report that is also a failure (`entitle verify` found drift): printed like a report,
+    /// exit status 1.
+    #[error("{0}")]
+    Findings(String),
 }
 
 /// Runs an operator command and returns its report.
@@ -246,6 +330,16 @@ pub async fn run_operator_command(config: Config, command: OperatorCommand) -> R
                 );
             }
             Ok(out)
+        }
+        OperatorCommand::Verify { since, fix } => {
+            let since = Utc::now() - chrono::Duration::from_std(since).unwrap_or(chrono::Duration::MAX);
+            let report = drift::verify(&db, &stripe, since, fix).await?;
+            let (out, clean) = verify_report(&report, since, fix);
+            if clean {
+                Ok(out)
+            } else {
+                Err(CommandError::Findings(out))
+            }
         }
         OperatorCommand::Replay { event_id } => {
             if let Some(done) = processed_events::applied(&db, &event_id).await? {

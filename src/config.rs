@@ -75,6 +75,7 @@ pub struct Config {
     pub reconciler_max_attempts: u32,
     /// How often the periodic jobs run, across all instances together.
     pub jobs: JobIntervals,
+    pub drift_check: DriftCheck,
     /// Emulator mode only: chaos for its webhook deliveries.
     pub emulator_chaos: EmulatorChaos,
     pub checkout_limits: CheckoutLimits,
@@ -100,6 +101,9 @@ pub struct JobIntervals {
     /// `CREDIT_SWEEP_EVERY_SECS`: expiries are also written by every read and write of the user
     /// they belong to; the sweep only records them for users nobody asks about.
     pub credit_sweep_every: Duration,
+    /// `VERIFY_EVERY_SECS`: the drift check (`entitle verify`) compares our records with Stripe's
+    /// objects. Daily by default: it reads every live subscription and recent order from Stripe.
+    pub verify_every: Duration,
 }
 
 impl Default for JobIntervals {
@@ -107,6 +111,27 @@ impl Default for JobIntervals {
         Self {
             reconcile_every: Duration::from_secs(300),
             credit_sweep_every: Duration::from_secs(30),
+            verify_every: Duration::from_secs(86_400),
+        }
+    }
+}
+
+/// What the scheduled drift check looks at and whether it fixes what it finds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DriftCheck {
+    /// `VERIFY_WINDOW_DAYS` (default 30): orders paid or opened this far back are compared (live
+    /// subscriptions always are).
+    pub window: Duration,
+    /// `VERIFY_FIX` (default true): apply Stripe's state through the event path, as the
+    /// reconciler applies missed events; `false` only counts and logs the findings.
+    pub fix: bool,
+}
+
+impl Default for DriftCheck {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(30 * 86_400),
+            fix: true,
         }
     }
 }
@@ -502,6 +527,27 @@ impl Config {
                 default_jobs.credit_sweep_every.as_secs(),
                 1..=86_400,
             )?,
+            verify_every: seconds(
+                &get,
+                "VERIFY_EVERY_SECS",
+                default_jobs.verify_every.as_secs(),
+                1..=30 * 86_400,
+            )?,
+        };
+        let drift_check = DriftCheck {
+            window: match get("VERIFY_WINDOW_DAYS") {
+                None => DriftCheck::default().window,
+                Some(v) => v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|days| (1..=3650).contains(days))
+                    .map(|days| Duration::from_secs(days * 86_400))
+                    .ok_or_else(|| invalid("VERIFY_WINDOW_DAYS", "must be a number of days from 1 to 3650"))?,
+            },
+            fix: match get("VERIFY_FIX") {
+                None => DriftCheck::default().fix,
+                Some(value) => parse_bool(&value).ok_or_else(|| invalid("VERIFY_FIX", "must be true or false"))?,
+            },
         };
         let duplicate_rate = match get("EMULATOR_DUPLICATE_RATE") {
             None => 0.0,
@@ -597,6 +643,7 @@ impl Config {
             order_status_reread,
             reconciler_max_attempts,
             jobs,
+            drift_check,
             emulator_chaos,
             checkout_limits,
             return_sync_rate: RETURN_SYNC_RATE,
@@ -1111,7 +1158,8 @@ mod tests {
             config.jobs,
             JobIntervals {
                 reconcile_every: Duration::from_secs(300),
-                credit_sweep_every: Duration::from_secs(30)
+                credit_sweep_every: Duration::from_secs(30),
+                verify_every: Duration::from_secs(86_400),
             }
         );
         assert_eq!(config.checkout_limits, CheckoutLimits::default());
@@ -1244,6 +1292,35 @@ mod tests {
         let jobs = load(&vars).unwrap().jobs;
         assert_eq!(jobs.reconcile_every, Duration::from_secs(60));
         assert_eq!(jobs.credit_sweep_every, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_drift_check_schedule_window_and_fixing_are_read() {
+        let mut vars = with_stripe_key();
+        vars.extend([
+            ("VERIFY_EVERY_SECS", "3600"),
+            ("VERIFY_WINDOW_DAYS", "7"),
+            ("VERIFY_FIX", "false"),
+        ]);
+        let config = load(&vars).unwrap();
+        assert_eq!(config.jobs.verify_every, Duration::from_secs(3600));
+        assert_eq!(
+            config.drift_check,
+            DriftCheck {
+                window: Duration::from_secs(7 * 86_400),
+                fix: false
+            }
+        );
+        for (name, value) in [
+            ("VERIFY_WINDOW_DAYS", "0"),
+            ("VERIFY_FIX", "maybe"),
+            ("VERIFY_EVERY_SECS", "0"),
+        ] {
+            let mut vars = with_stripe_key();
+            vars.insert(name, value);
+            let err = load(&vars).unwrap_err().to_string();
+            assert!(err.contains(name), "{name}={value}: {err}");
+        }
     }
 
     #[test]

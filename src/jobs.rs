@@ -1,4 +1,4 @@
-//! The periodic jobs (missed-event reconciler, credit expiry sweep) and how several instances share
+//! The periodic jobs (missed-event reconciler, credit expiry sweep, drift check) and how several instances share
 //! them: every instance ticks, and a tick runs the job only under the job's advisory lock and only
 //! when no run (on any instance) started within the last interval. So the fleet runs each job once
 //! per interval, one run at a time, and carries on when any instance dies. Each run is recorded in
@@ -16,6 +16,7 @@ use crate::store::{job_locks, job_runs};
 /// same database might use ("ENTI" in the high bytes).
 pub const RECONCILE_LOCK_KEY: i64 = 0x454e_5449_0000_0001;
 pub const CREDIT_SWEEP_LOCK_KEY: i64 = 0x454e_5449_0000_0002;
+pub const VERIFY_LOCK_KEY: i64 = 0x454e_5449_0000_0003;
 
 /// A tick comes this close to the interval after the last run and still counts as due, so timer
 /// jitter does not make an instance skip a run that is in fact due.
@@ -25,6 +26,7 @@ const DUE_SLACK: f64 = 0.9;
 pub enum Job {
     Reconcile,
     CreditSweep,
+    Verify,
 }
 
 impl Job {
@@ -33,6 +35,7 @@ impl Job {
         match self {
             Job::Reconcile => "reconcile",
             Job::CreditSweep => "credit_sweep",
+            Job::Verify => "verify",
         }
     }
 
@@ -40,6 +43,7 @@ impl Job {
         match self {
             Job::Reconcile => RECONCILE_LOCK_KEY,
             Job::CreditSweep => CREDIT_SWEEP_LOCK_KEY,
+            Job::Verify => VERIFY_LOCK_KEY,
         }
     }
 }

@@ -38,6 +38,10 @@ async fn main() -> ExitCode {
                 print!("{report}");
                 ExitCode::SUCCESS
             }
+            Err(CommandError::Findings(report)) => {
+                print!("{report}");
+                ExitCode::FAILURE
+            }
             Err(err) => {
                 eprintln!("entitle: {}", error_chain(&err));
                 // A refused mode already says what is wrong and what to do; the hint would mislead.

@@ -102,6 +102,11 @@ struct EndpointLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
 }
@@ -124,6 +129,10 @@ struct Inner {
     stripe_duration: Histograms<EndpointLabels>,
     reconciler_runs: Family<OutcomeLabels, Counter>,
     reconciler_applied: Counter,
+    drift_runs: Family<OutcomeLabels, Counter>,
+    drift_found: Family<KindLabels, Counter>,
+    drift_remaining: Family<KindLabels, Gauge>,
+    drift_fixes: Counter,
     long_polls: Gauge,
     outbox_pending: Gauge,
     outbox_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -217,6 +226,30 @@ impl Metrics {
             "Events the webhook missed that the reconciler applied",
             reconciler_applied.clone(),
         );
+        let drift_runs = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "drift_check_runs",
+            "Runs of the drift check (entitle verify and its schedule), by outcome",
+            drift_runs.clone(),
+        );
+        let drift_found = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "drift_findings",
+            "Disagreements with Stripe that drift check runs found (before fixing), by kind",
+            drift_found.clone(),
+        );
+        let drift_remaining = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "drift_remaining",
+            "Disagreements left after the latest drift check run's fixes, by kind (a person must look)",
+            drift_remaining.clone(),
+        );
+        let drift_fixes = Counter::default();
+        registry.register(
+            "drift_fix_events_applied",
+            "Events built from Stripe's current objects that drift check runs applied",
+            drift_fixes.clone(),
+        );
         let long_polls = Gauge::default();
         registry.register(
             "order_status_long_polls_held",
@@ -266,6 +299,10 @@ impl Metrics {
             stripe_duration,
             reconciler_runs,
             reconciler_applied,
+            drift_runs,
+            drift_found,
+            drift_remaining,
+            drift_fixes,
             long_polls,
             outbox_pending,
             outbox_oldest,
@@ -323,6 +360,28 @@ impl Metrics {
     pub fn reconciler_run(&self, outcome: &'static str, applied: u64) {
         self.0.reconciler_runs.get_or_create(&OutcomeLabels { outcome }).inc();
         self.0.reconciler_applied.inc_by(applied);
+    }
+
+    /// One drift check run: what it found (added to the totals) and what was left after its
+    /// fixes (the gauge, every kind set, so a resolved drift clears it).
+    pub fn drift_run(
+        &self,
+        outcome: &'static str,
+        found: &[(&'static str, i64)],
+        remaining: &[(&'static str, i64)],
+        fixes: u64,
+    ) {
+        self.0.drift_runs.get_or_create(&OutcomeLabels { outcome }).inc();
+        for &(kind, count) in found {
+            self.0
+                .drift_found
+                .get_or_create(&KindLabels { kind })
+                .inc_by(count.max(0) as u64);
+        }
+        for &(kind, count) in remaining {
+            self.0.drift_remaining.get_or_create(&KindLabels { kind }).set(count);
+        }
+        self.0.drift_fixes.inc_by(fixes);
     }
 
     /// Counts a held long-poll until the guard drops, however the request ends (even cancelled).

@@ -215,6 +215,18 @@ impl Application {
                 async move { missed_events::scheduled_run(&db, &stripe, &metrics, max_attempts).await }
             },
         ));
+        let (db, stripe, metrics) = (state.db.clone(), state.stripe.clone(), state.metrics.clone());
+        let drift_check = state.config.drift_check;
+        tokio::spawn(jobs::run_every(
+            state.db.clone(),
+            self.instance_id,
+            Job::Verify,
+            state.config.jobs.verify_every,
+            move || {
+                let (db, stripe, metrics) = (db.clone(), stripe.clone(), metrics.clone());
+                async move { crate::reconcile::drift::scheduled_run(&db, &stripe, &metrics, drift_check).await }
+            },
+        ));
         let db = state.db.clone();
         tokio::spawn(jobs::run_every(
             state.db.clone(),

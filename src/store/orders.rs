@@ -443,3 +443,48 @@ pub async fn period_credits(conn: &mut PgConnection, order_id: Uuid) -> Result<i
         .fetch_one(conn)
         .await
 }
+
+/// An order paid within the drift check's window, with the payments it compares with Stripe's.
+pub struct PaidOrderRef {
+    pub id: Uuid,
+    pub payment_intent: Option<String>,
+    pub subscription_id: Option<String>,
+}
+
+/// Orders first paid at or after `since`, oldest first (refunded and disputed ones included: they
+/// were paid). Only the drift check reads this, once per run, so it scans rather than index paid_at.
+pub async fn paid_since(db: &PgPool, since: DateTime<Utc>) -> Result<Vec<PaidOrderRef>, sqlx::Error> {
+    sqlx::query_as!(
+        PaidOrderRef,
+        r#"select id, stripe_payment_intent_id as payment_intent, stripe_subscription_id as subscription_id
+           from orders where paid_at >= $1 order by paid_at, id"#,
+        since
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// A pending order with its session, for the drift check.
+pub struct PendingCheckout {
+    pub id: Uuid,
+    pub session_id: String,
+}
+
+/// Pending orders with a session, created in `[from, to)`.
+pub async fn pending_checkouts_between(
+    db: &PgPool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<PendingCheckout>, sqlx::Error> {
+    sqlx::query_as!(
+        PendingCheckout,
+        r#"select id, stripe_checkout_session_id as "session_id!" from orders
+           where status = 'pending' and stripe_checkout_session_id is not null
+             and created_at >= $1 and created_at < $2
+           order by created_at, id"#,
+        from,
+        to
+    )
+    .fetch_all(db)
+    .await
+}

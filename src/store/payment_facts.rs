@@ -243,3 +243,23 @@ pub async fn any_facts_for(conn: &mut PgConnection, payment_intent: &str) -> Res
     .await?;
     Ok(any)
 }
+
+/// A dispute as stored: its id and status.
+pub struct StoredDispute {
+    pub stripe_dispute_id: String,
+    pub status: String,
+}
+
+/// The disputes on file for some payment intents.
+pub async fn disputes_of(
+    conn: &mut PgConnection,
+    payment_intents: &[String],
+) -> Result<Vec<StoredDispute>, sqlx::Error> {
+    sqlx::query_as!(
+        StoredDispute,
+        "select stripe_dispute_id, status from disputes where stripe_payment_intent_id = any($1) order by 1",
+        payment_intents
+    )
+    .fetch_all(conn)
+    .await
+}

@@ -169,3 +169,44 @@ pub async fn invoice_payment_intents(conn: &mut PgConnection, invoice_id: &str) 
     .fetch_all(conn)
     .await
 }
+
+/// A subscription as stored, for the drift check.
+pub struct StoredSubscription {
+    pub stripe_subscription_id: String,
+    pub order_id: Option<Uuid>,
+    pub status: String,
+    pub current_period_end: Option<DateTime<Utc>>,
+    pub cancel_at_period_end: bool,
+}
+
+/// Every subscription not yet over, as we last stored it.
+pub async fn live(db: &sqlx::PgPool) -> Result<Vec<StoredSubscription>, sqlx::Error> {
+    sqlx::query_as!(
+        StoredSubscription,
+        "select stripe_subscription_id, order_id, status, current_period_end, cancel_at_period_end
+         from subscriptions where status not in ('canceled', 'incomplete_expired')
+         order by stripe_subscription_id"
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// The payments recorded for a subscription's invoices.
+pub async fn payment_intents_of(db: &sqlx::PgPool, subscription_id: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "select stripe_payment_intent_id from subscription_payments where stripe_subscription_id = $1 order by 1",
+        subscription_id
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Whether a payment of the invoice was recorded.
+pub async fn invoice_recorded(db: &sqlx::PgPool, invoice_id: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"select exists (select 1 from subscription_payments where stripe_invoice_id = $1) as "recorded!""#,
+        invoice_id
+    )
+    .fetch_one(db)
+    .await
+}

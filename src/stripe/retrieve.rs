@@ -75,3 +75,48 @@ pub async fn list_events_page(
     }
     get_json(api, "GET /v1/events", "/events".to_owned(), Some(query)).await
 }
+
+/// Any object as Stripe sends it, for building an event from what Stripe holds now (the drift
+/// check's fixes go through the event path with Stripe's current object).
+pub async fn retrieve_raw(
+    api: &StripeApi,
+    endpoint: &'static str,
+    path: String,
+) -> Result<serde_json::Value, StripeError> {
+    get_json(api, endpoint, path, None).await
+}
+
+/// `GET /v1/charges?payment_intent=`: a payment's charges, with their refunded totals.
+pub async fn list_charges_of(
+    api: &StripeApi,
+    payment_intent: &str,
+) -> Result<ObjectList<serde_json::Value>, StripeError> {
+    list_of_payment(api, "GET /v1/charges", "/charges", payment_intent).await
+}
+
+/// `GET /v1/disputes?payment_intent=`: a payment's disputes.
+pub async fn list_disputes_of(
+    api: &StripeApi,
+    payment_intent: &str,
+) -> Result<ObjectList<serde_json::Value>, StripeError> {
+    list_of_payment(api, "GET /v1/disputes", "/disputes", payment_intent).await
+}
+
+/// `GET /v1/refunds?payment_intent=`: a payment's refunds, with their statuses.
+pub async fn list_refunds_of(
+    api: &StripeApi,
+    payment_intent: &str,
+) -> Result<ObjectList<serde_json::Value>, StripeError> {
+    list_of_payment(api, "GET /v1/refunds", "/refunds", payment_intent).await
+}
+
+/// One page of a list filtered to one payment; a payment has far fewer than 100 of any of them.
+async fn list_of_payment(
+    api: &StripeApi,
+    endpoint: &'static str,
+    path: &str,
+    payment_intent: &str,
+) -> Result<ObjectList<serde_json::Value>, StripeError> {
+    let query = format!("limit=100&payment_intent={payment_intent}");
+    get_json(api, endpoint, path.to_owned(), Some(query)).await
+}

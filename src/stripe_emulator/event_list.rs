@@ -16,8 +16,8 @@ use super::{
     params::{Params, Shape},
 };
 
-const DEFAULT_LIMIT: i64 = 10;
-const MAX_LIMIT: i64 = 100;
+pub(super) const DEFAULT_LIMIT: i64 = 10;
+pub(super) const MAX_LIMIT: i64 = 100;
 const MAX_TYPES: usize = 20;
 
 const CREATED_RANGE: Shape = Shape::Obj(&[

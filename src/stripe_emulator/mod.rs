@@ -17,6 +17,7 @@ mod idempotency;
 mod lifecycle_routes;
 mod objects;
 mod params;
+mod payment_lists;
 mod prices;
 mod pricing;
 mod routes;

@@ -18,7 +18,7 @@ use super::{
     errors::ApiError,
     event_list, idempotency, lifecycle_routes, objects,
     params::{Params, Shape},
-    session_request,
+    payment_lists, session_request,
 };
 
 pub fn router(emulator: StripeEmulator) -> Router {
@@ -34,6 +34,9 @@ pub fn router(emulator: StripeEmulator) -> Router {
         .route("/v1/events", get(event_list::list_events))
         .route("/v1/events/{id}", retrieve(get(lifecycle_routes::retrieve_event)))
         .route("/v1/prices/{id}", retrieve(get(lifecycle_routes::retrieve_price)))
+        .route("/v1/charges", get(payment_lists::list_charges))
+        .route("/v1/refunds", get(payment_lists::list_refunds))
+        .route("/v1/disputes", get(payment_lists::list_disputes))
         .route_layer(middleware::from_fn_with_state(
             emulator.clone(),
             lifecycle_routes::inject_failures,

@@ -1020,3 +1020,45 @@ async fn the_secret_key_is_taken_as_a_bearer_token_or_as_basic_auths_user_as_str
         assert_eq!(status(refused).await, StatusCode::UNAUTHORIZED);
     }
 }
+
+#[tokio::test]
+async fn a_payments_charges_refunds_and_disputes_are_listed_by_payment_intent_as_stripe_does() {
+    let app = TestApp::spawn().await;
+    let api = Api::of(&app);
+    let purchase = app.paid_purchase("alice", "credits_100").await;
+    let other = app.paid_purchase("bob", "credits_100").await;
+    let payment = purchase.payment_intent_id();
+    let charge = app.charge_of(&purchase);
+    let (refund, _) = app.emulator.refund(&charge, Some(100)).unwrap();
+    let (dispute, _) = app.emulator.open_dispute(&charge).unwrap();
+    app.emulator.open_dispute(&app.charge_of(&other)).unwrap();
+
+    let charges = api.get(&format!("/v1/charges?payment_intent={payment}")).await.body;
+    assert_eq!(ids(&charges), vec![charge.clone()]);
+    assert_eq!(charges["data"][0]["amount_refunded"], 100);
+    assert_eq!(charges["url"], "/v1/charges");
+    // The refund does not name its payment intent; Stripe finds it by its charge's.
+    let refunds = api.get(&format!("/v1/refunds?payment_intent={payment}")).await.body;
+    assert_eq!(ids(&refunds), vec![refund]);
+    let disputes = api.get(&format!("/v1/disputes?payment_intent={payment}")).await.body;
+    assert_eq!(ids(&disputes), vec![dispute.clone()]);
+    assert_eq!(
+        ids(&api.get(&format!("/v1/disputes?charge={charge}")).await.body),
+        vec![dispute]
+    );
+    assert_eq!(ids(&api.get("/v1/disputes").await.body).len(), 2);
+
+    assert_eq!(
+        api.get("/v1/charges?charge=ch_1").await.refusal(),
+        (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("parameter_unknown"),
+            Some("charge")
+        )
+    );
+    assert_eq!(
+        api.get("/v1/refunds?limit=101").await.refusal().0,
+        StatusCode::BAD_REQUEST
+    );
+}

@@ -164,6 +164,7 @@ impl TestApp {
             order_status_reread: options.order_status_reread,
             reconciler_max_attempts: 5,
             jobs: options.jobs,
+            drift_check: entitle::config::DriftCheck::default(),
             checkout_limits: options.checkout_limits,
             return_sync_rate: RETURN_SYNC_RATE,
             app_webhooks: AppWebhooks {

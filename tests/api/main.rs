@@ -15,6 +15,7 @@ mod credits_contract;
 mod credits_from_payments;
 mod credits_properties;
 mod demo_credits;
+mod drift_check;
 mod email_sending;
 mod emulator_mode;
 mod emulator_official_library;

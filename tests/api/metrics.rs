@@ -256,6 +256,7 @@ async fn a_scheduled_reconciler_run_that_applies_a_missed_event_is_counted() {
         jobs: entitle::config::JobIntervals {
             reconcile_every: Duration::from_secs(1),
             credit_sweep_every: Duration::from_secs(600),
+            ..entitle::config::JobIntervals::default()
         },
         ..Options::default()
     })

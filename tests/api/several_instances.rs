@@ -28,6 +28,7 @@ use crate::helpers::{KillableInstance, Options, TestApp, WEBHOOK_SECRET, token_f
 const FAST_JOBS: JobIntervals = JobIntervals {
     reconcile_every: Duration::from_secs(1),
     credit_sweep_every: Duration::from_secs(1),
+    verify_every: Duration::from_secs(86_400),
 };
 
 fn options() -> Options {
