@@ -341,7 +341,7 @@ async fn the_emulator_answers_like_stripe_for_bad_keys_unknown_sessions_and_unkn
 
     let endpoint = app
         .http
-        .get(api("/charges"))
+        .get(api("/payouts"))
         .bearer_auth("sk_test_x")
         .send()
         .await
