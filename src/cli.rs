@@ -332,7 +332,11 @@ pub async fn run_operator_command(config: Config, command: OperatorCommand) -> R
             Ok(out)
         }
         OperatorCommand::Verify { since, fix } => {
-            let since = Utc::now() - chrono::Duration::from_std(since).unwrap_or(chrono::Duration::MAX);
+            // An age past 1970 means "everything" (and must not overflow, nor leave Postgres' range).
+            let since = chrono::Duration::from_std(since)
+                .ok()
+                .and_then(|age| Utc::now().checked_sub_signed(age))
+                .map_or(DateTime::UNIX_EPOCH, |since| since.max(DateTime::UNIX_EPOCH));
             let report = drift::verify(&db, &stripe, since, fix).await?;
             let (out, clean) = verify_report(&report, since, fix);
             if clean {

@@ -275,3 +275,11 @@ async fn given_the_schedule_then_drift_is_fixed_without_a_person_and_counted_in_
     assert_eq!(app.credits("alice").await, 0);
     assert_eq!(app.order_status("alice", purchase.order_id).await["status"], "refunded");
 }
+
+#[tokio::test]
+async fn an_age_past_1970_compares_everything_instead_of_failing() {
+    let app = TestApp::spawn().await;
+    let (ok, stdout, stderr) = app.run_entitle(&["verify", "--since", "99999999999d"]).await;
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("since 1970-01-01"), "{stdout}");
+}
