@@ -1,9 +1,14 @@
 //! One delivery, from its lease to its result: the body (fixed by the first attempt), the signed
 //! POST or the email, and what came of it does to the delivery and to its endpoint's health.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
 
 use chrono::{SubsecRound, Utc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use uuid::Uuid;
 
 use super::{
     backoff,
@@ -18,9 +23,10 @@ use crate::{
     store::{
         entitlements::Held,
         outbox_attempts::{self, AttemptStatus, Finished},
-        outbox_deliveries::{self, Failure},
+        outbox_deliveries::{self, Arrived, Failure, Leased},
         outbox_endpoints::{self, EndpointKind},
-        outbox_messages, user_versions,
+        outbox_messages,
+        user_versions::{self, HoldingsRow},
     },
 };
 
@@ -29,6 +35,13 @@ use crate::{
 pub(super) enum Outcome {
     /// Accepted: a webhook's 2xx, or the SMTP server's 250 for an email.
     Delivered { status: u16 },
+    /// Not accepted.
+    Setback(Setback),
+}
+
+/// An attempt that did not deliver.
+#[derive(Debug)]
+pub(super) enum Setback {
     /// 410 Gone: the webhook endpoint asks to be sent nothing more.
     Gone,
     /// Worth another attempt later, with the endpoint's backoff.
@@ -43,48 +56,147 @@ impl From<Answer> for Outcome {
     fn from(answer: Answer) -> Self {
         match answer {
             Answer::Delivered { status } => Self::Delivered { status },
-            Answer::Gone => Self::Gone,
-            Answer::Failed { status, error } => Self::Failed { status, error },
+            Answer::Gone => Self::Setback(Setback::Gone),
+            Answer::Failed { status, error } => Self::Setback(Setback::Failed { status, error }),
         }
     }
 }
 
+/// A delivery that arrived, waiting to be recorded with the others that arrived meanwhile. It
+/// holds its sender's permit until then, so no more are claimed than can be recorded.
+pub(super) struct Arrival {
+    claimed: Claimed,
+    status: u16,
+    latency: Duration,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The most arrivals recorded in one transaction.
+const ARRIVALS_PER_RECORD: usize = 256;
+
 impl Outbox {
-    /// Sends one claimed delivery and records what came of it. A database error leaves the lease
-    /// to run out, after which the delivery is sent again: at least once, never lost.
-    pub(super) async fn deliver(&self, claimed: Claimed) {
+    /// Sends one claimed delivery and records what came of it: an arrival by the batch recorder
+    /// (`record_arrivals`), a setback at once. A database error leaves the lease to run out, after
+    /// which the delivery is sent again: at least once, never lost.
+    pub(super) async fn deliver(
+        &self,
+        claimed: Claimed,
+        permit: OwnedSemaphorePermit,
+        arrivals: &mpsc::UnboundedSender<Arrival>,
+    ) {
         let sent = match claimed.leased.endpoint_kind {
             EndpointKind::Webhook => self.send_webhook(&claimed).await,
             EndpointKind::Email => self.send_email(&claimed).await,
         };
         let Some((outcome, latency)) = sent else {
+            drop(permit);
+            self.wake.notify_one();
             return;
         };
         let webhook_id = payload::webhook_id(claimed.leased.message_id);
-        if let Err(err) = self.record(&claimed, &outcome, latency).await {
-            tracing::error!(error = ?err, webhook_id, "outbox: cannot record an attempt; it is sent again once its lease runs out");
+        match outcome {
+            Outcome::Delivered { status } => {
+                let arrival = Arrival {
+                    claimed,
+                    status,
+                    latency,
+                    _permit: permit,
+                };
+                if arrivals.send(arrival).is_err() {
+                    tracing::error!(
+                        webhook_id,
+                        "outbox: the recorder has stopped; this delivery is sent again once its lease runs out"
+                    );
+                }
+            }
+            Outcome::Setback(setback) => {
+                if let Err(err) = self.record(&claimed, &setback, latency).await {
+                    tracing::error!(error = ?err, webhook_id, "outbox: cannot record an attempt; it is sent again once its lease runs out");
+                }
+                drop(permit);
+                self.wake.notify_one();
+            }
         }
     }
 
-    /// The signed POST; `None` when its body cannot be built now (it is sent once the lease runs out).
+    /// Records arrivals as they come, all those that arrived meanwhile in one transaction: under
+    /// load, one commit for a batch instead of one per message. Runs until every sender is gone.
+    pub(super) async fn record_arrivals(self, mut arrivals: mpsc::UnboundedReceiver<Arrival>) {
+        let mut batch = Vec::with_capacity(ARRIVALS_PER_RECORD);
+        while arrivals.recv_many(&mut batch, ARRIVALS_PER_RECORD).await > 0 {
+            if let Err(err) = db::retry_idempotent(&self.db, || self.record_batch(&batch)).await {
+                tracing::error!(error = ?err, deliveries = batch.len(), "outbox: cannot record deliveries that arrived; they are sent again once their lease runs out");
+            }
+            // Frees their senders' permits.
+            batch.clear();
+            self.wake.notify_one();
+        }
+    }
+
+    /// One transaction: the attempts delivered, their deliveries (those still under the lease
+    /// they were sent with), and their endpoints healthy again.
+    async fn record_batch(&self, batch: &[Arrival]) -> Result<(), sqlx::Error> {
+        let attempts: Vec<i64> = batch.iter().map(|a| a.claimed.attempt_id).collect();
+        let latencies: Vec<i32> = batch
+            .iter()
+            .map(|a| i32::try_from(a.latency.as_millis()).unwrap_or(i32::MAX))
+            .collect();
+        let statuses: Vec<i32> = batch.iter().map(|a| i32::from(a.status)).collect();
+        let arrived: Vec<Arrived> = batch
+            .iter()
+            .map(|a| Arrived {
+                id: a.claimed.leased.delivery_id,
+                token: a.claimed.lease_token,
+                status: i32::from(a.status),
+            })
+            .collect();
+        let mut tx = db::begin(&self.db).await?;
+        outbox_attempts::finish_delivered(&mut tx, &attempts, &latencies, &statuses).await?;
+        let ours: HashSet<Uuid> = outbox_deliveries::mark_delivered(&mut tx, &arrived)
+            .await?
+            .into_iter()
+            .collect();
+        let mut endpoints: Vec<Uuid> = batch
+            .iter()
+            .filter(|a| ours.contains(&a.claimed.leased.delivery_id))
+            .map(|a| a.claimed.leased.endpoint_id)
+            .collect();
+        endpoints.sort_unstable();
+        endpoints.dedup();
+        let recovered = outbox_endpoints::record_success(&mut tx, &endpoints).await?;
+        tx.commit().await?;
+        for url in recovered {
+            tracing::info!(url, "outbox: the endpoint answers again");
+        }
+        for lost in batch.iter().filter(|a| !ours.contains(&a.claimed.leased.delivery_id)) {
+            tracing::warn!(
+                webhook_id = payload::webhook_id(lost.claimed.leased.message_id),
+                "outbox: the lease ran out before the result came back; another attempt may have been made"
+            );
+        }
+        Ok(())
+    }
+
+    /// The signed POST of the body `prepare_bodies` fixed; `None` when it could not (it is sent
+    /// once the lease runs out).
     async fn send_webhook(&self, claimed: &Claimed) -> Option<(Outcome, Duration)> {
         let leased = &claimed.leased;
         let webhook_id = payload::webhook_id(leased.message_id);
-        let body = match self.body_of(claimed).await {
-            Ok(body) => body,
-            Err(err) => {
-                tracing::error!(error = ?err, webhook_id, "outbox: cannot build the message; it is sent once its lease runs out");
-                return None;
-            }
+        let Some(body) = &leased.body else {
+            tracing::error!(
+                webhook_id,
+                "outbox: the message has no body; it is sent once its lease runs out"
+            );
+            return None;
         };
         let timestamp = Utc::now().timestamp();
-        let signature = signing::signature_header(&self.keys, &webhook_id, timestamp, &body);
+        let signature = signing::signature_header(&self.keys, &webhook_id, timestamp, body);
         let request = sender::Request {
             url: &leased.url,
             webhook_id: &webhook_id,
             timestamp,
             signature: &signature,
-            body: &body,
+            body,
         };
         let started = Instant::now();
         let answer = sender::send(&self.http, self.settings.send_timeout, &request).await;
@@ -93,88 +205,131 @@ impl Outbox {
         Some((answer.into(), latency))
     }
 
-    /// The exact bytes of the message: those the first attempt stored, else built now and stored.
-    async fn body_of(&self, claimed: &Claimed) -> Result<String, sqlx::Error> {
-        let leased = &claimed.leased;
-        if let Some(body) = &leased.body {
-            return Ok(body.clone());
+    /// Fixes the body of every claimed webhook that has none yet (its first attempt): the exact
+    /// bytes every attempt and endpoint then sends. For the whole batch at once: one read of the
+    /// holdings of every user with an `entitlements.updated`, and one write of the bodies. A
+    /// message left without one (a database error, an order message without its data) is logged
+    /// by `send_webhook` and sent once its lease runs out.
+    pub(super) async fn prepare_bodies(&self, claimed: &mut [Claimed]) {
+        let unbuilt = |c: &&mut Claimed| c.leased.endpoint_kind == EndpointKind::Webhook && c.leased.body.is_none();
+        let mut messages: Vec<&Leased> = claimed.iter_mut().filter(unbuilt).map(|c| &c.leased).collect();
+        if messages.is_empty() {
+            return;
         }
-        let built = match leased.message_type {
-            EventType::EntitlementsUpdated => self.holdings_body(&leased.user_id).await?,
-            // The migration keeps each kind's messages to its own endpoints.
-            EventType::OrderConfirmation => {
-                return Err(sqlx::Error::Decode("an email message on a webhook endpoint".into()));
+        messages.sort_unstable_by_key(|m| m.message_id);
+        messages.dedup_by_key(|m| m.message_id);
+        match self.build_bodies(&messages).await {
+            Ok(stored) => {
+                for c in claimed.iter_mut() {
+                    if c.leased.endpoint_kind == EndpointKind::Webhook && c.leased.body.is_none() {
+                        c.leased.body = stored.get(&c.leased.message_id).cloned();
+                    }
+                }
             }
-            order_event => {
-                let data: OrderData = leased
+            Err(err) => {
+                tracing::error!(error = ?err, messages = messages.len(), "outbox: cannot build messages; they are sent once their lease runs out")
+            }
+        }
+    }
+
+    /// Builds and stores the messages' bodies; returns those stored by message id.
+    async fn build_bodies(&self, messages: &[&Leased]) -> Result<HashMap<Uuid, String>, sqlx::Error> {
+        let mut users: Vec<String> = messages
+            .iter()
+            .filter(|m| m.message_type == EventType::EntitlementsUpdated)
+            .map(|m| m.user_id.clone())
+            .collect();
+        users.sort_unstable();
+        users.dedup();
+        let holdings = if users.is_empty() {
+            HashMap::new()
+        } else {
+            let rows = db::retry_idempotent(&self.db, || user_versions::holdings_of(&self.db, &users)).await?;
+            self.holdings_by_user(rows)
+        };
+        let (mut ids, mut bodies) = (Vec::new(), Vec::new());
+        for message in messages {
+            let body = match message.message_type {
+                EventType::EntitlementsUpdated => holdings.get(&message.user_id).cloned(),
+                // The migration keeps each kind's messages to its own endpoints.
+                EventType::OrderConfirmation => None,
+                order_event => message
                     .data
                     .clone()
-                    .and_then(|data| serde_json::from_value(data).ok())
-                    .ok_or_else(|| sqlx::Error::Decode("an order message without its order's data".into()))?;
-                payload::order_body(order_event, &leased.message_created_at, &data)
+                    .and_then(|data| serde_json::from_value::<OrderData>(data).ok())
+                    .map(|data| payload::order_body(order_event, &message.message_created_at, &data)),
+            };
+            match body {
+                Some(body) => {
+                    ids.push(message.message_id);
+                    bodies.push(body);
+                }
+                None => tracing::error!(
+                    webhook_id = payload::webhook_id(message.message_id),
+                    message_type = message.message_type.as_str(),
+                    "outbox: a message whose body cannot be built from what it holds"
+                ),
             }
-        };
-        db::retry_idempotent(&self.db, || {
-            outbox_messages::fix_body(&self.db, leased.message_id, &built)
-        })
-        .await
+        }
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let stored = db::retry_idempotent(&self.db, || outbox_messages::fix_bodies(&self.db, &ids, &bodies)).await?;
+        Ok(stored.into_iter().collect())
     }
 
-    /// `entitlements.updated` as of now: the version and the state read in one statement.
-    async fn holdings_body(&self, user_id: &str) -> Result<String, sqlx::Error> {
-        let rows = db::retry_idempotent(&self.db, || user_versions::holdings(&self.db, user_id)).await?;
+    /// `entitlements.updated` for each user as of now, the version and the state from one snapshot.
+    fn holdings_by_user(&self, rows: Vec<HoldingsRow>) -> HashMap<String, String> {
         // To the microsecond, as the database's own times (an order event's) are written.
         let now = Utc::now().trunc_subsecs(6);
-        let first = rows.first();
-        let data = HoldingsData {
-            user_id: user_id.to_owned(),
-            version: first.map_or(0, |r| r.version),
-            credits: Credits {
-                available: first.map_or(0, |r| r.available),
-                overdrawn: first.map_or(0, |r| r.overdrawn),
-            },
-            entitlements: rows
-                .into_iter()
-                .filter_map(|row| {
-                    let held = Held {
-                        key: row.key?,
-                        status: row.status?,
-                        current_period_end: row.current_period_end,
-                        cancel_at_period_end: row.cancel_at_period_end.unwrap_or(false),
-                    };
-                    Some(EntitlementView::at(held, now, self.entitlement_grace))
-                })
-                .collect(),
-        };
-        Ok(payload::holdings_body(&now, &data))
+        let mut by_user: HashMap<String, HoldingsData> = HashMap::new();
+        for row in rows {
+            let data = by_user.entry(row.user_id.clone()).or_insert_with(|| HoldingsData {
+                user_id: row.user_id.clone(),
+                version: row.version,
+                credits: Credits {
+                    available: row.available,
+                    overdrawn: row.overdrawn,
+                },
+                entitlements: Vec::new(),
+            });
+            if let (Some(key), Some(status)) = (row.key, row.status) {
+                let held = Held {
+                    key,
+                    status,
+                    current_period_end: row.current_period_end,
+                    cancel_at_period_end: row.cancel_at_period_end.unwrap_or(false),
+                };
+                data.entitlements
+                    .push(EntitlementView::at(held, now, self.entitlement_grace));
+            }
+        }
+        by_user
+            .into_iter()
+            .map(|(user, data)| (user, payload::holdings_body(&now, &data)))
+            .collect()
     }
 
-    /// One transaction: the attempt's result, then the delivery's and the endpoint's new state.
-    async fn record(&self, claimed: &Claimed, outcome: &Outcome, latency: Duration) -> Result<(), sqlx::Error> {
+    /// One transaction: the failed attempt, then the delivery's and the endpoint's new state.
+    async fn record(&self, claimed: &Claimed, setback: &Setback, latency: Duration) -> Result<(), sqlx::Error> {
         let leased = &claimed.leased;
         let (id, token) = (leased.delivery_id, claimed.lease_token);
         let latency_ms = i32::try_from(latency.as_millis()).unwrap_or(i32::MAX);
         let mut tx = db::begin(&self.db).await?;
-        let finished = match outcome {
-            Outcome::Delivered { status } => Finished {
-                status: AttemptStatus::Delivered,
-                latency_ms,
-                response_status: Some(i32::from(*status)),
-                error: None,
-            },
-            Outcome::Gone => Finished {
+        let finished = match setback {
+            Setback::Gone => Finished {
                 status: AttemptStatus::Failed,
                 latency_ms,
                 response_status: Some(410),
                 error: Some("answered 410 Gone"),
             },
-            Outcome::Failed { status, error } => Finished {
+            Setback::Failed { status, error } => Finished {
                 status: AttemptStatus::Failed,
                 latency_ms,
                 response_status: status.map(i32::from),
                 error: Some(error),
             },
-            Outcome::Refused { error, .. } => Finished {
+            Setback::Refused { error, .. } => Finished {
                 status: AttemptStatus::Failed,
                 latency_ms,
                 response_status: None,
@@ -182,15 +337,8 @@ impl Outbox {
             },
         };
         outbox_attempts::finish(&mut tx, claimed.attempt_id, &finished).await?;
-        let ours = match outcome {
-            Outcome::Delivered { status } => {
-                let ours = outbox_deliveries::mark_delivered(&mut tx, id, token, i32::from(*status)).await?;
-                if ours && outbox_endpoints::record_success(&mut tx, leased.endpoint_id).await? {
-                    tracing::info!(url = %leased.url, "outbox: the endpoint answers again");
-                }
-                ours
-            }
-            Outcome::Refused { reached, error } => {
+        let ours = match setback {
+            Setback::Refused { reached, error } => {
                 tracing::warn!(
                     webhook_id = payload::webhook_id(leased.message_id),
                     order_id = ?leased.order_id,
@@ -201,12 +349,17 @@ impl Outbox {
                 let failure = Failure { response: None, error };
                 let ours = outbox_deliveries::abandon(&mut tx, id, token, &failure).await?;
                 // It refused this message, not every message: it is answering, so others still go.
-                if ours && *reached && outbox_endpoints::record_success(&mut tx, leased.endpoint_id).await? {
+                if ours
+                    && *reached
+                    && !outbox_endpoints::record_success(&mut tx, &[leased.endpoint_id])
+                        .await?
+                        .is_empty()
+                {
                     tracing::info!(url = %leased.url, "outbox: the endpoint answers again");
                 }
                 ours
             }
-            Outcome::Gone => {
+            Setback::Gone => {
                 let failure = Failure {
                     response: Some(410),
                     error: "answered 410 Gone: the endpoint is disabled",
@@ -216,7 +369,7 @@ impl Outbox {
                 self.disable(&mut tx, claimed, &reason).await?;
                 ours
             }
-            Outcome::Failed { status, error } => {
+            Setback::Failed { status, error } => {
                 let failure = Failure {
                     response: status.map(i32::from),
                     error,

@@ -14,7 +14,7 @@ use std::{
 };
 
 use sqlx::PgPool;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use uuid::Uuid;
 
 use super::{sender, signing::SigningKey};
@@ -41,7 +41,7 @@ pub struct Inner {
     pub(super) entitlement_grace: Duration,
     /// Names this process in `outbox_attempts.sender`.
     pub(super) sender: String,
-    wake: Arc<Notify>,
+    pub(super) wake: Arc<Notify>,
     /// One permit per delivery that may be in flight at once.
     senders: Arc<Semaphore>,
     stopping: AtomicBool,
@@ -98,6 +98,8 @@ impl Outbox {
     /// delivery finished, and every `sweep` in any case.
     pub async fn run(self) {
         tracing::info!(sender = %self.sender, concurrency = self.settings.concurrency, kinds = ?self.kinds, "outbox senders started");
+        let (arrivals, recorded) = mpsc::unbounded_channel();
+        tokio::spawn(self.clone().record_arrivals(recorded));
         while !self.stopping.load(Ordering::SeqCst) {
             let Ok(first) = self.senders.clone().acquire_owned().await else {
                 return;
@@ -110,14 +112,13 @@ impl Outbox {
                 permits.push(permit);
             }
             match self.claim(permits.len()).await {
-                Ok((claimed, more)) => {
+                Ok((mut claimed, more)) => {
+                    self.prepare_bodies(&mut claimed).await;
                     for (claimed, permit) in claimed.into_iter().zip(permits) {
-                        let outbox = self.clone();
-                        tokio::spawn(async move {
-                            outbox.deliver(claimed).await;
-                            drop(permit);
-                            outbox.wake.notify_one();
-                        });
+                        let (outbox, arrivals) = (self.clone(), arrivals.clone());
+                        // An arrival keeps its permit until the recorder has recorded it; the
+                        // recorder wakes this loop then.
+                        tokio::spawn(async move { outbox.deliver(claimed, permit, &arrivals).await });
                     }
                     if more {
                         continue;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::{
     confirmation,
-    delivery::Outcome,
+    delivery::{Outcome, Setback},
     dispatch::{Claimed, Outbox},
 };
 use crate::{
@@ -26,11 +26,19 @@ impl Outbox {
         let Some(mailer) = &self.mailer else {
             // Only processes with a mailer claim emails; this is a bug, not the buyer's problem.
             let error = "this process has no mailer".to_owned();
-            return Some((Outcome::Failed { status: None, error }, Duration::ZERO));
+            return Some((
+                Outcome::Setback(Setback::Failed { status: None, error }),
+                Duration::ZERO,
+            ));
         };
         let email = match self.email_of(claimed).await {
             Ok(Ok(email)) => email,
-            Ok(Err(error)) => return Some((Outcome::Refused { reached: false, error }, Duration::ZERO)),
+            Ok(Err(error)) => {
+                return Some((
+                    Outcome::Setback(Setback::Refused { reached: false, error }),
+                    Duration::ZERO,
+                ));
+            }
             Err(err) => {
                 tracing::error!(error = ?err, order_id = ?leased.order_id, "outbox: cannot build the confirmation email; it is sent once its lease runs out");
                 return None;
@@ -42,8 +50,8 @@ impl Outbox {
         tracing::debug!(order_id = %email.order_id, url = %leased.url, ?sent, ?latency, "outbox: email attempt made");
         let outcome = match sent {
             Ok(()) => Outcome::Delivered { status: SMTP_ACCEPTED },
-            Err(MailError::Transient(error)) => Outcome::Failed { status: None, error },
-            Err(MailError::Permanent(error)) => Outcome::Refused { reached: true, error },
+            Err(MailError::Transient(error)) => Outcome::Setback(Setback::Failed { status: None, error }),
+            Err(MailError::Permanent(error)) => Outcome::Setback(Setback::Refused { reached: true, error }),
         };
         Some((outcome, latency))
     }
@@ -67,10 +75,14 @@ impl Outbox {
                     Err(why) => return Ok(Err(why)),
                 };
                 let built = serde_json::to_string(&email).expect("an email of strings and numbers serializes");
-                db::retry_idempotent(&self.db, || {
-                    outbox_messages::fix_body(&self.db, leased.message_id, &built)
-                })
-                .await?
+                let (ids, bodies) = ([leased.message_id], [built]);
+                let stored =
+                    db::retry_idempotent(&self.db, || outbox_messages::fix_bodies(&self.db, &ids, &bodies)).await?;
+                stored
+                    .into_iter()
+                    .next()
+                    .map(|(_, body)| body)
+                    .ok_or_else(|| sqlx::Error::Decode("a confirmation message that is gone".into()))?
             }
         };
         serde_json::from_str(&body).map(Ok).map_err(|err| {

@@ -77,3 +77,25 @@ pub async fn finish(conn: &mut PgConnection, id: i64, finished: &Finished<'_>) -
     .await?;
     Ok(())
 }
+
+/// Attempts that delivered, with their latencies and response statuses, in one statement.
+pub async fn finish_delivered(
+    conn: &mut PgConnection,
+    ids: &[i64],
+    latencies_ms: &[i32],
+    statuses: &[i32],
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update outbox_attempts t
+         set status = 'delivered', finished_at = now(), latency_ms = f.latency_ms, response_status = f.status,
+             error = null
+         from unnest($1::int8[], $2::int4[], $3::int4[]) as f (id, latency_ms, status)
+         where t.id = f.id",
+        ids,
+        latencies_ms,
+        statuses
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}

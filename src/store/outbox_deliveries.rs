@@ -110,22 +110,33 @@ pub async fn lease(
     .await
 }
 
-/// A 2xx came back. Recorded even if the delivery was abandoned meanwhile (it did arrive), but
-/// only under its lease: false when another sender has taken it since.
-pub async fn mark_delivered(conn: &mut PgConnection, id: Uuid, token: Uuid, status: i32) -> Result<bool, sqlx::Error> {
-    let marked = sqlx::query!(
-        "update outbox_deliveries
-         set status = 'delivered', delivered_at = now(), last_response = $3, last_error = null,
+/// A 2xx (or the SMTP server's 250) that came back for one delivery.
+pub struct Arrived {
+    pub id: Uuid,
+    pub token: Uuid,
+    pub status: i32,
+}
+
+/// Records a batch of arrivals in one statement. Recorded even if a delivery was abandoned
+/// meanwhile (it did arrive), but only under its lease: the ids returned are those still under
+/// the lease they were sent with (another sender may have taken the others since).
+pub async fn mark_delivered(conn: &mut PgConnection, arrived: &[Arrived]) -> Result<Vec<Uuid>, sqlx::Error> {
+    let ids: Vec<Uuid> = arrived.iter().map(|a| a.id).collect();
+    let tokens: Vec<Uuid> = arrived.iter().map(|a| a.token).collect();
+    let statuses: Vec<i32> = arrived.iter().map(|a| a.status).collect();
+    sqlx::query_scalar!(
+        "update outbox_deliveries d
+         set status = 'delivered', delivered_at = now(), last_response = a.status, last_error = null,
              lease_token = null, leased_until = null, updated_at = now()
-         where id = $1 and lease_token = $2",
-        id,
-        token,
-        status
+         from unnest($1::uuid[], $2::uuid[], $3::int4[]) as a (id, token, status)
+         where d.id = a.id and d.lease_token = a.token
+         returning d.id",
+        &ids,
+        &tokens,
+        &statuses
     )
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(marked == 1)
+    .fetch_all(conn)
+    .await
 }
 
 /// Why an attempt did not deliver.

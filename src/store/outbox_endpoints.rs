@@ -86,18 +86,18 @@ pub async fn hold_for_probe(conn: &mut PgConnection, ids: &[Uuid], secs: f64) ->
     Ok(())
 }
 
-/// It answered: it is healthy again. Returns whether it had been failing (writes nothing otherwise).
-pub async fn record_success(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
-    let recovered = sqlx::query!(
+/// They answered: they are healthy again. Returns the URLs of those that had been failing (writes
+/// nothing for the others).
+pub async fn record_success(conn: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar!(
         "update outbox_endpoints
          set consecutive_failures = 0, retry_at = null, failing_since = null, updated_at = now()
-         where id = $1 and (consecutive_failures > 0 or retry_at is not null or failing_since is not null)",
-        id
+         where id = any($1) and (consecutive_failures > 0 or retry_at is not null or failing_since is not null)
+         returning url",
+        ids
     )
-    .execute(conn)
-    .await?
-    .rows_affected();
-    Ok(recovered == 1)
+    .fetch_all(conn)
+    .await
 }
 
 /// How an endpoint stands after a failure.

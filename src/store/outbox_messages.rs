@@ -4,22 +4,18 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// Stores `body` as the message's, unless an attempt already stored one; returns the one stored,
-/// which every attempt to every endpoint sends.
-pub async fn fix_body(db: &PgPool, id: Uuid, body: &str) -> Result<String, sqlx::Error> {
-    let stored = sqlx::query_scalar!(
-        r#"update outbox_messages set body = $2 where id = $1 and body is null returning body as "body!""#,
-        id,
-        body
+/// Stores each body as its message's, unless an attempt already stored one; returns the bodies
+/// stored (by message id), which every attempt to every endpoint sends. One statement for a batch.
+pub async fn fix_bodies(db: &PgPool, ids: &[Uuid], bodies: &[String]) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    let stored = sqlx::query!(
+        r#"update outbox_messages m set body = coalesce(m.body, built.body)
+           from unnest($1::uuid[], $2::text[]) as built (id, body)
+           where m.id = built.id
+           returning m.id, m.body as "body!""#,
+        ids,
+        bodies
     )
-    .fetch_optional(db)
+    .fetch_all(db)
     .await?;
-    match stored {
-        Some(body) => Ok(body),
-        None => {
-            sqlx::query_scalar!(r#"select body as "body!" from outbox_messages where id = $1"#, id)
-                .fetch_one(db)
-                .await
-        }
-    }
+    Ok(stored.into_iter().map(|row| (row.id, row.body)).collect())
 }

@@ -340,3 +340,70 @@ async fn given_an_app_webhook_url_without_a_valid_secret_then_the_service_refuse
         );
     }
 }
+
+#[tokio::test]
+async fn given_a_burst_of_changes_then_every_delivery_is_recorded_once_with_its_answer_and_the_bytes_it_sent() {
+    // Arrivals are recorded in batches and bodies built in batches: each of a burst's deliveries
+    // must still end with exactly one delivered attempt of its own, its answer and latency, and
+    // the receiver must have been sent exactly the body stored for its message.
+    let receiver = Receiver::start().await;
+    let app = TestApp::spawn_with(sending_to(&[receiver.url()])).await;
+    join_all((0..40).map(|n| {
+        let app = &app;
+        async move {
+            app.grant_credits(&format!("user-{}", n % 10), 10).await;
+        }
+    }))
+    .await;
+    let messages = app.outbox_messages().await;
+    assert_eq!(messages.len(), 40, "one entitlements.updated per grant");
+    let received = app.all_delivered(&receiver).await;
+    assert_eq!(received.len(), messages.len(), "each message arrived once");
+
+    let per_delivery: Vec<(i64, i32, i64, i64)> = sqlx::query_as(
+        "select count(a.id), d.attempts, count(*) filter (where a.status = 'delivered' and a.response_status = 200
+                    and a.latency_ms is not null and a.finished_at is not null and a.error is null),
+                count(*) filter (where d.status = 'delivered' and d.last_response = 200 and d.lease_token is null)
+         from outbox_deliveries d left join outbox_attempts a on a.delivery_id = d.id
+         group by d.id, d.attempts",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(per_delivery.len(), messages.len());
+    for row in &per_delivery {
+        assert_eq!(
+            *row,
+            (1, 1, 1, 1),
+            "(attempts, counted, delivered with an answer, delivery marked)"
+        );
+    }
+    let stored: HashMap<String, String> =
+        sqlx::query_as::<_, (uuid::Uuid, Option<String>)>("select id, body from outbox_messages")
+            .fetch_all(&app.db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, body)| (format!("msg_{}", id.simple()), body.expect("every body fixed")))
+            .collect();
+    for r in &received {
+        assert_eq!(stored[&r.id], r.raw, "the bytes sent are the ones stored");
+    }
+    // Each user's messages number its versions, and the highest says the user's final balance.
+    for n in 0..10 {
+        let user = format!("user-{n}");
+        let mut versions: Vec<i64> = received
+            .iter()
+            .filter(|r| r.data()["userId"] == user.as_str())
+            .map(|r| r.data()["version"].as_i64().unwrap())
+            .collect();
+        versions.sort_unstable();
+        assert_eq!(versions.len(), 4);
+        let latest = received
+            .iter()
+            .filter(|r| r.data()["userId"] == user.as_str())
+            .max_by_key(|r| r.data()["version"].as_i64().unwrap())
+            .unwrap();
+        assert_eq!(latest.data()["credits"]["available"], 40, "{user}");
+    }
+}
