@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use axum::{
     Form, Router,
-    extract::{Path, State},
+    extract::{Path, Query, State},
     http::StatusCode,
     response::{Html, IntoResponse, Redirect, Response},
-    routing::get,
+    routing::{get, post},
 };
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{PaymentResult, StripeEmulator};
+use super::{PaymentResult, StripeEmulator, pricing};
 
 /// How long a bank debit takes to clear in the emulator.
 const BANK_DEBIT_CLEARING_TIME: Duration = Duration::from_secs(3);
@@ -23,7 +23,20 @@ const BANK_DEBIT_CLEARING_TIME: Duration = Duration::from_secs(3);
 pub fn router(emulator: StripeEmulator) -> Router {
     Router::new()
         .route("/c/pay/{id}", get(show_page).post(submit_payment))
+        .route("/c/pay/{id}/promotion-code", post(submit_promotion_code))
         .with_state(emulator)
+}
+
+#[derive(Deserialize)]
+pub struct PromotionCodeForm {
+    #[serde(default)]
+    code: String,
+}
+
+#[derive(Deserialize)]
+pub struct PageQuery {
+    /// Set by the redirect after a code was refused.
+    promotion_code: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -35,9 +48,17 @@ pub struct PaymentForm {
     bank_outcome: String,
 }
 
-async fn show_page(State(emulator): State<StripeEmulator>, Path(id): Path<String>) -> Response {
+async fn show_page(
+    State(emulator): State<StripeEmulator>,
+    Path(id): Path<String>,
+    Query(query): Query<PageQuery>,
+) -> Response {
+    let refused = query
+        .promotion_code
+        .is_some_and(|outcome| outcome == "invalid")
+        .then_some("This code is invalid.");
     match emulator.session(&id) {
-        Some(session) => page(&emulator, &session, None),
+        Some(session) => page(&emulator, &session, refused),
         None => (
             StatusCode::NOT_FOUND,
             Html(message_page("This checkout link is not valid.")),
@@ -92,6 +113,25 @@ async fn submit_payment(
     Redirect::to(&success_url).into_response()
 }
 
+/// The buyer applies a promotion code, as on Stripe's page: the session's discount and total
+/// change before it is paid. Back to the page either way (a redirect, so its forms post where
+/// they should), saying so when the code is not valid.
+async fn submit_promotion_code(
+    State(emulator): State<StripeEmulator>,
+    Path(id): Path<String>,
+    Form(form): Form<PromotionCodeForm>,
+) -> Response {
+    let applied = pricing::promotion_code_value(&form.code)
+        .is_some_and(|(code, percent)| emulator.enter_promotion_code(&id, &code, percent));
+    // Relative to this form's own URL, `/…/c/pay/{id}/promotion-code`, wherever the page is mounted.
+    let back = if applied {
+        format!("../{id}")
+    } else {
+        format!("../{id}?promotion_code=invalid")
+    };
+    Redirect::to(&back).into_response()
+}
+
 fn page(emulator: &StripeEmulator, session: &Value, error: Option<&str>) -> Response {
     let id = session["id"].as_str().unwrap_or_default();
     let cancel_url = session["cancel_url"].as_str().unwrap_or("/");
@@ -113,9 +153,12 @@ fn page(emulator: &StripeEmulator, session: &Value, error: Option<&str>) -> Resp
     let error = error
         .map(|e| format!(r#"<p class="error" role="alert" id="card-error">{}</p>"#, escape(e)))
         .unwrap_or_default();
+    let breakdown = breakdown(session);
+    let promotion = promotion_form(session);
     let body = format!(
         r#"<a class="back" href="{cancel}" id="cancel-link">&larr; Cancel and go back</a>
-<div class="summary"><div class="title" id="product">{title}</div><div class="amount" id="amount">{amount}{per_month}</div></div>
+<div class="summary"><div class="title" id="product">{title}</div><div class="amount" id="amount">{amount}{per_month}</div>{breakdown}</div>
+{promotion}
 <form method="post" id="payment-form">
   <fieldset>
     <label><input type="radio" name="method" value="card" checked> Card</label>
@@ -136,6 +179,55 @@ fn page(emulator: &StripeEmulator, session: &Value, error: Option<&str>) -> Resp
     Html(layout(&body)).into_response()
 }
 
+/// Subtotal, discount and tax lines, when the total is not just the subtotal.
+fn breakdown(session: &Value) -> String {
+    let currency = session["currency"].as_str().unwrap_or("usd");
+    let details = &session["total_details"];
+    let discount = details["amount_discount"].as_i64().unwrap_or(0);
+    let tax = details["amount_tax"].as_i64().unwrap_or(0);
+    if discount == 0 && tax == 0 {
+        return String::new();
+    }
+    let mut lines = format!(
+        r#"<div class="line" id="subtotal">Subtotal {}</div>"#,
+        format_amount(session["amount_subtotal"].as_i64().unwrap_or(0), currency)
+    );
+    if discount > 0 {
+        let code = session["discounts"][0]["promotion_code"]
+            .as_str()
+            .and_then(|promo| promo.strip_prefix("promo_"))
+            .unwrap_or_default();
+        lines.push_str(&format!(
+            r#"<div class="line" id="discount">{} &minus;{}</div>"#,
+            escape(code),
+            format_amount(discount, currency)
+        ));
+    }
+    if tax > 0 {
+        lines.push_str(&format!(
+            r#"<div class="line" id="tax">Tax {}</div>"#,
+            format_amount(tax, currency)
+        ));
+    }
+    lines
+}
+
+/// The promotion code field, on a session created with `allow_promotion_codes` that has none yet.
+fn promotion_form(session: &Value) -> String {
+    if session["allow_promotion_codes"] != true || session["discounts"].as_array().is_some_and(|d| !d.is_empty()) {
+        return String::new();
+    }
+    let id = session["id"].as_str().unwrap_or_default();
+    format!(
+        r#"<form method="post" action="{id}/promotion-code" id="promotion-form" class="row">
+  <input name="code" id="promotion-code" autocomplete="off" placeholder="Add promotion code" aria-label="Promotion code">
+  <button type="submit" id="apply-code" class="small">Apply</button>
+</form>
+<p class="hint">Test mode: a code is worth the percentage it ends with (SAVE20 takes 20 % off).</p>"#,
+        id = escape(id)
+    )
+}
+
 fn message_page(message: &str) -> String {
     layout(&format!(r#"<p class="message" id="message">{}</p>"#, escape(message)))
 }
@@ -152,6 +244,7 @@ main{{max-width:420px;margin:40px auto;background:#fff;border-radius:8px;box-sha
 fieldset{{border:1px solid #e3e8ee;border-radius:6px;margin:0 0 12px;padding:12px}}
 input:not([type=radio]),select{{width:100%;box-sizing:border-box;padding:10px;margin-top:8px;border:1px solid #e3e8ee;border-radius:4px;font-size:16px}}
 .row{{display:flex;gap:8px}} button{{width:100%;padding:12px;background:#635bff;color:#fff;border:0;border-radius:6px;font-size:16px;cursor:pointer}}
+.line{{color:#697386;font-size:14px}} button.small{{width:auto;padding:8px 14px;margin-top:8px}} #promotion-form{{margin-bottom:4px}}
 .error{{color:#df1b41}} .hint{{color:#697386;font-size:13px}} .back{{display:block;margin-top:14px;color:#635bff;text-decoration:none}}
 </style></head><body><main><span class="badge">TEST MODE · Stripe emulator</span>
 {body}

@@ -26,6 +26,20 @@ pub fn enter_promotion_code(session: &mut Value, code: &str, percent_off: i64) -
     true
 }
 
+/// What a code typed on the hosted page is worth. Stripe looks codes up among the account's
+/// promotion codes; the emulator has none to look up, so a code is worth the percentage it ends
+/// with: `SAVE20` takes 20 % off, `HALF50` 50 %. Letters and digits, 3 to 20 of them, ending in 1
+/// to 100; anything else is not a valid code.
+pub fn promotion_code_value(code: &str) -> Option<(String, i64)> {
+    let code = code.trim().to_ascii_uppercase();
+    if !(3..=20).contains(&code.len()) || !code.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let digits = code.len() - code.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let percent: i64 = code[code.len() - digits..].parse().ok()?;
+    (digits < code.len() && (1..=100).contains(&percent)).then_some((code, percent))
+}
+
 /// Sets the tax (when Stripe Tax is on) and the total from the subtotal and the discount, capping
 /// the discount at the subtotal (a trial's subtotal is 0).
 pub fn settle_total(session: &mut Value) {
@@ -66,6 +80,24 @@ mod tests {
             "automatic_tax": { "enabled": tax, "liability": null, "status": null, "provider": null },
             "total_details": { "amount_discount": 0, "amount_shipping": 0, "amount_tax": 0 },
         })
+    }
+
+    #[test]
+    fn a_typed_code_is_worth_the_percentage_it_ends_with() {
+        assert_eq!(promotion_code_value(" save20 "), Some(("SAVE20".into(), 20)));
+        assert_eq!(promotion_code_value("FREE100"), Some(("FREE100".into(), 100)));
+        for invalid in [
+            "SAVE",
+            "20",
+            "SAVE0",
+            "SAVE101",
+            "SA-20",
+            "",
+            "X1",
+            "ABCDEFGHIJKLMNOPQRS20",
+        ] {
+            assert_eq!(promotion_code_value(invalid), None, "{invalid}");
+        }
     }
 
     #[test]

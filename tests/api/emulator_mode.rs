@@ -355,3 +355,85 @@ async fn the_emulator_answers_like_stripe_for_bad_keys_unknown_sessions_and_unkn
             .contains("Unrecognized request URL")
     );
 }
+
+#[tokio::test]
+async fn a_promotion_code_typed_on_the_hosted_page_lowers_the_charge_and_the_order_records_what_was_paid() {
+    let plans = std::env::temp_dir().join(format!("entitle-promo-{}.toml", Uuid::new_v4().simple()));
+    std::fs::write(
+        &plans,
+        r#"
+[plans.credits_promo]
+name = "100 credits, promotion codes welcome"
+kind = "one_time"
+amount = 500
+currency = "usd"
+credits = 100
+allow_promotion_codes = true
+
+[plans.credits_100]
+name = "100 credits"
+kind = "one_time"
+amount = 500
+currency = "usd"
+credits = 100
+"#,
+    )
+    .unwrap();
+    let app = TestApp::spawn_in_emulator_mode_with(&[("PLANS_FILE", plans.to_str().unwrap())]).await;
+    let token = app.dev_token("alice").await;
+
+    let (_, plain_url) = start_checkout(&app, &token, "credits_100").await;
+    let plain = app.http.get(&plain_url).send().await.unwrap().text().await.unwrap();
+    assert!(
+        !plain.contains(r#"id="promotion-form""#),
+        "a plan without allow_promotion_codes has no field"
+    );
+
+    let (order_id, url) = start_checkout(&app, &token, "credits_promo").await;
+    let page = app.http.get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains(r#"id="promotion-form""#), "{page}");
+
+    // The browser follows the redirect back to the page, as after Stripe's "Apply".
+    let refused = app
+        .http
+        .post(format!("{url}/promotion-code"))
+        .form(&[("code", "NOPE")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.url().as_str(), format!("{url}?promotion_code=invalid"));
+    let refused = refused.text().await.unwrap();
+    assert!(
+        refused.contains("This code is invalid.") && refused.contains("Pay $5.00"),
+        "{refused}"
+    );
+
+    let applied = app
+        .http
+        .post(format!("{url}/promotion-code"))
+        .form(&[("code", "save20")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(applied.url().as_str(), url);
+    let applied = applied.text().await.unwrap();
+    assert!(
+        applied.contains("Pay $4.00") && applied.contains("SAVE20") && !applied.contains(r#"id="promotion-form""#),
+        "{applied}"
+    );
+    let session_id = url.rsplit('/').next().unwrap();
+    let session = app.emulator.session(session_id).unwrap();
+    assert_eq!(
+        (session["amount_subtotal"].clone(), session["amount_total"].clone()),
+        (json!(500), json!(400))
+    );
+
+    assert_eq!(pay_with_card(&url).await.status(), StatusCode::SEE_OTHER);
+    let order = settled_status(&app, &token, &order_id).await;
+    assert_eq!(
+        (order["status"].clone(), order["amountPaid"].clone()),
+        (json!("paid"), json!(400))
+    );
+    let (_, account) = app.get("/entitlements", Some(&token)).await;
+    assert_eq!(account["credits"], 100, "the catalog's credits, whatever the discount");
+}
