@@ -9,7 +9,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    helpers::{Options, TestApp, event_for},
+    helpers::{Options, TestApp, event_for, unix_now},
     lifecycle_helpers::event_id,
 };
 
@@ -241,6 +241,15 @@ async fn a_search_by_each_kind_of_id_finds_the_order() {
     .unwrap();
     let event = event_id(&purchase.events[0]);
     assert!(event.starts_with("evt_"));
+    // A renewal's payment is on no order: it names the order through its subscription.
+    sqlx::query(
+        "insert into subscription_payments (stripe_payment_intent_id, stripe_subscription_id, stripe_invoice_id)
+         values ('pi_admin_renewal', $1, 'in_admin_renewal')",
+    )
+    .bind(&subscription)
+    .execute(&app.db)
+    .await
+    .unwrap();
 
     for id in [
         order_id.to_string(),
@@ -249,11 +258,12 @@ async fn a_search_by_each_kind_of_id_finds_the_order() {
         subscription,
         customer,
         event,
+        "pi_admin_renewal".to_owned(),
     ] {
         let (at, status, html) = app.admin_page(&format!("/admin/search?q={id}")).await;
         assert_eq!(status, StatusCode::OK, "{id}: {html}");
         assert_eq!(at, format!("/admin/orders/{order_id}"), "{id}");
-        assert!(html.contains(&id), "{id}");
+        assert!(html.contains(&id) || id == "pi_admin_renewal", "{id}");
     }
 
     let (at, status, html) = app.admin_page("/admin/search?q=alice").await;
@@ -372,4 +382,44 @@ async fn a_users_ledger_is_shown_a_page_at_a_time() {
     let (_, _, second) = app.admin_page(&older).await;
     assert_eq!(second.matches(r#"class="ledger-row""#).count(), 2);
     assert!(!second.contains(r#"id="older""#));
+}
+
+#[tokio::test]
+async fn the_charts_count_every_event_received_and_how_late_it_came() {
+    let app = with_admin_token().await;
+    app.fulfilled_purchase("alice", "credits_100").await;
+    // Created two minutes before it is delivered, as after a Stripe retry.
+    let late = json!({
+        "id": format!("evt_late_{}", Uuid::new_v4().simple()), "object": "event", "type": "customer.created",
+        "created": unix_now() - 120, "livemode": false, "data": { "object": { "id": "cus_late", "object": "customer" } },
+    });
+    let (status, _) = app.deliver(&late).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (_, _, html) = app.admin_page("/admin").await;
+    let chart = |id: &str| {
+        let start = html
+            .find(&format!(r#"<svg id="{id}""#))
+            .unwrap_or_else(|| panic!("no {id}: {html}"));
+        html[start..start + html[start..].find("</svg>").unwrap()].to_owned()
+    };
+    let values = |svg: &str| -> Vec<String> {
+        svg.split(r#"data-value=""#)
+            .skip(1)
+            .map(|rest| rest[..rest.find('"').unwrap()].to_owned())
+            .collect()
+    };
+    let rate = values(&chart("webhook-rate"));
+    assert_eq!(rate.len(), 24, "six hours in quarter hours");
+    let counted: i64 = rate
+        .iter()
+        .map(|v| v.strip_suffix(" events").unwrap().parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(counted, app.processed_event_count().await);
+
+    let worst = values(&chart("webhook-lag"))
+        .iter()
+        .filter_map(|v| v.split("worst ").nth(1)?.strip_suffix('s')?.parse::<f64>().ok())
+        .fold(0.0, f64::max);
+    assert!((120.0..600.0).contains(&worst), "the late event's lag shows: {worst}");
 }
