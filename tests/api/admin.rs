@@ -423,3 +423,67 @@ async fn the_charts_count_every_event_received_and_how_late_it_came() {
         .fold(0.0, f64::max);
     assert!((120.0..600.0).contains(&worst), "the late event's lag shows: {worst}");
 }
+
+#[tokio::test]
+async fn a_set_aside_event_and_a_failed_delivery_wait_with_their_commands_and_the_delivery_is_on_the_timeline() {
+    // A port nothing listens on: every delivery to it fails.
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = TestApp::spawn_with(Options {
+        admin_token: Some(ADMIN_TOKEN),
+        app_webhook_urls: vec![format!("http://127.0.0.1:{closed_port}/hooks")],
+        ..Options::default()
+    })
+    .await;
+    let purchase = app.fulfilled_purchase("alice", "credits_100").await;
+    sqlx::query(
+        "insert into reconciler_failures (event_id, event_type, event_created, attempts, last_error, set_aside_at)
+         values ('evt_set_aside_1', 'charge.refunded', 1700000000, 5, 'Stripe answered 500', now())",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let html = loop {
+        let (_, _, html) = app.admin_page("/admin").await;
+        if html.contains(r#"<tr class="failed-delivery">"#) {
+            break html;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed delivery listed: {html}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let row = |class: &str| {
+        let row = html.split(&format!(r#"<tr class="{class}">"#)).nth(1).unwrap();
+        row[..row.find("</tr>").unwrap()].to_owned()
+    };
+    let event = row("failed-event");
+    assert!(
+        event.contains("set aside") && event.contains("Stripe answered 500"),
+        "{event}"
+    );
+    assert!(event.contains("<code>entitle replay evt_set_aside_1</code>"), "{event}");
+    let delivery = row("failed-delivery");
+    let failed: Vec<Uuid> = sqlx::query_scalar("select id from outbox_deliveries where last_error is not null")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert!(
+        failed
+            .iter()
+            .any(|id| delivery.contains(&format!("<code>entitle redeliver {id}</code>"))),
+        "{delivery}"
+    );
+
+    let (_, _, order) = app.admin_page(&format!("/admin/orders/{}", purchase.order_id)).await;
+    assert!(
+        order.contains(r#"<tr class="timeline-delivery">"#) && order.contains("order.paid"),
+        "{order}"
+    );
+}
