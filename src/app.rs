@@ -63,6 +63,8 @@ pub fn router(state: AppState) -> Router {
             "/payment-webhook",
             post(routes::webhook::payment_webhook).layer(DefaultBodyLimit::max(routes::webhook::MAX_WEBHOOK_BODY)),
         );
+    // The operator dashboard, behind ADMIN_TOKEN (open in emulator mode without one).
+    app = app.merge(routes::admin::router(state.clone()));
     if state.config.stripe.is_emulator() {
         // Anyone may sign in as anyone: only where nothing real can be bought.
         app = app

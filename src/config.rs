@@ -59,6 +59,9 @@ pub struct Config {
     pub api_key_generated: bool,
     /// `METRICS_TOKEN`: when set, `/metrics` answers only `Authorization: Bearer <it>`.
     pub metrics_token: Option<Secret>,
+    /// `ADMIN_TOKEN`: what the operator dashboard (`/admin`) asks for. Unset, it is open in
+    /// emulator mode and closed (403) with a real Stripe key.
+    pub admin_token: Option<Secret>,
     pub plans_file: PathBuf,
     /// `AUTOMATIC_TAX=true`: every Checkout Session asks Stripe Tax to compute and add tax
     /// (`automatic_tax[enabled]`). Stripe refuses such sessions until the account has a head office
@@ -494,6 +497,10 @@ impl Config {
         if metrics_token.as_ref().is_some_and(|token| !usable(token)) {
             return Err(invalid("METRICS_TOKEN", "must be at least 32 printable characters"));
         }
+        let admin_token = get("ADMIN_TOKEN").map(Secret::new);
+        if admin_token.as_ref().is_some_and(|token| !usable(token)) {
+            return Err(invalid("ADMIN_TOKEN", "must be at least 32 printable characters"));
+        }
 
         let plans_file = PathBuf::from(get("PLANS_FILE").unwrap_or_else(|| "plans.toml".into()));
         let automatic_tax = match get("AUTOMATIC_TAX") {
@@ -636,6 +643,7 @@ impl Config {
             user_auth,
             api_keys,
             metrics_token,
+            admin_token,
             api_key_generated,
             plans_file,
             automatic_tax,
@@ -1118,6 +1126,20 @@ mod tests {
         // Empty is unset, as for every variable.
         vars.insert("METRICS_TOKEN", "");
         assert!(load(&vars).unwrap().metrics_token.is_none());
+    }
+
+    #[test]
+    fn an_admin_token_is_optional_but_refused_when_short() {
+        assert!(load(&with_stripe_key()).unwrap().admin_token.is_none());
+        let mut vars = with_stripe_key();
+        vars.insert("ADMIN_TOKEN", "operator-token-0123456789abcdefghijklmn");
+        assert_eq!(
+            load(&vars).unwrap().admin_token.unwrap().expose(),
+            "operator-token-0123456789abcdefghijklmn"
+        );
+        vars.insert("ADMIN_TOKEN", "short-token");
+        let err = load(&vars).unwrap_err().to_string();
+        assert!(err.contains("ADMIN_TOKEN") && !err.contains("short-token"), "{err}");
     }
 
     #[test]

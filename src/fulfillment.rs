@@ -59,7 +59,7 @@ pub async fn process_event(
 
     let mut tx = db::begin(pool).await?;
 
-    if !processed_events::claim(&mut tx, &event.id, &event.event_type).await? {
+    if !processed_events::claim(&mut tx, &event.id, &event.event_type, event.created).await? {
         tx.commit().await?;
         return Ok(Outcome::Duplicate);
     }

@@ -1,6 +1,7 @@
 //! Entitle: turns Stripe Checkout payments into credits and entitlements, granted exactly once from
 //! signed webhooks, on PostgreSQL.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod batched;

@@ -175,6 +175,7 @@ impl Application {
         let api_key = config.api_key_generated.then(|| config.api_keys[0].expose().to_owned());
         let connection_limits = config.connection_limits;
         log_email_delivery(&config.email);
+        log_admin_access(config);
         let mut app = router(self.state);
         if let Some(emulator) = &self.emulator {
             app = app.nest(EMULATOR_PATH, emulator.router());
@@ -320,6 +321,20 @@ fn print_emulator_banner(addr: SocketAddr, api_addr: Option<SocketAddr>, generat
     tracing::warn!(
         "\n{line}\n  STRIPE EMULATOR MODE: no STRIPE_SECRET_KEY is set, so no real payment can happen.\n  Payments go to the built-in Stripe emulator at {origin}{EMULATOR_PATH},\n  which signs and delivers webhooks to this service.{api}\n  Open {origin}/ to try the shop,\n  and {origin}/dev/mail for the emails buyers get.\n  Set STRIPE_SECRET_KEY (and STRIPE_WEBHOOK_SECRET, AUTH_JWT_SECRET) to use real Stripe.{api_key}\n{line}"
     );
+}
+
+/// Said once, at startup, so an operator who finds `/admin` answering 403 learns why.
+fn log_admin_access(config: &Config) {
+    use crate::admin::access::AdminAccess;
+    match AdminAccess::from_config(config) {
+        AdminAccess::Closed => tracing::warn!(
+            "the operator dashboard /admin is closed (403): ADMIN_TOKEN is not set and STRIPE_SECRET_KEY is a real key; set ADMIN_TOKEN (at least 32 characters) to open it"
+        ),
+        AdminAccess::Open => {
+            tracing::info!("the operator dashboard /admin is open to anyone: emulator mode without ADMIN_TOKEN")
+        }
+        AdminAccess::Token(_) => tracing::info!("the operator dashboard /admin asks for ADMIN_TOKEN"),
+    }
 }
 
 /// Said once, at startup, so an operator who expected emails learns why none leave. Names the

@@ -2,6 +2,8 @@
 //! emulator mode exactly as `cargo run` starts it. A buyer signs in, buys 100 credits and pays with
 //! 4242…, sees "paid" and the credits, spends them 10 at a time until told there are not enough; a
 //! declined card shows Stripe's error; cancel ends "canceled".
+//! The operator dashboard too: an operator signs in with ADMIN_TOKEN, searches for the buyer,
+//! opens their order and finds it again by its id.
 //! Each final page is saved under target/screenshots/ for people to look at.
 
 use std::{
@@ -30,6 +32,11 @@ impl Drop for Chromedriver {
 }
 
 async fn start_app() -> String {
+    start_app_with(&[]).await
+}
+
+/// The app in emulator mode with more environment variables (`ADMIN_TOKEN`, say).
+async fn start_app_with(extra: &[(&'static str, &str)]) -> String {
     let admin_url = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let db_name = format!("entitle_browser_{}", Uuid::new_v4().simple());
     let mut admin = PgConnection::connect(&format!("{admin_url}/postgres"))
@@ -42,7 +49,7 @@ async fn start_app() -> String {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://localhost:{}", listener.local_addr().unwrap().port());
-    let vars = HashMap::from([
+    let mut vars = HashMap::from([
         ("DATABASE_URL", format!("{admin_url}/{db_name}")),
         ("APP_BASE_URL", address.clone()),
         (
@@ -51,6 +58,7 @@ async fn start_app() -> String {
         ),
         ("STRIPE_EMULATOR_ADDR", "127.0.0.1:0".to_owned()),
     ]);
+    vars.extend(extra.iter().map(|(name, value)| (*name, value.to_string())));
     let config = Config::from_lookup(|name| vars.get(name).cloned()).unwrap();
     let app = Application::build_on(listener, config)
         .await
@@ -119,6 +127,34 @@ async fn wait_for_order_status(browser: &Client, expected: &str) {
     }
 }
 
+async fn sign_in_to_shop(browser: &Client, shop: &str, user_id: &str) {
+    browser.goto(shop).await.unwrap();
+    let user = browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("user-id"))
+        .await
+        .unwrap();
+    user.clear().await.unwrap();
+    user.send_keys(user_id).await.unwrap();
+    browser
+        .find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // The element is in the page from the start, hidden and empty: wait for what sign-in puts there.
+    browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath(&format!(
+            "//strong[@id='signed-in-as' and text()='{user_id}']"
+        )))
+        .await
+        .unwrap();
+}
+
 async fn buy_credits(browser: &Client, shop: &str) {
     browser.goto(shop).await.unwrap();
     browser
@@ -173,31 +209,7 @@ async fn a_buyer_pays_is_declined_and_cancels_in_a_real_browser() {
     let (_driver, browser) = start_browser().await;
 
     // Sign in and buy 100 credits with the card that succeeds.
-    browser.goto(&shop).await.unwrap();
-    let user = browser
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Id("user-id"))
-        .await
-        .unwrap();
-    user.clear().await.unwrap();
-    user.send_keys("browser-buyer").await.unwrap();
-    browser
-        .find(Locator::Id("sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    // The element is in the page from the start, hidden and empty: wait for what sign-in puts there.
-    browser
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::XPath(
-            "//strong[@id='signed-in-as' and text()='browser-buyer']",
-        ))
-        .await
-        .unwrap();
+    sign_in_to_shop(&browser, &shop, "browser-buyer").await;
 
     buy_credits(&browser, &shop).await;
     assert!(
@@ -293,4 +305,117 @@ async fn a_buyer_pays_is_declined_and_cancels_in_a_real_browser() {
     screenshot(&browser, "canceled").await;
 
     browser.close().await.unwrap();
+}
+
+const ADMIN_TOKEN: &str = "browser-admin-token-0123456789abcdefghij";
+
+#[tokio::test]
+async fn an_operator_signs_in_searches_and_opens_an_order_in_a_real_browser() {
+    let shop = start_app_with(&[("ADMIN_TOKEN", ADMIN_TOKEN)]).await;
+    let (_driver, browser) = start_browser().await;
+
+    // A paid order to look at, bought as a buyer would.
+    sign_in_to_shop(&browser, &shop, "admin-browser-buyer").await;
+    buy_credits(&browser, &shop).await;
+    pay_with_card(&browser, "4242 4242 4242 4242").await;
+    wait_for_order_status(&browser, "paid").await;
+
+    // The dashboard asks for the token first.
+    browser.goto(&format!("{shop}/admin")).await.unwrap();
+    let token = browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("token"))
+        .await
+        .unwrap();
+    screenshot(&browser, "admin-sign-in").await;
+    token.send_keys(ADMIN_TOKEN).await.unwrap();
+    browser
+        .find(Locator::Id("sign-in"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath("//h1[text()='Needs a person']"))
+        .await
+        .unwrap();
+    browser.find(Locator::Id("webhook-rate")).await.unwrap();
+    screenshot(&browser, "admin-overview").await;
+
+    // The buyer's id finds their page, with the credits and the order.
+    search(&browser, "admin-browser-buyer").await;
+    browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath("//dd[@id='available' and text()='100']"))
+        .await
+        .unwrap();
+    screenshot(&browser, "admin-user").await;
+    browser
+        .find(Locator::Css("#orders a[href^='/admin/orders/']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#order-status[data-status='paid']"))
+        .await
+        .unwrap();
+    let applied = browser.find_all(Locator::Css("tr.timeline-event")).await.unwrap();
+    assert!(!applied.is_empty(), "the paying event is on the timeline");
+    let order_page = browser.current_url().await.unwrap();
+    screenshot(&browser, "admin-order").await;
+
+    // The order's own id finds it too.
+    let order_id = order_page.path().rsplit('/').next().unwrap().to_owned();
+    search(&browser, &order_id).await;
+    browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#order-status[data-status='paid']"))
+        .await
+        .unwrap();
+    assert_eq!(browser.current_url().await.unwrap().path(), order_page.path());
+
+    // Signing out asks for the token again.
+    browser
+        .find(Locator::Id("sign-out"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("token"))
+        .await
+        .unwrap();
+
+    browser.close().await.unwrap();
+}
+
+async fn search(browser: &Client, text: &str) {
+    let field = browser
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Id("search"))
+        .await
+        .unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+    browser
+        .find(Locator::Id("search-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 }

@@ -85,7 +85,14 @@ pub async fn webhook_sql(service: &Service, count: usize, workers: usize) -> Run
 /// reversal that came first, the outcome.
 async fn apply_completed_event(pool: &PgPool, event_id: &str, session_id: &str) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    if !processed_events::claim(&mut tx, event_id, "checkout.session.completed").await? {
+    if !processed_events::claim(
+        &mut tx,
+        event_id,
+        "checkout.session.completed",
+        chrono::Utc::now().timestamp(),
+    )
+    .await?
+    {
         return tx.commit().await;
     }
     let payment_intent = format!("pi_{session_id}");

@@ -44,7 +44,16 @@ pub async fn describe_deliveries(
     limit: i64,
 ) -> Result<String, sqlx::Error> {
     let endpoints = outbox_endpoints::all(db).await?;
-    let deliveries = outbox_deliveries::latest(db, failed_only, user_id, limit).await?;
+    let deliveries = outbox_deliveries::latest(
+        db,
+        &outbox_deliveries::Filter {
+            failed_only,
+            user_id,
+            order_id: None,
+        },
+        limit,
+    )
+    .await?;
     let mut out = String::new();
     if endpoints.is_empty() {
         let _ = writeln!(

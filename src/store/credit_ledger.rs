@@ -428,6 +428,26 @@ pub async fn latest_rows(db: &PgPool, user_id: &str, limit: i64) -> Result<Vec<L
     .await
 }
 
+/// A page of the user's ledger rows, newest first: those older than the row `before` (by id), or
+/// the latest when none. Keyed by id, so a page stays the same while new rows arrive.
+pub async fn rows_before(
+    db: &PgPool,
+    user_id: &str,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<LedgerRow>, sqlx::Error> {
+    sqlx::query_as!(
+        LedgerRow,
+        r#"select id, kind as "kind: LedgerKind", delta, order_id, grant_id, spend_id, stripe_event_id, created_at
+           from credit_ledger where user_id = $1 and ($2::bigint is null or id < $2) order by id desc limit $3"#,
+        user_id,
+        before,
+        limit
+    )
+    .fetch_all(db)
+    .await
+}
+
 /// A subscription period's grant and what refunds and disputes have taken of it so far.
 pub struct PeriodGrant {
     pub id: Uuid,

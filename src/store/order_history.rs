@@ -94,3 +94,83 @@ pub async fn under_review(db: &PgPool) -> Result<Vec<UnderReview>, sqlx::Error> 
     .fetch_all(db)
     .await
 }
+
+/// An order's whole row as the dashboard shows it.
+pub struct OrderDetail {
+    pub id: Uuid,
+    pub user_id: String,
+    pub plan_id: String,
+    /// As stored, so the page shows exactly what the row says.
+    pub status: String,
+    pub amount: i64,
+    pub amount_refunded: i64,
+    pub currency: String,
+    pub hold: Option<String>,
+    pub review_reason: Option<String>,
+    pub stripe_checkout_session_id: Option<String>,
+    pub stripe_payment_intent_id: Option<String>,
+    pub stripe_subscription_id: Option<String>,
+    pub stripe_customer_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub async fn detail(db: &PgPool, order_id: Uuid) -> Result<Option<OrderDetail>, sqlx::Error> {
+    sqlx::query_as!(
+        OrderDetail,
+        "select id, user_id, plan_id, status, amount, amount_refunded, currency, hold, review_reason,
+                stripe_checkout_session_id, stripe_payment_intent_id, stripe_subscription_id,
+                stripe_customer_id, created_at, paid_at, updated_at
+         from orders where id = $1",
+        order_id
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// One line of a list of orders.
+pub struct OrderBrief {
+    pub id: Uuid,
+    pub user_id: String,
+    pub plan_id: String,
+    pub status: String,
+    pub amount: i64,
+    pub currency: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The orders a Stripe id names: its checkout session, payment intent, subscription or customer.
+/// A payment intent of a subscription's renewal is on no order; it names the order through the
+/// subscription it paid for (`subscription_payments`).
+pub async fn matching_stripe_id(db: &PgPool, stripe_id: &str, limit: i64) -> Result<Vec<OrderBrief>, sqlx::Error> {
+    sqlx::query_as!(
+        OrderBrief,
+        "select id, user_id, plan_id, status, amount, currency, created_at from orders
+         where stripe_checkout_session_id = $1
+            or stripe_payment_intent_id = $1
+            or stripe_subscription_id = $1
+            or stripe_subscription_id = (select stripe_subscription_id from subscription_payments
+                                         where stripe_payment_intent_id = $1)
+            or stripe_customer_id = $1
+         order by created_at desc, id
+         limit $2",
+        stripe_id,
+        limit
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// The user's orders, newest first.
+pub async fn of_user(db: &PgPool, user_id: &str, limit: i64) -> Result<Vec<OrderBrief>, sqlx::Error> {
+    sqlx::query_as!(
+        OrderBrief,
+        "select id, user_id, plan_id, status, amount, currency, created_at from orders
+         where user_id = $1 order by created_at desc, id limit $2",
+        user_id,
+        limit
+    )
+    .fetch_all(db)
+    .await
+}

@@ -225,14 +225,17 @@ pub struct Listed {
     pub created_at: DateTime<Utc>,
 }
 
-/// The latest deliveries, newest first: only the failed ones (given up on, or pending after a
-/// failed attempt) when `failed_only`, only one user's messages when `user_id` is given.
-pub async fn latest(
-    db: &PgPool,
-    failed_only: bool,
-    user_id: Option<&str>,
-    limit: i64,
-) -> Result<Vec<Listed>, sqlx::Error> {
+/// Which deliveries `latest` lists: only the failed ones (given up on, or pending after a failed
+/// attempt) when `failed_only`; only one user's messages, or one order's, when given.
+#[derive(Default)]
+pub struct Filter<'a> {
+    pub failed_only: bool,
+    pub user_id: Option<&'a str>,
+    pub order_id: Option<Uuid>,
+}
+
+/// The latest deliveries that pass `filter`, newest first.
+pub async fn latest(db: &PgPool, filter: &Filter<'_>, limit: i64) -> Result<Vec<Listed>, sqlx::Error> {
     sqlx::query_as!(
         Listed,
         r#"select d.id as delivery_id, m.id as message_id, m.type as "message_type: EventType", m.user_id,
@@ -244,11 +247,13 @@ pub async fn latest(
            join outbox_endpoints e on e.id = d.endpoint_id
            where (not $1 or d.status = 'abandoned' or (d.status = 'pending' and d.last_error is not null))
              and ($2::text is null or m.user_id = $2)
+             and ($4::uuid is null or m.order_id = $4)
            order by d.created_at desc, d.id
            limit $3"#,
-        failed_only,
-        user_id,
-        limit
+        filter.failed_only,
+        filter.user_id,
+        limit,
+        filter.order_id
     )
     .fetch_all(db)
     .await

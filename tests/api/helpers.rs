@@ -70,6 +70,8 @@ pub struct Options {
     pub connection_limits: ConnectionLimits,
     /// `METRICS_TOKEN`; none by default, so `/metrics` is open.
     pub metrics_token: Option<&'static str>,
+    /// `ADMIN_TOKEN`; none by default, so `/admin` is closed (the tests run with a real-looking key).
+    pub admin_token: Option<&'static str>,
     /// JWKS, issuer, audience and user claim of user tokens; none by default.
     pub user_auth: entitle::config::UserAuth,
     /// Where confirmation emails go; off by default, so no email message is written.
@@ -113,6 +115,7 @@ impl Default for Options {
                 max_connections: 4096,
             },
             metrics_token: None,
+            admin_token: None,
             user_auth: Default::default(),
             email: EmailDelivery::Off,
             jobs: JobIntervals::default(),
@@ -155,6 +158,7 @@ impl TestApp {
             api_keys: vec![Secret::new(API_KEY)],
             api_key_generated: false,
             metrics_token: options.metrics_token.map(Secret::new),
+            admin_token: options.admin_token.map(Secret::new),
             plans_file: options
                 .plans_file
                 .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/plans.toml").into()),

@@ -1,6 +1,7 @@
 //! Black-box tests of the running service: each test spawns the real application on a random port,
 //! with its own fresh PostgreSQL database and its own Stripe emulator, and talks to it over HTTP.
 
+mod admin;
 mod app_webhook_helpers;
 mod app_webhooks;
 mod auth_and_ownership;
