@@ -1,6 +1,7 @@
 //! The HTTP layer: one module per route (or group of routes). Each extracts, calls the domain and
 //! maps its errors through `AppError`; no rule and no SQL lives here.
 
+pub mod billing_portal;
 pub mod cancel_checkout;
 pub mod checkout;
 pub mod credits;
