@@ -106,16 +106,22 @@ fn new_customer(id: &str) -> Value {
 
 /// The customer a session creation names, checked as Stripe checks it: it must exist, and
 /// `customer_email` (the customer has its own) and `customer_creation` (there is nothing to make)
-/// may not come with it. `customer_creation` is a payment-mode parameter in any case: subscription
-/// mode always makes a customer.
+/// may not come with it, while `customer_update` needs it. `customer_creation` is for payment and
+/// setup mode in any case: subscription mode always makes a customer.
 pub fn session_customer(params: &Params, state: &EmulatorState) -> Result<Option<String>, ApiError> {
-    if params.has("customer_creation") && params.get("mode") != Some("payment") {
+    if params.has("customer_creation") && params.get("mode") == Some("subscription") {
         return Err(ApiError::refused(
             "customer_creation",
-            "`customer_creation` can only be used in `payment` mode.".into(),
+            "`customer_creation` can only be used in `payment` and `setup` mode.".into(),
         ));
     }
     let Some(customer) = params.get("customer") else {
+        if params.has("customer_update") {
+            return Err(ApiError::refused(
+                "customer_update",
+                "`customer_update` can only be used with `customer`.".into(),
+            ));
+        }
         return Ok(None);
     };
     for other in ["customer_email", "customer_creation"] {

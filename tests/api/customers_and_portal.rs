@@ -608,4 +608,9 @@ async fn the_emulator_refuses_portal_sessions_and_checkout_customers_as_stripe_d
         refusal(&creation_in_subscription_mode),
         (BAD_REQUEST, INVALID, None, Some("customer_creation"))
     );
+    let update_without_customer = post_session(session(&[("customer_update[address]", "auto")])).await;
+    assert_eq!(
+        refusal(&update_without_customer),
+        (BAD_REQUEST, INVALID, None, Some("customer_update"))
+    );
 }
