@@ -23,7 +23,17 @@ pub async fn customer_for_checkout(
     if let Some(customer) = stored_customer(db, user_id, livemode).await? {
         return Ok(customer);
     }
-    let created = create_customer(stripe, user_id).await?;
+    let created = match create_customer(stripe, user_id).await {
+        Ok(created) => created,
+        Err(err) => {
+            // A concurrent first checkout holding the user's key is answered before this one's
+            // retries: the customer it stored meanwhile serves this checkout too.
+            if let Some(customer) = stored_customer(db, user_id, livemode).await? {
+                return Ok(customer);
+            }
+            return Err(err.into());
+        }
+    };
     let stored = db::retry_idempotent(db, || async {
         let mut conn = db.acquire().await?;
         stripe_customers::insert_if_absent(&mut conn, user_id, &created.id, created.livemode).await?;

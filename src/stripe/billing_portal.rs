@@ -4,7 +4,11 @@
 use serde::Deserialize;
 use stripe::IdempotencyKey;
 
-use super::{ProviderError, api::StripeApi, form_post::post_form};
+use super::{
+    ProviderError,
+    api::StripeApi,
+    form_post::{FormPost, post_form},
+};
 
 #[derive(Deserialize)]
 struct PortalSessionObject {
@@ -20,14 +24,13 @@ pub async fn create_portal_session(api: &StripeApi, customer: &str, return_url: 
         .finish();
     let key = IdempotencyKey::new(format!("entitle-portal-{}", uuid::Uuid::new_v4()))
         .expect("a uuid key is short and non-empty");
-    let session: PortalSessionObject = post_form(
-        api,
-        "POST /v1/billing_portal/sessions",
-        "/billing_portal/sessions",
-        &body,
-        &key,
-        "creating the billing portal session",
-    )
-    .await?;
+    let post = FormPost {
+        endpoint: "POST /v1/billing_portal/sessions",
+        path: "/billing_portal/sessions",
+        body: &body,
+        key: &key,
+        what: "creating the billing portal session",
+    };
+    let session: PortalSessionObject = post_form(api, post).await?;
     Ok(session.url)
 }

@@ -4,7 +4,11 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use stripe::IdempotencyKey;
 
-use super::{ProviderError, api::StripeApi, form_post::post_form};
+use super::{
+    ProviderError,
+    api::StripeApi,
+    form_post::{FormPost, post_form},
+};
 
 pub struct CreatedCustomer {
     pub id: String,
@@ -27,15 +31,14 @@ pub async fn create_customer(api: &StripeApi, user_id: &str) -> Result<CreatedCu
         .append_pair("metadata[user_id]", user_id)
         .finish();
     let key = customer_key(user_id);
-    let customer: CustomerObject = post_form(
-        api,
-        "POST /v1/customers",
-        "/customers",
-        &body,
-        &key,
-        "creating the customer",
-    )
-    .await?;
+    let post = FormPost {
+        endpoint: "POST /v1/customers",
+        path: "/customers",
+        body: &body,
+        key: &key,
+        what: "creating the customer",
+    };
+    let customer: CustomerObject = post_form(api, post).await?;
     Ok(CreatedCustomer {
         id: customer.id,
         livemode: customer.livemode,

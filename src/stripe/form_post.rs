@@ -8,23 +8,25 @@ use stripe_client_core::{RequestBuilder, StripeMethod};
 
 use super::{api::StripeApi, checkout::with_retries, retrieve::send_json};
 
-/// `endpoint` is the route's template for metrics (`POST /v1/customers`), `path` what follows
-/// `/v1`, and `what` names the call in the log of a retry.
-pub(super) async fn post_form<T: DeserializeOwned>(
-    api: &StripeApi,
-    endpoint: &'static str,
-    path: &'static str,
-    body: &str,
-    key: &IdempotencyKey,
-    what: &'static str,
-) -> Result<T, StripeError> {
-    with_retries(what, || {
-        let mut request = RequestBuilder::new(StripeMethod::Post, path);
-        request.body = Some(body.to_owned());
+pub(super) struct FormPost<'a> {
+    /// The route's template, for metrics: `POST /v1/customers`.
+    pub endpoint: &'static str,
+    /// What follows `/v1`.
+    pub path: &'static str,
+    pub body: &'a str,
+    pub key: &'a IdempotencyKey,
+    /// Names the call in the log of a retry.
+    pub what: &'static str,
+}
+
+pub(super) async fn post_form<T: DeserializeOwned>(api: &StripeApi, post: FormPost<'_>) -> Result<T, StripeError> {
+    with_retries(post.what, || {
+        let mut request = RequestBuilder::new(StripeMethod::Post, post.path);
+        request.body = Some(post.body.to_owned());
         let request = request
             .customize()
-            .request_strategy(RequestStrategy::Idempotent(key.clone()));
-        send_json(api, endpoint, request)
+            .request_strategy(RequestStrategy::Idempotent(post.key.clone()));
+        send_json(api, post.endpoint, request)
     })
     .await
 }
