@@ -46,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/checkout/return", get(routes::demo::demo_page))
         .route("/checkout-session", post(routes::checkout::create_checkout))
         .route("/cancel-checkout", post(routes::cancel_checkout::cancel_checkout))
+        .route("/billing-portal", post(routes::billing_portal::billing_portal))
         .route("/order-status", post(routes::order_status::order_status))
         .route("/entitlements", get(routes::entitlements::entitlements))
         .route("/plans", get(routes::plans::plans))

@@ -11,13 +11,14 @@ use uuid::Uuid;
 use crate::{
     catalog::{Plan, PlanKind, find_active_plan},
     checkout_limits::CheckoutLimiter,
+    customers::customer_for_checkout,
     db,
     domain_error::DomainError,
     entitlement,
     fulfillment::end_pending_order,
     orders::OrderStatus,
     store::{entitlements, orders},
-    stripe::{CheckoutRequest, ProviderError, create_checkout_session, expire_checkout_session},
+    stripe::{CheckoutRequest, CreatedSession, ProviderError, create_checkout_session, expire_checkout_session},
     subscription_checkout::{checkout_in_progress, close_open_checkout, is_open_checkout_conflict},
 };
 
@@ -31,6 +32,8 @@ pub struct CheckoutContext<'a> {
     pub entitlement_grace: Duration,
     /// `AUTOMATIC_TAX`: every session asks Stripe Tax for the tax.
     pub automatic_tax: bool,
+    /// The Stripe mode's `livemode`, stored with a customer taken from an earlier order.
+    pub livemode: bool,
 }
 
 pub struct OpenedCheckout {
@@ -85,18 +88,12 @@ pub async fn open_checkout(
         inserted => inserted?,
     };
 
-    let checkout = CheckoutRequest {
-        order_id,
-        user_id,
-        plan: &plan,
-        app_base_url: ctx.app_base_url,
-        automatic_tax: ctx.automatic_tax,
-    };
-    let session = match create_checkout_session(ctx.stripe, checkout).await {
+    let session = match create_session(ctx, order_id, user_id, &plan).await {
         Ok(session) => session,
         Err(err) => {
+            // Whichever of the two Stripe calls failed, the order can no longer be paid.
             end_pending_order(ctx.db, order_id, OrderStatus::Failed).await?;
-            return Err(DomainError::PaymentProvider(err));
+            return Err(err);
         }
     };
 
@@ -108,6 +105,25 @@ pub async fn open_checkout(
         order_id,
         checkout_url: session.url,
     })
+}
+
+/// Stripe's session for the order, sent with the user's customer (made first on a first checkout).
+async fn create_session(
+    ctx: &CheckoutContext<'_>,
+    order_id: Uuid,
+    user_id: &str,
+    plan: &Plan,
+) -> Result<CreatedSession, DomainError> {
+    let customer = customer_for_checkout(ctx.db, ctx.stripe, user_id, ctx.livemode).await?;
+    let checkout = CheckoutRequest {
+        order_id,
+        user_id,
+        plan,
+        app_base_url: ctx.app_base_url,
+        automatic_tax: ctx.automatic_tax,
+        customer: &customer,
+    };
+    Ok(create_checkout_session(ctx.stripe, checkout).await?)
 }
 
 /// The user already has an open checkout for this subscription (see `subscription_checkout`):

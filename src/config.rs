@@ -94,6 +94,9 @@ pub struct Config {
     pub email: EmailDelivery,
     pub connection_limits: ConnectionLimits,
     pub log_format: LogFormat,
+    /// `BILLING_PORTAL_RETURN_URL`: where the billing portal's "return" link goes; the frontend
+    /// (`APP_BASE_URL`) by default, as checkout's return pages are.
+    pub billing_portal_return_url: String,
 }
 
 /// How often each periodic job runs (see `jobs`): once per interval for the whole fleet.
@@ -613,6 +616,11 @@ impl Config {
             },
         };
 
+        let billing_portal_return_url = match get("BILLING_PORTAL_RETURN_URL") {
+            None => app_base_url.clone(),
+            Some(url) => http_url("BILLING_PORTAL_RETURN_URL", &url)?,
+        };
+
         let (app_webhooks, outbox) = app_webhooks(&get)?;
         // A sender must record an email's result before its lease runs out, or another sends it
         // again while the first may still be talking to the server.
@@ -658,6 +666,7 @@ impl Config {
             app_webhooks,
             outbox,
             email,
+            billing_portal_return_url,
         })
     }
 }
@@ -1556,5 +1565,26 @@ mod tests {
         assert!(!printed.contains("sk_test_123"));
         assert!(!printed.contains("whsec_one"));
         assert!(!printed.contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn the_billing_portal_returns_to_the_frontend_unless_told_otherwise() {
+        let vars = HashMap::from([("APP_BASE_URL", "https://shop.example.com")]);
+        assert_eq!(
+            load(&vars).unwrap().billing_portal_return_url,
+            "https://shop.example.com"
+        );
+        let vars = HashMap::from([("BILLING_PORTAL_RETURN_URL", "https://shop.example.com/account")]);
+        assert_eq!(
+            load(&vars).unwrap().billing_portal_return_url,
+            "https://shop.example.com/account"
+        );
+        let vars = HashMap::from([("BILLING_PORTAL_RETURN_URL", "shop.example.com/account")]);
+        assert!(
+            load(&vars)
+                .unwrap_err()
+                .to_string()
+                .contains("BILLING_PORTAL_RETURN_URL")
+        );
     }
 }

@@ -11,6 +11,7 @@ pub mod checkout_limits;
 pub mod cli;
 pub mod config;
 pub mod credits;
+pub mod customers;
 pub mod db;
 pub mod debit_gate;
 pub mod domain_error;

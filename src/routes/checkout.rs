@@ -38,6 +38,7 @@ pub async fn create_checkout(
         app_base_url: &state.config.app_base_url,
         entitlement_grace: state.config.entitlement_grace,
         automatic_tax: state.config.automatic_tax,
+        livemode: state.config.stripe.mode().livemode(),
     };
     let opened = open_checkout(&ctx, &user.user_id, &request.plan_id).await?;
     Ok(Json(CheckoutSessionResponse {

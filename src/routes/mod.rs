@@ -2,6 +2,7 @@
 //! maps its errors through `AppError`; no rule and no SQL lives here.
 
 pub mod admin;
+pub mod billing_portal;
 pub mod cancel_checkout;
 pub mod checkout;
 pub mod credits;

@@ -22,5 +22,6 @@ pub mod processed_events;
 pub mod rate_buckets;
 pub mod reconciler;
 pub mod service_mode;
+pub mod stripe_customers;
 pub mod subscriptions;
 pub mod user_versions;

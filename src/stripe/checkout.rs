@@ -48,6 +48,9 @@ pub struct CheckoutRequest<'a> {
     pub app_base_url: &'a str,
     /// `AUTOMATIC_TAX`: Stripe Tax adds tax on top of the plan's price.
     pub automatic_tax: bool,
+    /// The user's Stripe customer (`customers`): the session, and the payment or subscription it
+    /// makes, belong to it, so the billing portal shows them.
+    pub customer: &'a str,
 }
 
 pub struct CreatedSession {
@@ -62,35 +65,45 @@ pub async fn create_checkout_session(
     let params = session_params(&request);
     let key = IdempotencyKey::new(format!("entitle-checkout-{}", request.order_id))
         .expect("a uuid key is short and non-empty");
-    let mut attempt = 1;
-    let session = loop {
-        let result = api
-            .call("POST /v1/checkout/sessions", |client| {
-                params
-                    .customize()
-                    .request_strategy(RequestStrategy::Idempotent(key.clone()))
-                    .send(client)
-            })
-            .await;
-        match result {
-            Err(err) if attempt < ATTEMPTS && is_transient(&err) => {
-                tracing::warn!(
-                    attempt,
-                    http_status = %super::failure::HttpStatus(&err),
-                    error = %err,
-                    "creating the checkout session failed; retrying"
-                );
-                tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt - 1))).await;
-                attempt += 1;
-            }
-            other => break other?,
-        }
-    };
+    let session = with_retries("creating the checkout session", || {
+        api.call("POST /v1/checkout/sessions", |client| {
+            params
+                .customize()
+                .request_strategy(RequestStrategy::Idempotent(key.clone()))
+                .send(client)
+        })
+    })
+    .await?;
     let url = session.url.ok_or(ProviderError::MissingUrl)?;
     Ok(CreatedSession {
         id: session.id.to_string(),
         url,
     })
+}
+
+/// Makes an idempotent call, again after a transient failure (with the same idempotency key, so a
+/// retry is always safe), up to `ATTEMPTS` times; `what` names it in the log.
+pub(super) async fn with_retries<T, F, Fut>(what: &'static str, mut send: F) -> Result<T, StripeError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StripeError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match send().await {
+            Err(err) if attempt < ATTEMPTS && is_transient(&err) => {
+                tracing::warn!(
+                    attempt,
+                    http_status = %super::failure::HttpStatus(&err),
+                    error = %err,
+                    "{what} failed; retrying"
+                );
+                tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt - 1))).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 fn is_transient(err: &StripeError) -> bool {
@@ -108,6 +121,7 @@ fn session_params(request: &CheckoutRequest<'_>) -> CreateCheckoutSession {
         plan,
         app_base_url,
         automatic_tax,
+        customer,
     } = request;
     let metadata = HashMap::from([
         ("order_id".to_owned(), order_id.to_string()),
@@ -131,7 +145,9 @@ fn session_params(request: &CheckoutRequest<'_>) -> CreateCheckoutSession {
         .metadata(metadata.clone())
         .line_items(vec![line_item])
         .success_url(success_url)
-        .cancel_url(cancel_url);
+        .cancel_url(cancel_url)
+        // Never with `customer_email` or `customer_creation`: Stripe refuses either beside it.
+        .customer(customer.to_string());
     // Both change what the buyer pays but not the subtotal, which is what fulfilment checks
     // against the catalog; only sent when on, so a session without them is as it always was.
     if plan.allow_promotion_codes {

@@ -2,10 +2,13 @@
 //! us, and the few event fields we read.
 
 mod api;
+pub mod billing_portal;
 mod checkout;
+pub mod customers;
 pub mod event;
 mod event_kind;
 pub mod failure;
+mod form_post;
 pub mod lifecycle_objects;
 pub mod retrieve;
 pub mod signature;

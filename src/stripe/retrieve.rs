@@ -5,7 +5,7 @@
 
 use serde::de::DeserializeOwned;
 use stripe::StripeError;
-use stripe_client_core::{RequestBuilder, StripeMethod};
+use stripe_client_core::{CustomizableStripeRequest, RequestBuilder, StripeMethod};
 
 use super::{
     api::StripeApi,
@@ -21,7 +21,17 @@ async fn get_json<T: DeserializeOwned>(
 ) -> Result<T, StripeError> {
     let mut request = RequestBuilder::new(StripeMethod::Get, path);
     request.query = query;
-    let value: miniserde::json::Value = api.call(endpoint, |client| request.customize().send(client)).await?;
+    send_json(api, endpoint, request.customize()).await
+}
+
+/// Sends any request (a GET here, the POSTs in `customers`) and reads Stripe's answer into our
+/// own struct.
+pub(super) async fn send_json<T: DeserializeOwned>(
+    api: &StripeApi,
+    endpoint: &'static str,
+    request: CustomizableStripeRequest<miniserde::json::Value>,
+) -> Result<T, StripeError> {
+    let value = api.call(endpoint, |client| request.send(client)).await?;
     serde_json::from_str(&miniserde::json::to_string(&value))
         .map_err(|err| StripeError::JSONDeserialize(err.to_string()))
 }

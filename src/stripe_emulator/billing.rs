@@ -182,32 +182,7 @@ fn new_invoice(
     invoice["lines"]["url"] = json!(format!("/v1/invoices/{id}/lines"));
 
     if paid {
-        let payment_intent = objects::new_id("pi", &mut state.next_id);
-        new_charge(state, amount, &payment_intent, &subscription["customer"]);
-        invoice["status"] = json!("paid");
-        invoice["amount_paid"] = json!(amount);
-        invoice["amount_remaining"] = json!(0);
-        invoice["attempted"] = json!(true);
-        invoice["attempt_count"] = json!(1);
-        invoice["payments"] = json!({
-            "object": "list",
-            "has_more": false,
-            "url": "/v1/invoice_payments",
-            "data": [{
-                "object": "invoice_payment",
-                "id": objects::new_id("inpay", &mut state.next_id),
-                "invoice": id,
-                "amount_paid": amount,
-                "amount_requested": amount,
-                "currency": subscription["currency"],
-                "is_default": true,
-                "livemode": false,
-                "status": "paid",
-                "created": objects::now(),
-                "payment": { "type": "payment_intent", "payment_intent": payment_intent },
-                "status_transitions": { "canceled_at": null, "paid_at": objects::now() }
-            }]
-        });
+        settle_invoice(state, &mut invoice, &subscription["customer"]);
     } else {
         invoice["status"] = json!("open");
         invoice["amount_paid"] = json!(0);
@@ -217,6 +192,53 @@ fn new_invoice(
     }
     state.billing.invoices.insert(id, invoice.clone());
     without_includable_fields(invoice)
+}
+
+/// The invoice is paid in full: its charge, its payment, and its amounts say so.
+fn settle_invoice(state: &mut EmulatorState, invoice: &mut Value, customer: &Value) {
+    let amount = invoice["amount_due"].as_i64().unwrap_or_default();
+    let (id, currency) = (invoice["id"].clone(), invoice["currency"].clone());
+    let payment_intent = objects::new_id("pi", &mut state.next_id);
+    new_charge(state, amount, &payment_intent, customer);
+    invoice["status"] = json!("paid");
+    invoice["amount_paid"] = json!(amount);
+    invoice["amount_remaining"] = json!(0);
+    invoice["attempted"] = json!(true);
+    invoice["attempt_count"] = json!(1);
+    invoice["payments"] = json!({
+        "object": "list",
+        "has_more": false,
+        "url": "/v1/invoice_payments",
+        "data": [{
+            "object": "invoice_payment",
+            "id": objects::new_id("inpay", &mut state.next_id),
+            "invoice": id,
+            "amount_paid": amount,
+            "amount_requested": amount,
+            "currency": currency,
+            "is_default": true,
+            "livemode": false,
+            "status": "paid",
+            "created": objects::now(),
+            "payment": { "type": "payment_intent", "payment_intent": payment_intent },
+            "status_transitions": { "canceled_at": null, "paid_at": objects::now() }
+        }]
+    });
+}
+
+/// Stripe retries a subscription's open invoice (after the customer gave a new card) and it is
+/// paid now: the invoice as its `invoice.paid` event carries it.
+pub(super) fn pay_open_invoice(state: &mut EmulatorState, invoice_id: &str) -> Option<Value> {
+    let mut invoice = state.billing.invoices.get(invoice_id)?.clone();
+    if invoice["status"] != "open" {
+        return None;
+    }
+    let attempts = invoice["attempt_count"].as_i64().unwrap_or_default();
+    let customer = invoice["customer"].clone();
+    settle_invoice(state, &mut invoice, &customer);
+    invoice["attempt_count"] = json!(attempts + 1);
+    state.billing.invoices.insert(invoice_id.to_owned(), invoice.clone());
+    Some(without_includable_fields(invoice))
 }
 
 /// What one period of the subscription costs.

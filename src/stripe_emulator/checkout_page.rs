@@ -233,9 +233,14 @@ fn message_page(message: &str) -> String {
 }
 
 fn layout(body: &str) -> String {
+    page_layout("Checkout", body)
+}
+
+/// The emulator's hosted pages share one look (the portal's too).
+pub(super) fn page_layout(title: &str, body: &str) -> String {
     format!(
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Checkout (Stripe emulator)</title>
+<title>{title} (Stripe emulator)</title>
 <style>
 body{{font-family:system-ui,sans-serif;background:#f6f9fc;color:#1a1f36;margin:0}}
 main{{max-width:420px;margin:40px auto;background:#fff;border-radius:8px;box-shadow:0 2px 8px #0002;padding:28px}}
@@ -253,7 +258,7 @@ input:not([type=radio]),select{{width:100%;box-sizing:border-box;padding:10px;ma
 }
 
 /// Formats minor units for display, e.g. 500 usd as "$5.00"; zero-decimal currencies have no cents.
-fn format_amount(minor: i64, currency: &str) -> String {
+pub(super) fn format_amount(minor: i64, currency: &str) -> String {
     const ZERO_DECIMAL: [&str; 16] = [
         "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf",
     ];
@@ -276,7 +281,7 @@ fn format_amount(minor: i64, currency: &str) -> String {
     }
 }
 
-fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

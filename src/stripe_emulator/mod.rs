@@ -10,6 +10,7 @@
 mod billing;
 mod checkout_page;
 mod currencies;
+mod customers;
 mod delivery;
 mod errors;
 mod event_list;
@@ -18,6 +19,8 @@ mod lifecycle_routes;
 mod objects;
 mod params;
 mod payment_lists;
+mod portal;
+mod portal_page;
 mod prices;
 mod pricing;
 mod routes;
@@ -36,6 +39,7 @@ use tokio::sync::mpsc;
 pub use delivery::DeliveryConfig;
 pub use lifecycle_routes::InjectedFailure;
 pub use objects::PaymentResult;
+pub use portal::{CardRefused, PortalAction};
 pub use prices::BookPrice;
 pub use pricing::EMULATED_TAX_PERCENT;
 
@@ -70,6 +74,7 @@ struct EmulatorState {
     injected_failures: Vec<(String, InjectedFailure)>,
     next_id: u64,
     billing: billing::BillingState,
+    customers: customers::Customers,
 }
 
 #[derive(Clone)]
@@ -90,6 +95,7 @@ impl StripeEmulator {
     pub fn router(&self) -> Router {
         routes::router(self.clone())
             .merge(checkout_page::router(self.clone()))
+            .merge(portal_page::router(self.clone()))
             .layer(axum::middleware::from_fn(routes::stamp_request_id))
     }
 
@@ -192,6 +198,7 @@ impl StripeEmulator {
         let state = &mut *state;
         let request = state.requests_by_session.get(session_id);
         let (session, event_types) = objects::pay(session, request, result, &mut state.next_id)?;
+        customers::keep_session_customer(state, &session);
         state.sessions.insert(session_id.to_owned(), session.clone());
         let mut events: Vec<Value> = event_types
             .into_iter()
@@ -216,6 +223,7 @@ impl StripeEmulator {
             return false;
         };
         let (first_type, first_object) = events.remove(0);
+        customers::keep_session_customer(&mut state, &first_object);
         state.sessions.insert(session_id.to_owned(), first_object.clone());
         record_event(&mut state, first_type, first_object.clone());
         if objects::is_settled(&first_object) {
@@ -295,6 +303,18 @@ impl StripeEmulator {
 
 fn record_event(state: &mut EmulatorState, event_type: &str, object: Value) -> Value {
     let event = objects::event(event_type, object, &mut state.next_id);
+    publish(state, event)
+}
+
+/// An event for a change to `object`, with what the changed fields were before in
+/// `data.previous_attributes`, as Stripe sends `*.updated` events.
+fn record_change(state: &mut EmulatorState, event_type: &str, object: Value, previous: Value) -> Value {
+    let mut event = objects::event(event_type, object, &mut state.next_id);
+    event["data"]["previous_attributes"] = previous;
+    publish(state, event)
+}
+
+fn publish(state: &mut EmulatorState, event: Value) -> Value {
     state.events.push(event.clone());
     if let Some(outbox) = &state.outbox {
         let _ = outbox.send(event.clone());

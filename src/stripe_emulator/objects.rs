@@ -96,7 +96,10 @@ pub fn pay(
     }
     let subscription = session["mode"] == "subscription";
     session["status"] = json!("complete");
-    session["customer"] = json!(new_id("cus", counter));
+    // A session created for a customer keeps it; any other gets a new one.
+    if session["customer"].is_null() {
+        session["customer"] = json!(new_id("cus", counter));
+    }
     session["customer_details"] = json!({
         "address": null, "email": "customer@example.com", "name": "Test Customer", "phone": null,
         "tax_exempt": "none", "tax_ids": [], "business_name": null, "individual_name": null

@@ -14,11 +14,11 @@ use axum::{
 use serde_json::Value;
 
 use super::{
-    RecordedRequest, StripeEmulator,
+    RecordedRequest, StripeEmulator, customers,
     errors::ApiError,
     event_list, idempotency, lifecycle_routes, objects,
     params::{Params, Shape},
-    payment_lists, session_request,
+    payment_lists, portal, session_request,
 };
 
 pub fn router(emulator: StripeEmulator) -> Router {
@@ -31,6 +31,9 @@ pub fn router(emulator: StripeEmulator) -> Router {
             retrieve(get(lifecycle_routes::retrieve_subscription)),
         )
         .route("/v1/invoices/{id}", retrieve(get(lifecycle_routes::retrieve_invoice)))
+        .route("/v1/customers", post(customers::create_customer))
+        .route("/v1/customers/{id}", retrieve(get(customers::retrieve_customer)))
+        .route("/v1/billing_portal/sessions", post(portal::create_portal_session))
         .route("/v1/events", get(event_list::list_events))
         .route("/v1/events/{id}", retrieve(get(lifecycle_routes::retrieve_event)))
         .route("/v1/prices/{id}", retrieve(get(lifecycle_routes::retrieve_price)))
@@ -120,7 +123,14 @@ async fn create_session(State(emulator): State<StripeEmulator>, headers: HeaderM
         // Stripe keeps no idempotent result for a request that failed validation.
         Err(err) => return err.into_response(),
     };
-    let session = objects::new_session(&request, &emulator.public_base, &params, &mut state.next_id);
+    let customer = match customers::session_customer(&params, &state) {
+        Ok(customer) => customer,
+        Err(err) => return err.into_response(),
+    };
+    let mut session = objects::new_session(&request, &emulator.public_base, &params, &mut state.next_id);
+    if let Some(customer) = customer {
+        session["customer"] = customer.into();
+    }
     let id = session["id"].as_str().unwrap_or_default().to_owned();
     state.requests_by_session.insert(id.clone(), request);
     state.sessions.insert(id, session.clone());

@@ -23,7 +23,7 @@ async fn a_one_time_checkout_opens_a_stripe_session_priced_from_the_catalog() {
     let order_id = Uuid::parse_str(body["orderId"].as_str().unwrap()).unwrap();
     let checkout_url = body["checkoutUrl"].as_str().unwrap();
 
-    let requests = app.emulator.requests();
+    let requests = app.session_creations();
     assert_eq!(requests.len(), 1);
     let sent = &requests[0].params;
     assert_eq!(sent["mode"], "payment");
@@ -68,7 +68,7 @@ async fn a_subscription_checkout_uses_subscription_mode_with_metadata_on_the_sub
     let app = TestApp::spawn().await;
     let (order_id, _) = app.checkout("alice", "pro_monthly").await;
 
-    let sent = &app.emulator.requests()[0].params;
+    let sent = &app.session_creations()[0].params;
     assert_eq!(sent["mode"], "subscription");
     assert_eq!(sent["subscription_data[metadata][order_id]"], order_id.to_string());
     assert_eq!(sent["subscription_data[metadata][user_id]"], "alice");
@@ -126,7 +126,7 @@ async fn when_stripe_fails_the_order_is_failed_and_the_caller_gets_a_502_without
         .unwrap();
     assert_eq!(statuses, ["failed"]);
     // Transient failures were retried, always with the same idempotency key.
-    let requests = app.emulator.requests();
+    let requests = app.session_creations();
     assert!(requests.len() > 1);
     assert!(
         requests
@@ -147,7 +147,7 @@ async fn a_stripe_client_error_is_not_retried() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
-    assert_eq!(app.emulator.requests().len(), 1);
+    assert_eq!(app.session_creations().len(), 1);
 }
 
 #[tokio::test]

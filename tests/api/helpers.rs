@@ -182,6 +182,7 @@ impl TestApp {
             connection_limits: options.connection_limits,
             log_format: LogFormat::Text,
             email: options.email,
+            billing_portal_return_url: "http://localhost:5173/account".into(),
         };
         let stripe = entitle::startup::stripe_client(&config, config.bind_addr, Default::default()).unwrap();
         let app = Application::build(config.clone())
@@ -369,6 +370,16 @@ impl TestApp {
             .unwrap()
             .to_owned();
         (order_id, session_id)
+    }
+
+    /// The emulator's `POST /v1/checkout/sessions` requests, oldest first (a first checkout also
+    /// creates the user's customer).
+    pub fn session_creations(&self) -> Vec<entitle::stripe_emulator::RecordedRequest> {
+        self.emulator
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path == "/v1/checkout/sessions")
+            .collect()
     }
 
     /// The customer pays on the hosted page; returns the events Stripe would send, oldest first.

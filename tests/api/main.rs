@@ -15,6 +15,7 @@ mod credits_concurrency;
 mod credits_contract;
 mod credits_from_payments;
 mod credits_properties;
+mod customers_and_portal;
 mod demo_credits;
 mod drift_check;
 mod email_sending;
