@@ -322,52 +322,21 @@ async fn an_operator_signs_in_searches_and_opens_an_order_in_a_real_browser() {
 
     // The dashboard asks for the token first.
     browser.goto(&format!("{shop}/admin")).await.unwrap();
-    let token = browser
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Id("token"))
-        .await
-        .unwrap();
+    let token = wait_for(&browser, Locator::Id("token")).await;
     screenshot(&browser, "admin-sign-in").await;
     token.send_keys(ADMIN_TOKEN).await.unwrap();
-    browser
-        .find(Locator::Id("sign-in"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::XPath("//h1[text()='Needs a person']"))
-        .await
-        .unwrap();
+    click(&browser, Locator::Id("sign-in")).await;
+    wait_for(&browser, Locator::XPath("//h1[text()='Needs a person']")).await;
     browser.find(Locator::Id("webhook-rate")).await.unwrap();
     screenshot(&browser, "admin-overview").await;
 
     // The buyer's id finds their page, with the credits and the order.
     search(&browser, "admin-browser-buyer").await;
-    browser
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::XPath("//dd[@id='available' and text()='100']"))
-        .await
-        .unwrap();
+    wait_for(&browser, Locator::XPath("//dd[@id='available' and text()='100']")).await;
     screenshot(&browser, "admin-user").await;
-    browser
-        .find(Locator::Css("#orders a[href^='/admin/orders/']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#order-status[data-status='paid']"))
-        .await
-        .unwrap();
+    click(&browser, Locator::Css("#orders a[href^='/admin/orders/']")).await;
+    let paid = Locator::Css("#order-status[data-status='paid']");
+    wait_for(&browser, paid).await;
     let applied = browser.find_all(Locator::Css("tr.timeline-event")).await.unwrap();
     assert!(!applied.is_empty(), "the paying event is on the timeline");
     let order_page = browser.current_url().await.unwrap();
@@ -376,46 +345,27 @@ async fn an_operator_signs_in_searches_and_opens_an_order_in_a_real_browser() {
     // The order's own id finds it too.
     let order_id = order_page.path().rsplit('/').next().unwrap().to_owned();
     search(&browser, &order_id).await;
-    browser
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#order-status[data-status='paid']"))
-        .await
-        .unwrap();
+    wait_for(&browser, paid).await;
     assert_eq!(browser.current_url().await.unwrap().path(), order_page.path());
 
     // Signing out asks for the token again.
-    browser
-        .find(Locator::Id("sign-out"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Id("token"))
-        .await
-        .unwrap();
+    click(&browser, Locator::Id("sign-out")).await;
+    wait_for(&browser, Locator::Id("token")).await;
 
     browser.close().await.unwrap();
 }
 
 async fn search(browser: &Client, text: &str) {
-    let field = browser
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Id("search"))
-        .await
-        .unwrap();
+    let field = wait_for(browser, Locator::Id("search")).await;
     field.clear().await.unwrap();
     field.send_keys(text).await.unwrap();
-    browser
-        .find(Locator::Id("search-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(browser, Locator::Id("search-button")).await;
+}
+
+async fn wait_for(browser: &Client, what: Locator<'_>) -> fantoccini::elements::Element {
+    browser.wait().at_most(WAIT).for_element(what).await.unwrap()
+}
+
+async fn click(browser: &Client, what: Locator<'_>) {
+    browser.find(what).await.unwrap().click().await.unwrap();
 }

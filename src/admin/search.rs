@@ -67,12 +67,12 @@ pub async fn search(db: &PgPool, query: &Query) -> Result<Found, sqlx::Error> {
         Query::Event(id) => match processed_events::order_of(db, id).await? {
             Some(Some(order)) => Found::Order(order),
             Some(None) => Found::EventWithoutOrder(id.clone()),
-            None => Found::Nothing,
+            None => user_named(db, id).await?,
         },
         Query::StripeObject(id) => {
             let mut orders = order_history::matching_stripe_id(db, id, MAX_MATCHES).await?;
             match orders.len() {
-                0 => Found::Nothing,
+                0 => user_named(db, id).await?,
                 1 => Found::Order(orders.remove(0).id),
                 _ => Found::Orders(orders),
             }
@@ -80,6 +80,15 @@ pub async fn search(db: &PgPool, query: &Query) -> Result<Found, sqlx::Error> {
         // A user page is worth showing even when empty: it says the id holds nothing, which is
         // what support needs to hear about a mistyped id.
         Query::User(id) => Found::User(id.clone()),
+    })
+}
+
+/// A user id may look like a Stripe id (`cus_42` is someone's choice of id): when no Stripe object
+/// has it, a user with orders does.
+async fn user_named(db: &PgPool, id: &str) -> Result<Found, sqlx::Error> {
+    Ok(match order_history::of_user(db, id, 1).await?.is_empty() {
+        true => Found::Nothing,
+        false => Found::User(id.to_owned()),
     })
 }
 

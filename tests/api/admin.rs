@@ -272,6 +272,11 @@ async fn a_search_by_each_kind_of_id_finds_the_order() {
 
     let (_, _, html) = app.admin_page("/admin/search?q=cus_nobody").await;
     assert!(html.contains(r#"id="nothing-found""#), "{html}");
+
+    // A user whose id looks like a Stripe id is still found.
+    app.checkout("cus_is_my_user_id", "credits_100").await;
+    let (at, _, _) = app.admin_page("/admin/search?q=cus_is_my_user_id").await;
+    assert_eq!(at, "/admin/user?id=cus_is_my_user_id");
 }
 
 #[tokio::test]

@@ -35,9 +35,15 @@ impl fmt::Display for Esc<'_> {
     }
 }
 
-/// A value for a URL's query string, percent-encoded (then escaped where written in HTML).
+/// A value for a URL's query string, percent-encoded but for the unreserved characters (then
+/// escaped where written in HTML).
 pub fn query_value(text: &str) -> String {
-    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+    const ENCODED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(text, ENCODED).to_string()
 }
 
 /// The nav shows the sign-out button only where signing in is a thing.
