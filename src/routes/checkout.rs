@@ -2,6 +2,7 @@
 
 use axum::{Json, extract::State};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
@@ -9,23 +10,49 @@ use crate::{
     checkout::{CheckoutContext, open_checkout},
     error::AppError,
     extract::AppJson,
+    openapi::{
+        BadGateway, BadRequest, Conflict, InternalError, NotFound, PayloadTooLarge, TooManyRequests, Unauthorized,
+        Unavailable, UnsupportedMediaType,
+    },
     state::AppState,
 };
 
 /// Only the plan is read: amounts, prices or currencies a client sends are ignored.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckoutSessionRequest {
+    /// One of `GET /plans`' ids.
     plan_id: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckoutSessionResponse {
     order_id: Uuid,
+    /// Stripe's hosted page, where the buyer pays.
     checkout_url: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/checkout-session",
+    tag = "user",
+    security(("userToken" = [])),
+    request_body = CheckoutSessionRequest,
+    responses(
+        (status = 200, description = "An order is opened; send the buyer to `checkoutUrl`.", body = CheckoutSessionResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 429, response = TooManyRequests),
+        (status = 500, response = InternalError),
+        (status = 502, response = BadGateway),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn create_checkout(
     State(state): State<AppState>,
     user: AuthUser,

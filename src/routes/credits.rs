@@ -10,6 +10,7 @@ use axum::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
@@ -19,6 +20,10 @@ use crate::{
     error::AppError,
     extract::AppJson,
     holdings::{self, EntitlementView},
+    openapi::{
+        BadRequest, Conflict, InternalError, NotFound, PayloadTooLarge, PaymentRequired, Unauthorized, Unavailable,
+        UnsupportedMediaType,
+    },
     state::AppState,
 };
 
@@ -35,7 +40,7 @@ fn answer(body: impl Serialize, replayed: bool) -> Response {
     response
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BalanceResponse {
     user_id: String,
@@ -44,7 +49,7 @@ pub struct BalanceResponse {
     entitlements: Vec<EntitlementView>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct CreditsView {
     available: i64,
@@ -52,7 +57,7 @@ struct CreditsView {
     overdrawn: i64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct GrantView {
     id: Uuid,
@@ -71,6 +76,20 @@ fn user_in_path(path: Result<Path<String>, PathRejection>) -> Result<String, App
 
 /// `GET /v1/users/{userId}/balance`: the credits (available, reserved, overdrawn), the grants they
 /// are spent from in the order they are spent, and the entitlements as `GET /entitlements` shows them.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{user_id}/balance",
+    tag = "server",
+    security(("apiKey" = [])),
+    params(("user_id" = String, Path, description = "The app's id for the user.")),
+    responses(
+        (status = 200, description = "The user's credits, grants and entitlements.", body = BalanceResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn balance(
     State(state): State<AppState>,
     _caller: ApiCaller,
@@ -102,7 +121,7 @@ pub async fn balance(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CheckRequest {
     user_id: String,
@@ -110,7 +129,7 @@ pub struct CheckRequest {
     entitlement: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckResponse {
     allowed: bool,
@@ -118,7 +137,7 @@ pub struct CheckResponse {
     entitlement: Option<EntitlementCheck>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct EntitlementCheck {
     key: String,
     active: bool,
@@ -126,6 +145,22 @@ struct EntitlementCheck {
 
 /// `POST /v1/check`: whether the user may do something that needs `credits` and/or the
 /// `entitlement`, without spending anything.
+#[utoipa::path(
+    post,
+    path = "/v1/check",
+    tag = "server",
+    security(("apiKey" = [])),
+    request_body = CheckRequest,
+    responses(
+        (status = 200, description = "Whether the user may; nothing is spent.", body = CheckResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn check(
     State(state): State<AppState>,
     _caller: ApiCaller,
@@ -147,7 +182,7 @@ pub async fn check(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UsageRequest {
     user_id: String,
@@ -157,7 +192,7 @@ pub struct UsageRequest {
     metadata: Option<Value>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageResponse {
     usage_id: Uuid,
@@ -166,6 +201,24 @@ pub struct UsageResponse {
 }
 
 /// `POST /v1/usage`: spends credits now, exactly once per idempotency key.
+#[utoipa::path(
+    post,
+    path = "/v1/usage",
+    tag = "server",
+    security(("apiKey" = [])),
+    request_body = UsageRequest,
+    responses(
+        (status = 200, description = "The credits are spent (or were, by the first request with this key).", body = UsageResponse, headers(("Idempotent-Replayed" = String, description = "`true` when this repeats the answer to an earlier request with the same idempotency key."))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 402, response = PaymentRequired),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn usage(
     State(state): State<AppState>,
     _caller: ApiCaller,
@@ -191,7 +244,7 @@ pub async fn usage(
     Ok(answer(body, spent.replayed))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReserveRequest {
     user_id: String,
@@ -200,7 +253,7 @@ pub struct ReserveRequest {
     ttl_seconds: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReserveResponse {
     reservation_id: Uuid,
@@ -211,6 +264,24 @@ pub struct ReserveResponse {
 }
 
 /// `POST /v1/reservations`: holds credits until committed, released or expired.
+#[utoipa::path(
+    post,
+    path = "/v1/reservations",
+    tag = "server",
+    security(("apiKey" = [])),
+    request_body = ReserveRequest,
+    responses(
+        (status = 200, description = "The credits are held.", body = ReserveResponse, headers(("Idempotent-Replayed" = String, description = "`true` when this repeats the answer to an earlier request with the same idempotency key."))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 402, response = PaymentRequired),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn reserve(
     State(state): State<AppState>,
     _caller: ApiCaller,
@@ -247,13 +318,13 @@ fn status_name(status: SpendStatus) -> &'static str {
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CommitRequest {
     credits: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReservationResponse {
     reservation_id: Uuid,
@@ -296,6 +367,24 @@ fn reservation_in_path(path: Result<Path<String>, PathRejection>) -> Result<Uuid
 
 /// `POST /v1/reservations/{id}/commit`: spends `credits` of it (all by default), releases the rest.
 /// The body may be empty.
+#[utoipa::path(
+    post,
+    path = "/v1/reservations/{id}/commit",
+    tag = "server",
+    security(("apiKey" = [])),
+    params(("id" = String, Path, format = Uuid, description = "The reservation's id.")),
+    request_body(content = Option<CommitRequest>, description = "May be empty: all of it is spent."),
+    responses(
+        (status = 200, description = "The reservation is settled.", body = ReservationResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn commit(
     State(state): State<AppState>,
     _caller: ApiCaller,
@@ -307,12 +396,28 @@ pub async fn commit(
     let request: CommitRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CommitRequest::default()
     } else {
-        AppJson::from_bytes(&body)?.0
+        // `null` is no body too, as the document's optional body allows.
+        AppJson::<Option<CommitRequest>>::from_bytes(&body)?.0.unwrap_or_default()
     };
     Ok(Json(credits::commit(&state.db, id, request.credits).await?.into()))
 }
 
 /// `POST /v1/reservations/{id}/release`: hands all of it back.
+#[utoipa::path(
+    post,
+    path = "/v1/reservations/{id}/release",
+    tag = "server",
+    security(("apiKey" = [])),
+    params(("id" = String, Path, format = Uuid, description = "The reservation's id.")),
+    responses(
+        (status = 200, description = "The reservation is released.", body = ReservationResponse),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn release(
     State(state): State<AppState>,
     _caller: ApiCaller,
@@ -322,7 +427,7 @@ pub async fn release(
     Ok(Json(credits::release(&state.db, id).await?.into()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GrantRequest {
     user_id: String,
@@ -332,7 +437,7 @@ pub struct GrantRequest {
     reason: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GrantResponse {
     id: Uuid,
@@ -345,6 +450,23 @@ pub struct GrantResponse {
 }
 
 /// `POST /v1/grants`: promotional or support credits, once per idempotency key.
+#[utoipa::path(
+    post,
+    path = "/v1/grants",
+    tag = "server",
+    security(("apiKey" = [])),
+    request_body = GrantRequest,
+    responses(
+        (status = 200, description = "The credits are granted (or were, by the first request with this key).", body = GrantResponse, headers(("Idempotent-Replayed" = String, description = "`true` when this repeats the answer to an earlier request with the same idempotency key."))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = InternalError),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn grant(
     State(state): State<AppState>,
     _caller: ApiCaller,
