@@ -397,7 +397,9 @@ pub async fn commit(
         CommitRequest::default()
     } else {
         // `null` is no body too, as the document's optional body allows.
-        AppJson::<Option<CommitRequest>>::from_bytes(&body)?.0.unwrap_or_default()
+        AppJson::<Option<CommitRequest>>::from_bytes(&body)?
+            .0
+            .unwrap_or_default()
     };
     Ok(Json(credits::commit(&state.db, id, request.credits).await?.into()))
 }
