@@ -22,6 +22,7 @@ use crate::{
 #[serde(rename_all = "camelCase")]
 pub struct CheckoutSessionRequest {
     /// One of `GET /plans`' ids.
+    #[schema(example = "credits_100")]
     plan_id: String,
 }
 

@@ -27,6 +27,15 @@ use crate::{
     state::AppState,
 };
 
+// The request schemas' bounds below, which an attribute takes only as literals.
+const _: () = assert!(
+    credits::MAX_CREDITS == 1_000_000_000_000
+        && credits::MAX_KEY_LEN == 255
+        && credits::MAX_TEXT_LEN == 1000
+        && credits::MAX_RESERVATION_TTL_SECS == 86_400
+        && crate::user_id::MAX_USER_ID_LEN == 255
+);
+
 const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 /// A JSON answer, marked `Idempotent-Replayed: true` when it repeats an earlier one.
@@ -121,10 +130,13 @@ pub async fn balance(
     }))
 }
 
+/// Names `credits`, `entitlement` or both.
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CheckRequest {
+    #[schema(min_length = 1, max_length = 255)]
     user_id: String,
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     credits: Option<i64>,
     entitlement: Option<String>,
 }
@@ -185,10 +197,17 @@ pub async fn check(
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UsageRequest {
+    #[schema(min_length = 1, max_length = 255)]
     user_id: String,
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     credits: i64,
+    /// The same key answers the same again; another request under it is a 409.
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")]
     idempotency_key: String,
+    #[schema(max_length = 1000)]
     description: Option<String>,
+    /// A JSON object of at most 8 KiB, kept with the usage.
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
 }
 
@@ -247,9 +266,15 @@ pub async fn usage(
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReserveRequest {
+    #[schema(min_length = 1, max_length = 255)]
     user_id: String,
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     credits: i64,
+    /// The same key answers the same again; another request under it is a 409.
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")]
     idempotency_key: String,
+    /// How long the credits are held unless committed or released; 300 by default.
+    #[schema(minimum = 1, maximum = 86_400)]
     ttl_seconds: Option<i64>,
 }
 
@@ -321,6 +346,8 @@ fn status_name(status: SpendStatus) -> &'static str {
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CommitRequest {
+    /// At most what was held; all of it when absent.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     credits: Option<i64>,
 }
 
@@ -432,10 +459,16 @@ pub async fn release(
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GrantRequest {
+    #[schema(min_length = 1, max_length = 255)]
     user_id: String,
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     credits: i64,
+    /// The same key answers the same again; another request under it is a 409.
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")]
     idempotency_key: String,
     expires_at: Option<DateTime<Utc>>,
+    /// Why, for the ledger. Optional to serde so that its absence is our 400 naming it.
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 1000)]
     reason: Option<String>,
 }
 
