@@ -12,10 +12,7 @@ use crate::{
     checkout,
     error::AppError,
     extract::AppJson,
-    openapi::{
-        BadGateway, BadRequest, Conflict, InternalError, NotFound, PayloadTooLarge, Unauthorized, Unavailable,
-        UnsupportedMediaType,
-    },
+    openapi::{BadGateway, Conflict, DatabaseErrors, JsonBodyErrors, NotFound, Unauthorized},
     orders::OrderStatus,
     state::AppState,
 };
@@ -42,15 +39,12 @@ pub struct CancelResponse {
     request_body = CancelRequest,
     responses(
         (status = 202, description = "The session is expired at Stripe; the order is canceled when its webhook arrives.", body = CancelResponse),
-        (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 500, response = InternalError),
         (status = 502, response = BadGateway),
-        (status = 503, response = Unavailable),
+        JsonBodyErrors,
+        DatabaseErrors,
     )
 )]
 pub async fn cancel_checkout(

@@ -10,10 +10,7 @@ use crate::{
     checkout::{CheckoutContext, open_checkout},
     error::AppError,
     extract::AppJson,
-    openapi::{
-        BadGateway, BadRequest, Conflict, InternalError, NotFound, PayloadTooLarge, TooManyRequests, Unauthorized,
-        Unavailable, UnsupportedMediaType,
-    },
+    openapi::{BadGateway, Conflict, DatabaseErrors, JsonBodyErrors, NotFound, TooManyRequests, Unauthorized},
     state::AppState,
 };
 
@@ -42,16 +39,13 @@ pub struct CheckoutSessionResponse {
     request_body = CheckoutSessionRequest,
     responses(
         (status = 200, description = "An order is opened; send the buyer to `checkoutUrl`.", body = CheckoutSessionResponse),
-        (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
         (status = 429, response = TooManyRequests),
-        (status = 500, response = InternalError),
         (status = 502, response = BadGateway),
-        (status = 503, response = Unavailable),
+        JsonBodyErrors,
+        DatabaseErrors,
     )
 )]
 pub async fn create_checkout(

@@ -21,8 +21,7 @@ use crate::{
     extract::AppJson,
     holdings::{self, EntitlementView},
     openapi::{
-        BadRequest, Conflict, InternalError, NotFound, PayloadTooLarge, PaymentRequired, Unauthorized, Unavailable,
-        UnsupportedMediaType,
+        BadRequest, Conflict, DatabaseErrors, JsonBodyErrors, NotFound, PayloadTooLarge, PaymentRequired, Unauthorized,
     },
     state::AppState,
 };
@@ -95,8 +94,7 @@ fn user_in_path(path: Result<Path<String>, PathRejection>) -> Result<String, App
         (status = 200, description = "The user's credits, grants and entitlements.", body = BalanceResponse),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
-        (status = 500, response = InternalError),
-        (status = 503, response = Unavailable),
+        DatabaseErrors,
     )
 )]
 pub async fn balance(
@@ -165,12 +163,9 @@ struct EntitlementCheck {
     request_body = CheckRequest,
     responses(
         (status = 200, description = "Whether the user may; nothing is spent.", body = CheckResponse),
-        (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 500, response = InternalError),
-        (status = 503, response = Unavailable),
+        JsonBodyErrors,
+        DatabaseErrors,
     )
 )]
 pub async fn check(
@@ -228,14 +223,11 @@ pub struct UsageResponse {
     request_body = UsageRequest,
     responses(
         (status = 200, description = "The credits are spent (or were, by the first request with this key).", body = UsageResponse, headers(("Idempotent-Replayed" = String, description = "`true` when this repeats the answer to an earlier request with the same idempotency key."))),
-        (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 402, response = PaymentRequired),
         (status = 409, response = Conflict),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 500, response = InternalError),
-        (status = 503, response = Unavailable),
+        JsonBodyErrors,
+        DatabaseErrors,
     )
 )]
 pub async fn usage(
@@ -297,14 +289,11 @@ pub struct ReserveResponse {
     request_body = ReserveRequest,
     responses(
         (status = 200, description = "The credits are held.", body = ReserveResponse, headers(("Idempotent-Replayed" = String, description = "`true` when this repeats the answer to an earlier request with the same idempotency key."))),
-        (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 402, response = PaymentRequired),
         (status = 409, response = Conflict),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 500, response = InternalError),
-        (status = 503, response = Unavailable),
+        JsonBodyErrors,
+        DatabaseErrors,
     )
 )]
 pub async fn reserve(
@@ -408,8 +397,7 @@ fn reservation_in_path(path: Result<Path<String>, PathRejection>) -> Result<Uuid
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 413, response = PayloadTooLarge),
-        (status = 500, response = InternalError),
-        (status = 503, response = Unavailable),
+        DatabaseErrors,
     )
 )]
 pub async fn commit(
@@ -443,8 +431,7 @@ pub async fn commit(
         (status = 401, response = Unauthorized),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
-        (status = 500, response = InternalError),
-        (status = 503, response = Unavailable),
+        DatabaseErrors,
     )
 )]
 pub async fn release(
@@ -493,13 +480,10 @@ pub struct GrantResponse {
     request_body = GrantRequest,
     responses(
         (status = 200, description = "The credits are granted (or were, by the first request with this key).", body = GrantResponse, headers(("Idempotent-Replayed" = String, description = "`true` when this repeats the answer to an earlier request with the same idempotency key."))),
-        (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 409, response = Conflict),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 500, response = InternalError),
-        (status = 503, response = Unavailable),
+        JsonBodyErrors,
+        DatabaseErrors,
     )
 )]
 pub async fn grant(

@@ -15,7 +15,7 @@ use crate::{
     auth::AuthUser,
     credits,
     error::AppError,
-    openapi::{InternalError, PaymentRequired, Unauthorized, Unavailable},
+    openapi::{DatabaseErrors, PaymentRequired, Unauthorized},
     state::AppState,
 };
 
@@ -50,8 +50,7 @@ struct DemoGrant {
     responses(
         (status = 200, description = "The caller's credits, grant by grant (emulator mode only).", body = DemoCreditsResponse),
         (status = 401, response = Unauthorized),
-        (status = 500, response = InternalError),
-        (status = 503, response = Unavailable),
+        DatabaseErrors,
     )
 )]
 pub async fn demo_credits(
@@ -99,8 +98,7 @@ pub struct DemoUsageResponse {
         (status = 200, description = "10 credits spent (emulator mode only).", body = DemoUsageResponse),
         (status = 401, response = Unauthorized),
         (status = 402, response = PaymentRequired),
-        (status = 500, response = InternalError),
-        (status = 503, response = Unavailable),
+        DatabaseErrors,
     )
 )]
 pub async fn use_demo_credits(

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use crate::{
     error::AppError,
     extract::AppJson,
-    openapi::{BadRequest, NotFound, PayloadTooLarge, Unavailable, UnsupportedMediaType},
+    openapi::{JsonBodyErrors, NotFound, Unavailable},
     state::AppState,
 };
 
@@ -41,11 +41,9 @@ pub struct DevTokenResponse {
     request_body = DevTokenRequest,
     responses(
         (status = 200, description = "A token for that user (emulator mode only).", body = DevTokenResponse),
-        (status = 400, response = BadRequest),
         (status = 404, response = NotFound),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
         (status = 503, response = Unavailable),
+        JsonBodyErrors,
     )
 )]
 

@@ -11,7 +11,7 @@ use crate::{
     credits,
     error::AppError,
     holdings::{self, EntitlementView},
-    openapi::{InternalError, Unauthorized, Unavailable},
+    openapi::{DatabaseErrors, Unauthorized},
     state::AppState,
 };
 
@@ -33,8 +33,7 @@ pub struct EntitlementsResponse {
     responses(
         (status = 200, description = "The caller's credits and entitlements now.", body = EntitlementsResponse),
         (status = 401, response = Unauthorized),
-        (status = 500, response = InternalError),
-        (status = 503, response = Unavailable),
+        DatabaseErrors,
     )
 )]
 pub async fn entitlements(

@@ -4,13 +4,7 @@ use axum::{Json, extract::State};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{
-    db,
-    error::AppError,
-    openapi::{InternalError, Unavailable},
-    state::AppState,
-    store,
-};
+use crate::{db, error::AppError, openapi::DatabaseErrors, state::AppState, store};
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
@@ -24,8 +18,7 @@ pub struct Health {
     tag = "operations",
     responses(
         (status = 200, description = "The service and its database answer.", body = Health),
-        (status = 500, response = InternalError),
-        (status = 503, response = Unavailable),
+        DatabaseErrors,
     )
 )]
 pub async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, AppError> {

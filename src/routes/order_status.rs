@@ -18,10 +18,7 @@ use crate::{
     auth::AuthUser,
     error::AppError,
     extract::AppJson,
-    openapi::{
-        BadGateway, BadRequest, InternalError, NotFound, PayloadTooLarge, Unauthorized, Unavailable,
-        UnsupportedMediaType,
-    },
+    openapi::{BadGateway, DatabaseErrors, JsonBodyErrors, NotFound, Unauthorized},
     orders::{OrderStatus, OrderView},
     reconcile::return_page::sync_pending_order,
     state::AppState,
@@ -59,14 +56,11 @@ const _: () = assert!(MAX_WAIT_SECONDS == 25);
     request_body = OrderStatusRequest,
     responses(
         (status = 200, description = "The order, as its owner sees it.", body = OrderView),
-        (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 404, response = NotFound),
-        (status = 413, response = PayloadTooLarge),
-        (status = 415, response = UnsupportedMediaType),
-        (status = 500, response = InternalError),
         (status = 502, response = BadGateway),
-        (status = 503, response = Unavailable),
+        JsonBodyErrors,
+        DatabaseErrors,
     )
 )]
 pub async fn order_status(

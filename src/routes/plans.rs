@@ -5,12 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::{
-    db,
-    error::AppError,
-    openapi::{InternalError, Unavailable},
-    plan::Plan,
-    state::AppState,
-    store::plans::list_active_plans,
+    db, error::AppError, openapi::DatabaseErrors, plan::Plan, state::AppState, store::plans::list_active_plans,
 };
 
 #[derive(Serialize, ToSchema)]
@@ -25,8 +20,7 @@ pub struct PlansResponse {
     tag = "user",
     responses(
         (status = 200, description = "The plans on sale.", body = PlansResponse),
-        (status = 500, response = InternalError),
-        (status = 503, response = Unavailable),
+        DatabaseErrors,
     )
 )]
 pub async fn plans(State(state): State<AppState>) -> Result<Json<PlansResponse>, AppError> {

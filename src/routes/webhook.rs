@@ -20,7 +20,7 @@ use crate::{
     config::StripeMode,
     error::AppError,
     fulfillment::process_event,
-    openapi::{BadGateway, BadRequest, InternalError, PayloadTooLarge, Unavailable},
+    openapi::{BadGateway, BadRequest, DatabaseErrors, PayloadTooLarge},
     state::AppState,
     stripe::{event::WebhookEvent, signature::verify_stripe_signature},
 };
@@ -47,9 +47,8 @@ pub struct WebhookReceipt {
         (status = 200, description = "A verified event, applied once (also one this service does not act on).", body = WebhookReceipt),
         (status = 400, response = BadRequest),
         (status = 413, response = PayloadTooLarge),
-        (status = 500, response = InternalError),
         (status = 502, response = BadGateway),
-        (status = 503, response = Unavailable),
+        DatabaseErrors,
     )
 )]
 #[tracing::instrument(name = "webhook", skip_all, fields(event_id, event_type, order_id))]
