@@ -136,6 +136,8 @@ pub struct CheckRequest {
     user_id: String,
     #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     credits: Option<i64>,
+    /// An entitlement key, as the catalog names them.
+    #[schema(min_length = 1, max_length = 255)]
     entitlement: Option<String>,
 }
 
@@ -453,8 +455,10 @@ pub struct GrantRequest {
     /// The same key answers the same again; another request under it is a 409.
     #[schema(min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")]
     idempotency_key: String,
+    /// In the future; never when absent.
     expires_at: Option<DateTime<Utc>>,
-    /// Why, for the ledger. Optional to serde so that its absence is our 400 naming it.
+    /// Why, for the ledger.
+    // Optional to serde, so that its absence gets the domain's message naming the field.
     #[schema(value_type = String, required = true, min_length = 1, max_length = 1000)]
     reason: Option<String>,
 }

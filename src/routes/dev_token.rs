@@ -20,7 +20,7 @@ const TOKEN_LIFETIME_SECS: i64 = 12 * 60 * 60;
 #[serde(rename_all = "camelCase")]
 pub struct DevTokenRequest {
     /// 1-64 letters, digits or `-_.@`.
-    #[schema(example = "alice")]
+    #[schema(example = "alice", min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9._@-]+$")]
     user_id: String,
 }
 
