@@ -10,7 +10,7 @@ use axum::{
     http::{HeaderName, HeaderValue, Method, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::get,
 };
 use tower::ServiceBuilder;
 use tower_http::{
@@ -22,9 +22,10 @@ use tower_http::{
 use crate::{
     error::AppError,
     metrics::{Metrics, Route},
-    routes,
+    openapi, routes,
     state::AppState,
 };
+use utoipa_axum::{router::OpenApiRouter, router::UtoipaMethodRouterExt, routes};
 
 /// No request may hold a connection or a client waiting longer than this. It stays above the
 /// longest `/order-status` wait, so a long-poll always ends with its own answer.
@@ -41,89 +42,101 @@ pub fn router(state: AppState) -> Router {
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, request_id.clone()])
         .expose_headers([request_id.clone()]);
 
-    let mut app = Router::new()
-        .route("/", get(routes::demo::demo_page))
-        .route("/checkout/return", get(routes::demo::demo_page))
-        .route("/checkout-session", post(routes::checkout::create_checkout))
-        .route("/cancel-checkout", post(routes::cancel_checkout::cancel_checkout))
-        .route("/billing-portal", post(routes::billing_portal::billing_portal))
-        .route("/order-status", post(routes::order_status::order_status))
-        .route("/entitlements", get(routes::entitlements::entitlements))
-        .route("/plans", get(routes::plans::plans))
-        .route("/healthz", get(routes::health::healthz))
-        .route("/metrics", get(routes::metrics::metrics))
-        // The app's backend, with an API key.
-        .route("/v1/users/{user_id}/balance", get(routes::credits::balance))
-        .route("/v1/check", post(routes::credits::check))
-        .route("/v1/usage", post(routes::credits::usage))
-        .route("/v1/reservations", post(routes::credits::reserve))
-        .route("/v1/reservations/{id}/commit", post(routes::credits::commit))
-        .route("/v1/reservations/{id}/release", post(routes::credits::release))
-        .route("/v1/grants", post(routes::credits::grant))
-        .route(
-            "/payment-webhook",
-            post(routes::webhook::payment_webhook).layer(DefaultBodyLimit::max(routes::webhook::MAX_WEBHOOK_BODY)),
-        );
-    // The operator dashboard, behind ADMIN_TOKEN (open in emulator mode without one).
-    app = app.merge(routes::admin::router(state.clone()));
-    if state.config.stripe.is_emulator() {
-        // Anyone may sign in as anyone: only where nothing real can be bought.
-        app = app
-            .route("/dev/token", post(routes::dev_token::dev_token))
-            // The demo shop's credits, spent by the buyer's own token: no API key in a browser.
-            .route("/dev/credits", get(routes::dev_credits::demo_credits))
-            .route("/dev/credits/use", post(routes::dev_credits::use_demo_credits))
-            // The emails buyers would get, kept instead of sent while SMTP_URL is unset.
-            .route("/dev/mail", get(routes::dev_mail::dev_mail))
-            .route("/dev/mail.json", get(routes::dev_mail::dev_mail_json));
-    }
+    routes(state.config.stripe.is_emulator())
+        .0
+        // The operator dashboard, behind ADMIN_TOKEN (open in emulator mode without one): pages
+        // for people, listed in `openapi::UNDOCUMENTED_ROUTES`.
+        .merge(routes::admin::router(state.clone()))
+        .fallback(|| async {
+            AppError::NotFound {
+                code: "not_found",
+                message: "No such route.",
+            }
+        })
+        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(MAX_API_BODY))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(middleware::from_fn_with_state(state.metrics.clone(), count_request))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(|request: &Request| {
+                            let request_id = request
+                                .headers()
+                                .get("x-request-id")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("");
+                            let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+                            tracing::info_span!(
+                                "request",
+                                method = %request.method(),
+                                path = %request.uri().path(),
+                                route,
+                                request_id
+                            )
+                        })
+                        // One line per request, with its status and latency as numbers: the access log.
+                        .on_response(|response: &Response, latency: Duration, _: &tracing::Span| {
+                            tracing::info!(
+                                status = response.status().as_u16(),
+                                latency_ms = latency.as_secs_f64() * 1000.0,
+                                "finished processing request"
+                            );
+                        }),
+                )
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(cors)
+                .layer(HandleErrorLayer::new(|_: BoxError| async {
+                    AppError::Timeout.into_response()
+                }))
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .with_state(state)
+}
 
-    app.fallback(|| async {
-        AppError::NotFound {
-            code: "not_found",
-            message: "No such route.",
-        }
-    })
-    .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
-    .layer(DefaultBodyLimit::max(MAX_API_BODY))
-    .layer(
-        ServiceBuilder::new()
-            .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-            .layer(middleware::from_fn_with_state(state.metrics.clone(), count_request))
-            .layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(|request: &Request| {
-                        let request_id = request
-                            .headers()
-                            .get("x-request-id")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("");
-                        let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
-                        tracing::info_span!(
-                            "request",
-                            method = %request.method(),
-                            path = %request.uri().path(),
-                            route,
-                            request_id
-                        )
-                    })
-                    // One line per request, with its status and latency as numbers: the access log.
-                    .on_response(|response: &Response, latency: Duration, _: &tracing::Span| {
-                        tracing::info!(
-                            status = response.status().as_u16(),
-                            latency_ms = latency.as_secs_f64() * 1000.0,
-                            "finished processing request"
-                        );
-                    }),
-            )
-            .layer(PropagateRequestIdLayer::new(request_id))
-            .layer(cors)
-            .layer(HandleErrorLayer::new(|_: BoxError| async {
-                AppError::Timeout.into_response()
-            }))
-            .timeout(REQUEST_TIMEOUT),
-    )
-    .with_state(state)
+/// Every route. Each API route is mounted with its document by `routes!`, which takes the path
+/// and method from the handler's `#[utoipa::path]`: adding one is one line, and it cannot go
+/// undocumented. Then the pages for people (`openapi::UNDOCUMENTED_ROUTES`), and `/openapi.json`
+/// serving the document of the rest, which is returned too. Emulator mode adds the dev routes.
+pub fn routes(emulator: bool) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let mut api = OpenApiRouter::with_openapi(openapi::base_document())
+        .routes(routes!(routes::checkout::create_checkout))
+        .routes(routes!(routes::cancel_checkout::cancel_checkout))
+        .routes(routes!(routes::billing_portal::billing_portal))
+        .routes(routes!(routes::order_status::order_status))
+        .routes(routes!(routes::entitlements::entitlements))
+        .routes(routes!(routes::plans::plans))
+        .routes(routes!(routes::health::healthz))
+        .routes(routes!(routes::metrics::metrics))
+        // The app's backend, with an API key.
+        .routes(routes!(routes::credits::balance))
+        .routes(routes!(routes::credits::check))
+        .routes(routes!(routes::credits::usage))
+        .routes(routes!(routes::credits::reserve))
+        .routes(routes!(routes::credits::commit))
+        .routes(routes!(routes::credits::release))
+        .routes(routes!(routes::credits::grant))
+        .routes(
+            routes!(routes::webhook::payment_webhook).layer(DefaultBodyLimit::max(routes::webhook::MAX_WEBHOOK_BODY)),
+        );
+    let mut pages = Router::new()
+        .route("/", get(routes::demo::demo_page))
+        .route("/checkout/return", get(routes::demo::demo_page));
+    if emulator {
+        // Anyone may sign in as anyone: only where nothing real can be bought.
+        api = api
+            .routes(routes!(routes::dev_token::dev_token))
+            // The demo shop's credits, spent by the buyer's own token: no API key in a browser.
+            .routes(routes!(routes::dev_credits::demo_credits))
+            .routes(routes!(routes::dev_credits::use_demo_credits))
+            // The emails buyers would get, kept instead of sent while SMTP_URL is unset.
+            .routes(routes!(routes::dev_mail::dev_mail_json));
+        pages = pages.route("/dev/mail", get(routes::dev_mail::dev_mail));
+    }
+    let (api, doc) = api.split_for_parts();
+    let app = api.merge(pages).route("/openapi.json", routes::openapi::serve(&doc));
+    (app, doc)
 }
 
 /// Counts and times every answer for `/metrics`, by the route's template, so the series are the

@@ -7,7 +7,30 @@ use axum::{
     http::{HeaderValue, StatusCode, header::RETRY_AFTER},
     response::{IntoResponse, Response},
 };
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// What every error answer carries: `{"error": {"code", "message"}}`. Its schema is the shared
+/// error component of the OpenAPI document (`crate::openapi`).
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable, e.g. `invalid_body`, `unauthorized`, `order_not_found`.
+    #[schema(example = "invalid_body")]
+    code: &'static str,
+    /// For people; may change wording.
+    message: String,
+    /// Only with `insufficient_credits` (402): the credits that could be spent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    available: Option<i64>,
+    /// Only with `insufficient_credits` (402): the credits asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requested: Option<i64>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -148,12 +171,19 @@ impl IntoResponse for AppError {
         } else {
             self.to_string()
         };
-        let mut error = json!({ "code": code, "message": message });
-        if let Self::InsufficientCredits { available, requested } = &self {
-            error["available"] = json!(available);
-            error["requested"] = json!(requested);
-        }
-        let mut response = (status, Json(json!({ "error": error }))).into_response();
+        let (available, requested) = match &self {
+            Self::InsufficientCredits { available, requested } => (Some(*available), Some(*requested)),
+            _ => (None, None),
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message,
+                available,
+                requested,
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
         if let Some(retry_after) = retry_after {
             response.headers_mut().insert(RETRY_AFTER, retry_after);
         }

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 
 use crate::{db, entitlement, store::entitlements};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EntitlementView {
     pub key: String,

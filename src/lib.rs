@@ -25,6 +25,7 @@ pub mod jwks;
 pub mod lifecycle;
 pub mod mail;
 pub mod metrics;
+pub mod openapi;
 pub mod order_events;
 pub mod order_lookup;
 pub mod orders;

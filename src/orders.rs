@@ -9,7 +9,7 @@ use uuid::Uuid;
 /// a full refund or a lost dispute stands, `disputed` while a dispute is open, `paid` otherwise.
 /// A payment that does not match the order puts it `under_review`: nothing granted, a person
 /// decides. See docs/lifecycle.md.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum OrderStatus {
@@ -42,7 +42,7 @@ pub enum Hold {
     Disputed,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderView {
     pub order_id: Uuid,

@@ -15,7 +15,7 @@ use uuid::Uuid;
 pub const DEV_MAILBOX_CAPACITY: usize = 200;
 
 /// One email as it would have been sent.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeptEmail {
     pub order_id: Uuid,

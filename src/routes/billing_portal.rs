@@ -3,18 +3,44 @@
 
 use axum::{Json, body::Bytes, extract::State};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use crate::{auth::AuthUser, customers::open_billing_portal, error::AppError, extract::AppJson, state::AppState};
+use crate::{
+    auth::AuthUser,
+    customers::open_billing_portal,
+    error::AppError,
+    extract::AppJson,
+    openapi::{BadGateway, BadRequest, DatabaseErrors, NotFound, PayloadTooLarge, Unauthorized},
+    state::AppState,
+};
 
 /// Nothing is read from the body: `{}`, or none at all. Anything but an object is refused.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct BillingPortalRequest {}
 
-#[derive(Serialize)]
+/// Where to send the user: a customer-portal session that returns to the app. A user who never
+/// checked out has no Stripe customer: 404 `no_billing_account`.
+#[derive(Serialize, ToSchema)]
 pub struct BillingPortalResponse {
     url: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/billing-portal",
+    tag = "user",
+    security(("userToken" = [])),
+    request_body(content = Option<BillingPortalRequest>, description = "May be empty."),
+    responses(
+        (status = 200, description = "A customer-portal session for the user's Stripe customer.", body = BillingPortalResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 502, response = BadGateway),
+        DatabaseErrors,
+    )
+)]
 pub async fn billing_portal(
     State(state): State<AppState>,
     user: AuthUser,

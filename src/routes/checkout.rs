@@ -2,6 +2,7 @@
 
 use axum::{Json, extract::State};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
@@ -9,23 +10,44 @@ use crate::{
     checkout::{CheckoutContext, open_checkout},
     error::AppError,
     extract::AppJson,
+    openapi::{BadGateway, Conflict, DatabaseErrors, JsonBodyErrors, NotFound, TooManyRequests, Unauthorized},
     state::AppState,
 };
 
 /// Only the plan is read: amounts, prices or currencies a client sends are ignored.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckoutSessionRequest {
+    /// One of `GET /plans`' ids.
+    #[schema(example = "credits_100")]
     plan_id: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckoutSessionResponse {
     order_id: Uuid,
+    /// Stripe's hosted page, where the buyer pays.
     checkout_url: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/checkout-session",
+    tag = "user",
+    security(("userToken" = [])),
+    request_body = CheckoutSessionRequest,
+    responses(
+        (status = 200, description = "An order is opened; send the buyer to `checkoutUrl`.", body = CheckoutSessionResponse),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 429, response = TooManyRequests),
+        (status = 502, response = BadGateway),
+        JsonBodyErrors,
+        DatabaseErrors,
+    )
+)]
 pub async fn create_checkout(
     State(state): State<AppState>,
     user: AuthUser,

@@ -10,6 +10,7 @@ use axum::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
@@ -19,8 +20,20 @@ use crate::{
     error::AppError,
     extract::AppJson,
     holdings::{self, EntitlementView},
+    openapi::{
+        BadRequest, Conflict, DatabaseErrors, JsonBodyErrors, NotFound, PayloadTooLarge, PaymentRequired, Unauthorized,
+    },
     state::AppState,
 };
+
+// The request schemas' bounds below, which an attribute takes only as literals.
+const _: () = assert!(
+    credits::MAX_CREDITS == 1_000_000_000_000
+        && credits::MAX_KEY_LEN == 255
+        && credits::MAX_TEXT_LEN == 1000
+        && credits::MAX_RESERVATION_TTL_SECS == 86_400
+        && crate::user_id::MAX_USER_ID_LEN == 255
+);
 
 const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
@@ -35,7 +48,7 @@ fn answer(body: impl Serialize, replayed: bool) -> Response {
     response
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BalanceResponse {
     user_id: String,
@@ -44,7 +57,7 @@ pub struct BalanceResponse {
     entitlements: Vec<EntitlementView>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct CreditsView {
     available: i64,
@@ -52,7 +65,7 @@ struct CreditsView {
     overdrawn: i64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct GrantView {
     id: Uuid,
@@ -71,6 +84,19 @@ fn user_in_path(path: Result<Path<String>, PathRejection>) -> Result<String, App
 
 /// `GET /v1/users/{userId}/balance`: the credits (available, reserved, overdrawn), the grants they
 /// are spent from in the order they are spent, and the entitlements as `GET /entitlements` shows them.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{user_id}/balance",
+    tag = "server",
+    security(("apiKey" = [])),
+    params(("user_id" = String, Path, description = "The app's id for the user.")),
+    responses(
+        (status = 200, description = "The user's credits, grants and entitlements.", body = BalanceResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        DatabaseErrors,
+    )
+)]
 pub async fn balance(
     State(state): State<AppState>,
     _caller: ApiCaller,
@@ -102,15 +128,20 @@ pub async fn balance(
     }))
 }
 
-#[derive(Deserialize)]
+/// Names `credits`, `entitlement` or both.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CheckRequest {
+    #[schema(min_length = 1, max_length = 255)]
     user_id: String,
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     credits: Option<i64>,
+    /// An entitlement key, as the catalog names them.
+    #[schema(min_length = 1, max_length = 255)]
     entitlement: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckResponse {
     allowed: bool,
@@ -118,7 +149,7 @@ pub struct CheckResponse {
     entitlement: Option<EntitlementCheck>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct EntitlementCheck {
     key: String,
     active: bool,
@@ -126,6 +157,19 @@ struct EntitlementCheck {
 
 /// `POST /v1/check`: whether the user may do something that needs `credits` and/or the
 /// `entitlement`, without spending anything.
+#[utoipa::path(
+    post,
+    path = "/v1/check",
+    tag = "server",
+    security(("apiKey" = [])),
+    request_body = CheckRequest,
+    responses(
+        (status = 200, description = "Whether the user may; nothing is spent.", body = CheckResponse),
+        (status = 401, response = Unauthorized),
+        JsonBodyErrors,
+        DatabaseErrors,
+    )
+)]
 pub async fn check(
     State(state): State<AppState>,
     _caller: ApiCaller,
@@ -147,17 +191,24 @@ pub async fn check(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UsageRequest {
+    #[schema(min_length = 1, max_length = 255)]
     user_id: String,
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     credits: i64,
+    /// The same key answers the same again; another request under it is a 409.
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")]
     idempotency_key: String,
+    #[schema(max_length = 1000)]
     description: Option<String>,
+    /// A JSON object of at most 8 KiB, kept with the usage.
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageResponse {
     usage_id: Uuid,
@@ -166,6 +217,21 @@ pub struct UsageResponse {
 }
 
 /// `POST /v1/usage`: spends credits now, exactly once per idempotency key.
+#[utoipa::path(
+    post,
+    path = "/v1/usage",
+    tag = "server",
+    security(("apiKey" = [])),
+    request_body = UsageRequest,
+    responses(
+        (status = 200, description = "The credits are spent (or were, by the first request with this key).", body = UsageResponse, headers(("Idempotent-Replayed" = String, description = "`true` when this repeats the answer to an earlier request with the same idempotency key."))),
+        (status = 401, response = Unauthorized),
+        (status = 402, response = PaymentRequired),
+        (status = 409, response = Conflict),
+        JsonBodyErrors,
+        DatabaseErrors,
+    )
+)]
 pub async fn usage(
     State(state): State<AppState>,
     _caller: ApiCaller,
@@ -191,16 +257,22 @@ pub async fn usage(
     Ok(answer(body, spent.replayed))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReserveRequest {
+    #[schema(min_length = 1, max_length = 255)]
     user_id: String,
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     credits: i64,
+    /// The same key answers the same again; another request under it is a 409.
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")]
     idempotency_key: String,
+    /// How long the credits are held unless committed or released; 300 by default.
+    #[schema(minimum = 1, maximum = 86_400)]
     ttl_seconds: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReserveResponse {
     reservation_id: Uuid,
@@ -211,6 +283,21 @@ pub struct ReserveResponse {
 }
 
 /// `POST /v1/reservations`: holds credits until committed, released or expired.
+#[utoipa::path(
+    post,
+    path = "/v1/reservations",
+    tag = "server",
+    security(("apiKey" = [])),
+    request_body = ReserveRequest,
+    responses(
+        (status = 200, description = "The credits are held.", body = ReserveResponse, headers(("Idempotent-Replayed" = String, description = "`true` when this repeats the answer to an earlier request with the same idempotency key."))),
+        (status = 401, response = Unauthorized),
+        (status = 402, response = PaymentRequired),
+        (status = 409, response = Conflict),
+        JsonBodyErrors,
+        DatabaseErrors,
+    )
+)]
 pub async fn reserve(
     State(state): State<AppState>,
     _caller: ApiCaller,
@@ -247,13 +334,15 @@ fn status_name(status: SpendStatus) -> &'static str {
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CommitRequest {
+    /// At most what was held; all of it when absent.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     credits: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReservationResponse {
     reservation_id: Uuid,
@@ -296,6 +385,23 @@ fn reservation_in_path(path: Result<Path<String>, PathRejection>) -> Result<Uuid
 
 /// `POST /v1/reservations/{id}/commit`: spends `credits` of it (all by default), releases the rest.
 /// The body may be empty.
+#[utoipa::path(
+    post,
+    path = "/v1/reservations/{id}/commit",
+    tag = "server",
+    security(("apiKey" = [])),
+    params(("id" = String, Path, format = Uuid, description = "The reservation's id.")),
+    request_body(content = Option<CommitRequest>, description = "May be empty: all of it is spent."),
+    responses(
+        (status = 200, description = "The reservation is settled.", body = ReservationResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        DatabaseErrors,
+    )
+)]
 pub async fn commit(
     State(state): State<AppState>,
     _caller: ApiCaller,
@@ -307,12 +413,29 @@ pub async fn commit(
     let request: CommitRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CommitRequest::default()
     } else {
-        AppJson::from_bytes(&body)?.0
+        // `null` is no body too, as the document's optional body allows.
+        AppJson::<Option<CommitRequest>>::from_bytes(&body)?
+            .0
+            .unwrap_or_default()
     };
     Ok(Json(credits::commit(&state.db, id, request.credits).await?.into()))
 }
 
 /// `POST /v1/reservations/{id}/release`: hands all of it back.
+#[utoipa::path(
+    post,
+    path = "/v1/reservations/{id}/release",
+    tag = "server",
+    security(("apiKey" = [])),
+    params(("id" = String, Path, format = Uuid, description = "The reservation's id.")),
+    responses(
+        (status = 200, description = "The reservation is released.", body = ReservationResponse),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        DatabaseErrors,
+    )
+)]
 pub async fn release(
     State(state): State<AppState>,
     _caller: ApiCaller,
@@ -322,17 +445,25 @@ pub async fn release(
     Ok(Json(credits::release(&state.db, id).await?.into()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GrantRequest {
+    #[schema(min_length = 1, max_length = 255)]
     user_id: String,
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_i64)]
     credits: i64,
+    /// The same key answers the same again; another request under it is a 409.
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$")]
     idempotency_key: String,
+    /// In the future; never when absent.
     expires_at: Option<DateTime<Utc>>,
+    /// Why, for the ledger.
+    // Optional to serde, so that its absence gets the domain's message naming the field.
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 1000)]
     reason: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GrantResponse {
     id: Uuid,
@@ -345,6 +476,20 @@ pub struct GrantResponse {
 }
 
 /// `POST /v1/grants`: promotional or support credits, once per idempotency key.
+#[utoipa::path(
+    post,
+    path = "/v1/grants",
+    tag = "server",
+    security(("apiKey" = [])),
+    request_body = GrantRequest,
+    responses(
+        (status = 200, description = "The credits are granted (or were, by the first request with this key).", body = GrantResponse, headers(("Idempotent-Replayed" = String, description = "`true` when this repeats the answer to an earlier request with the same idempotency key."))),
+        (status = 401, response = Unauthorized),
+        (status = 409, response = Conflict),
+        JsonBodyErrors,
+        DatabaseErrors,
+    )
+)]
 pub async fn grant(
     State(state): State<AppState>,
     _caller: ApiCaller,

@@ -8,14 +8,21 @@ use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::{auth::AuthUser, credits, error::AppError, state::AppState};
+use crate::{
+    auth::AuthUser,
+    credits,
+    error::AppError,
+    openapi::{DatabaseErrors, PaymentRequired, Unauthorized},
+    state::AppState,
+};
 
 /// What one click of "Use 10 credits" spends.
 pub const DEMO_USAGE_CREDITS: i64 = 10;
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DemoCreditsResponse {
     user_id: String,
@@ -26,7 +33,7 @@ pub struct DemoCreditsResponse {
     grants: Vec<DemoGrant>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct DemoGrant {
     source: &'static str,
@@ -35,6 +42,17 @@ struct DemoGrant {
     expires_at: Option<DateTime<Utc>>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/dev/credits",
+    tag = "dev",
+    security(("userToken" = [])),
+    responses(
+        (status = 200, description = "The caller's credits, grant by grant (emulator mode only).", body = DemoCreditsResponse),
+        (status = 401, response = Unauthorized),
+        DatabaseErrors,
+    )
+)]
 pub async fn demo_credits(
     State(state): State<AppState>,
     user: AuthUser,
@@ -61,7 +79,7 @@ pub async fn demo_credits(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DemoUsageResponse {
     usage_id: Uuid,
@@ -71,6 +89,18 @@ pub struct DemoUsageResponse {
 
 /// Each click is a new use, so each gets a new idempotency key (an app retrying one job would send
 /// that job's key again). Not enough credits: 402 `insufficient_credits`, nothing spent.
+#[utoipa::path(
+    post,
+    path = "/dev/credits/use",
+    tag = "dev",
+    security(("userToken" = [])),
+    responses(
+        (status = 200, description = "10 credits spent (emulator mode only).", body = DemoUsageResponse),
+        (status = 401, response = Unauthorized),
+        (status = 402, response = PaymentRequired),
+        DatabaseErrors,
+    )
+)]
 pub async fn use_demo_credits(
     State(state): State<AppState>,
     user: AuthUser,

@@ -12,9 +12,11 @@ use axum::{
     response::{Html, IntoResponse, Response},
 };
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::{
     mail::{DEV_MAILBOX_CAPACITY, KeptEmail, Mailer, escape_html},
+    openapi::Unavailable,
     state::AppState,
 };
 
@@ -22,7 +24,7 @@ use crate::{
 /// that inherits this, so an email cannot run script or fetch anything either.
 const PAGE_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'";
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct DevMailResponse {
     /// `dev_mailbox`, or `smtp` when `SMTP_URL` is set and nothing is kept here.
     delivery: &'static str,
@@ -45,6 +47,15 @@ pub async fn dev_mail(State(state): State<AppState>, headers: HeaderMap) -> Resp
     page
 }
 
+#[utoipa::path(
+    get,
+    path = "/dev/mail.json",
+    tag = "dev",
+    responses(
+        (status = 200, description = "The emails kept instead of sent (emulator mode only).", body = DevMailResponse),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn dev_mail_json(State(state): State<AppState>) -> Json<DevMailResponse> {
     Json(mailbox(state.mailer.as_ref()))
 }

@@ -4,16 +4,18 @@
 
 use axum::{Json, extract::State};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::{
     auth::AuthUser,
     credits,
     error::AppError,
     holdings::{self, EntitlementView},
+    openapi::{DatabaseErrors, Unauthorized},
     state::AppState,
 };
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EntitlementsResponse {
     user_id: String,
@@ -23,6 +25,17 @@ pub struct EntitlementsResponse {
     entitlements: Vec<EntitlementView>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/entitlements",
+    tag = "user",
+    security(("userToken" = [])),
+    responses(
+        (status = 200, description = "The caller's credits and entitlements now.", body = EntitlementsResponse),
+        (status = 401, response = Unauthorized),
+        DatabaseErrors,
+    )
+)]
 pub async fn entitlements(
     State(state): State<AppState>,
     user: AuthUser,

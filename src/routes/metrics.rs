@@ -13,10 +13,23 @@ use crate::{
     auth::bearer_matches,
     error::AppError,
     metrics::{CONTENT_TYPE, Sampled},
+    openapi::{Unauthorized, Unavailable},
     state::AppState,
     store::outbox_deliveries,
 };
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    // Open when METRICS_TOKEN is unset.
+    security(("metricsToken" = []), ()),
+    responses(
+        (status = 200, description = "The scrape, in the OpenMetrics text format.", content_type = "application/openmetrics-text", body = String),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
     if let Some(token) = &state.config.metrics_token
         && !bearer_matches(&headers, token.expose())

@@ -13,6 +13,7 @@ pub mod dev_token;
 pub mod entitlements;
 pub mod health;
 pub mod metrics;
+pub mod openapi;
 pub mod order_status;
 pub mod plans;
 pub mod webhook;

@@ -11,23 +11,30 @@ use std::time::Duration;
 use axum::{Json, extract::State};
 use serde::Deserialize;
 use tokio::time::Instant;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
     auth::AuthUser,
     error::AppError,
     extract::AppJson,
+    openapi::{BadGateway, DatabaseErrors, JsonBodyErrors, NotFound, Unauthorized},
     orders::{OrderStatus, OrderView},
     reconcile::return_page::sync_pending_order,
     state::AppState,
 };
 
-#[derive(Deserialize)]
+/// Exactly one of `orderId` or `sessionId`.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderStatusRequest {
+    #[schema(format = Uuid)]
     order_id: Option<String>,
+    /// Stripe's Checkout Session id, as the return page's URL carries it.
     session_id: Option<String>,
-    /// Signed so that a negative number is our 400, not serde's "invalid value".
+    /// Hold a `pending` order's answer until its status changes, at most this long.
+    // Signed so that a negative number is our 400, not serde's "invalid value".
+    #[schema(minimum = 0, maximum = 25)]
     wait_seconds: Option<i64>,
 }
 
@@ -38,7 +45,24 @@ enum OrderKey {
 
 /// The longest a request may be held; below the app's request timeout.
 pub const MAX_WAIT_SECONDS: i64 = 25;
+// The document's `maximum` for `waitSeconds` (an attribute takes only a literal).
+const _: () = assert!(MAX_WAIT_SECONDS == 25);
 
+#[utoipa::path(
+    post,
+    path = "/order-status",
+    tag = "user",
+    security(("userToken" = [])),
+    request_body = OrderStatusRequest,
+    responses(
+        (status = 200, description = "The order, as its owner sees it.", body = OrderView),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 502, response = BadGateway),
+        JsonBodyErrors,
+        DatabaseErrors,
+    )
+)]
 pub async fn order_status(
     State(state): State<AppState>,
     user: AuthUser,

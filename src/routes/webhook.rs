@@ -12,13 +12,15 @@ use axum::{
     extract::{State, rejection::BytesRejection},
     http::{HeaderMap, StatusCode},
 };
-use serde_json::{Value, json};
+use serde::Serialize;
 use std::time::{Duration, Instant};
+use utoipa::ToSchema;
 
 use crate::{
     config::StripeMode,
     error::AppError,
     fulfillment::process_event,
+    openapi::{BadGateway, BadRequest, DatabaseErrors, PayloadTooLarge},
     state::AppState,
     stripe::{event::WebhookEvent, signature::verify_stripe_signature},
 };
@@ -26,12 +28,35 @@ use crate::{
 /// Stripe's events are a few KiB; anything near this is not from Stripe.
 pub const MAX_WEBHOOK_BODY: usize = 1024 * 1024;
 
+#[derive(Serialize, ToSchema)]
+pub struct WebhookReceipt {
+    received: bool,
+    /// What the event did, e.g. `fulfilled`, `duplicate`, `ignored`.
+    outcome: &'static str,
+}
+
+#[utoipa::path(
+    post,
+    path = "/payment-webhook",
+    tag = "stripe",
+    params(
+        ("Stripe-Signature" = String, Header, description = "Stripe's signature of the raw body with the endpoint's secret."),
+    ),
+    request_body(content = Object, description = "A Stripe event, verified byte for byte against `Stripe-Signature` before it is read."),
+    responses(
+        (status = 200, description = "A verified event, applied once (also one this service does not act on).", body = WebhookReceipt),
+        (status = 400, response = BadRequest),
+        (status = 413, response = PayloadTooLarge),
+        (status = 502, response = BadGateway),
+        DatabaseErrors,
+    )
+)]
 #[tracing::instrument(name = "webhook", skip_all, fields(event_id, event_type, order_id))]
 pub async fn payment_webhook(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<WebhookReceipt>, AppError> {
     let body = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge,
         _ => AppError::bad_request("invalid_body", "The request body could not be read."),
@@ -79,7 +104,10 @@ pub async fn payment_webhook(
         .inspect_err(|_| record("error"))?;
     record(outcome.as_str());
     tracing::info!(outcome = outcome.as_str(), "webhook processed");
-    Ok(Json(json!({ "received": true, "outcome": outcome.as_str() })))
+    Ok(Json(WebhookReceipt {
+        received: true,
+        outcome: outcome.as_str(),
+    }))
 }
 
 /// A correctly signed event from the other mode means an endpoint or secret shared between test

@@ -8,6 +8,7 @@ mod auth_and_ownership;
 mod checkout;
 mod checkout_limits;
 mod connection_hygiene;
+mod contract;
 mod credit_expiry;
 mod credits_api;
 mod credits_clawbacks;
