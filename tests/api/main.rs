@@ -42,5 +42,6 @@ mod signatures;
 mod smtp_server;
 mod subscription_checkouts;
 mod subscriptions;
+mod time_travel;
 mod trials_and_discounts;
 mod webhook_fulfillment;
