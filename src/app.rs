@@ -49,6 +49,10 @@ pub fn router(state: AppState) -> Router {
         .route("/order-status", post(routes::order_status::order_status))
         .route("/entitlements", get(routes::entitlements::entitlements))
         .route("/plans", get(routes::plans::plans))
+        .route(
+            "/subscription/change",
+            post(routes::subscription_change::change_subscription),
+        )
         .route("/healthz", get(routes::health::healthz))
         .route("/metrics", get(routes::metrics::metrics))
         // The app's backend, with an API key.

@@ -13,4 +13,5 @@ pub mod health;
 pub mod metrics;
 pub mod order_status;
 pub mod plans;
+pub mod subscription_change;
 pub mod webhook;

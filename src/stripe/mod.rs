@@ -9,6 +9,7 @@ pub mod failure;
 pub mod lifecycle_objects;
 pub mod retrieve;
 pub mod signature;
+pub mod subscription_update;
 
 pub use api::StripeApi;
 pub use checkout::{

@@ -73,7 +73,7 @@ pub async fn create_product(State(emulator): State<StripeEmulator>, body: Bytes)
     };
     let id = match params.get("id") {
         Some(id) if state.billing.products.contains_key(id) => {
-            return ApiError::refused("id", format!("Product already exists with ID {id}")).into_response();
+            return ApiError::already_exists("id", format!("Product already exists with ID {id}")).into_response();
         }
         Some(id) => id.to_owned(),
         None => objects::new_id("prod", &mut state.next_id),

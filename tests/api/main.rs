@@ -31,6 +31,7 @@ mod metrics;
 mod operator_commands;
 mod outbox_delivery;
 mod outbox_email;
+mod plan_changes;
 mod reconciliation;
 mod refunds_and_disputes;
 mod resilience;

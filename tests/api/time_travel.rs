@@ -53,12 +53,14 @@ impl TestApp {
     }
 
     /// The period credits granted to the order, one per paid invoice.
-    async fn period_grants(&self, order_id: Uuid) -> Vec<i64> {
-        sqlx::query_scalar("select granted from credit_grants where order_id = $1 and source = 'period' order by id")
-            .bind(order_id)
-            .fetch_all(&self.db)
-            .await
-            .unwrap()
+    pub async fn period_grants(&self, order_id: Uuid) -> Vec<i64> {
+        sqlx::query_scalar(
+            "select granted from credit_grants where order_id = $1 and source = 'period' order by created_at",
+        )
+        .bind(order_id)
+        .fetch_all(&self.db)
+        .await
+        .unwrap()
     }
 }
 
