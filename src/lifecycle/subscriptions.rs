@@ -270,7 +270,8 @@ async fn store_subscription_state(
             .metadata_value("order_id")
             .and_then(|id| Uuid::parse_str(id).ok()),
         user_id: subscription.metadata_value("user_id"),
-        plan_id: plan_id.or(subscription.metadata_value("plan_id")),
+        plan_id: subscription.metadata_value("plan_id"),
+        plan_from_price: plan_id,
         status: &subscription.status,
         current_period_end: period_end.and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0)),
         cancel_at_period_end: subscription.cancel_at_period_end,

@@ -53,8 +53,10 @@ pub struct AnsweredState<'a> {
     /// The order checkout put in the subscription's metadata, when it names one.
     pub order_from_metadata: Option<Uuid>,
     pub user_id: Option<&'a str>,
-    /// The plan the subscription's item price maps to (else the one checkout named in metadata).
+    /// The plan checkout named in the subscription's metadata: the plan it started on.
     pub plan_id: Option<&'a str>,
+    /// The plan the subscription's item price maps to now, when it maps to one.
+    pub plan_from_price: Option<&'a str>,
     pub status: &'a str,
     pub current_period_end: Option<DateTime<Utc>>,
     pub cancel_at_period_end: bool,
@@ -71,14 +73,15 @@ pub async fn store_state(conn: &mut PgConnection, state: &AnsweredState<'_>) -> 
              (stripe_subscription_id, order_id, user_id, plan_id, status, current_period_end,
               cancel_at_period_end, stripe_event_id, stripe_answered_at)
          values ($1, coalesce($2, (select id from orders where stripe_subscription_id = $1 limit 1)),
-                 $3, $4, $5, $6, $7, $8, $9)
+                 $3, coalesce($10, $4), $5, $6, $7, $8, $9)
          on conflict (stripe_subscription_id) do update set
              order_id = coalesce(s.order_id, excluded.order_id),
              user_id = coalesce(s.user_id, excluded.user_id),
-             -- The plan follows the item's price, so the newest answer names it.
+             -- The plan follows the item's price, so the newest answer whose price maps to a plan
+             -- names it; checkout's metadata only fills a row that has none (it never changes).
              plan_id = case when s.stripe_answered_at > excluded.stripe_answered_at
                             then coalesce(s.plan_id, excluded.plan_id)
-                            else coalesce(excluded.plan_id, s.plan_id) end,
+                            else coalesce($10, s.plan_id, excluded.plan_id) end,
              status = case when s.stripe_answered_at > excluded.stripe_answered_at
                            then s.status else excluded.status end,
              current_period_end = greatest(s.current_period_end, excluded.current_period_end),
@@ -98,6 +101,7 @@ pub async fn store_state(conn: &mut PgConnection, state: &AnsweredState<'_>) -> 
         state.cancel_at_period_end,
         state.event_id,
         state.answered_at,
+        state.plan_from_price,
     )
     .fetch_one(conn)
     .await

@@ -14,6 +14,7 @@ use axum::{
     Json,
     body::Bytes,
     extract::{Path, State},
+    http::HeaderMap,
     response::{IntoResponse, Response},
 };
 use serde_json::{Value, json};
@@ -85,6 +86,7 @@ const UPDATE_SUBSCRIPTION: &[(&str, Shape)] = &[
 pub async fn update_subscription(
     State(emulator): State<StripeEmulator>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
@@ -93,7 +95,10 @@ pub async fn update_subscription(
         method: "POST".into(),
         path: format!("/v1/subscriptions/{id}"),
         params: pairs.iter().cloned().collect(),
-        idempotency_key: None,
+        idempotency_key: headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     });
     match apply_update(&mut state, &id, &Params::new(&pairs)) {
         Ok(subscription) => Json(subscription).into_response(),

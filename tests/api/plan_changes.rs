@@ -418,3 +418,31 @@ async fn the_emulators_subscription_update_refuses_what_stripe_refuses() {
     assert_eq!(last["type"], "customer.subscription.updated");
     assert_eq!(last["data"]["previous_attributes"]["cancel_at_period_end"], false);
 }
+
+#[tokio::test]
+async fn given_a_price_no_plan_names_then_the_subscription_keeps_the_plan_it_was_on() {
+    let app = TestApp::spawn().await;
+    let purchase = app.fulfilled_purchase("alice", "pro_monthly").await;
+    app.emulator.add_price(BookPrice {
+        id: "price_made_in_the_dashboard".into(),
+        unit_amount: 2500,
+        currency: "usd".into(),
+        interval: Some("month".into()),
+        product_name: "Something else".into(),
+    });
+    let before = app.emulator.events().len();
+
+    app.emulator
+        .change_price(
+            &purchase.subscription_id(),
+            "price_made_in_the_dashboard",
+            Proration::None,
+        )
+        .unwrap();
+    app.deliver_since(before).await;
+
+    // Checkout's metadata still says pro_monthly, but it is no longer what decides: the plan stays.
+    assert_eq!(app.keys("alice").await, [key("pro", "active", true)]);
+    let (status, body) = app.change_plan("alice", "pro_monthly").await;
+    assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "same_plan"));
+}
