@@ -205,7 +205,7 @@ pub async fn apply_subscription_event(
             if let Some(invoice) = stripe_state.paid_invoice.as_ref().filter(|i| i.is_proration()) {
                 plan_changes::grant_proration_credits(conn, order_id, &user_id, &current, invoice, &event.id).await?;
             }
-            if stripe_state.paid_invoice.is_some() {
+            if let Some(invoice) = &stripe_state.paid_invoice {
                 // A refund or dispute of this payment may have come first.
                 let order = LockedPaidOrder {
                     id: order_id,
@@ -213,7 +213,9 @@ pub async fn apply_subscription_event(
                     status,
                 };
                 // Granted before the standing is settled, so a refund that came first takes it back.
-                grant_paid_periods(conn, subscription_id, &order, &event.id).await?;
+                // Only this invoice: the earlier ones were granted at the plan they were paid at
+                // (a plan change since must not grant them again at the new one).
+                grant_paid_periods(conn, subscription_id, &order, &event.id, Some(&invoice.id)).await?;
                 settle_order(conn, &order, &event.id, Cause::Fulfilment).await?;
             }
             let detail = format!("{} (subscription {})", event.event_type, current.status);
@@ -226,20 +228,25 @@ pub async fn apply_subscription_event(
 }
 
 /// Each paid period's credits when the order's plan grants them: once per invoice, expiring at
-/// the subscription's period end. Run when an invoice is paid and when the checkout completes
-/// (invoices paid before it were recorded and are granted then).
+/// the subscription's period end. Run when an invoice is paid (`only` that invoice) and when the
+/// checkout completes (every invoice paid before it was recorded and is granted then).
 pub async fn grant_paid_periods(
     conn: &mut PgConnection,
     subscription_id: &str,
     order: &LockedPaidOrder,
     event_id: &str,
+    only: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     let credits = orders::period_credits(conn, order.id).await?;
     if credits == 0 {
         return Ok(());
     }
     let periods = subscriptions::paid_periods(conn, subscription_id).await?;
-    for invoice_id in &periods.invoice_ids {
+    let due = periods
+        .invoice_ids
+        .iter()
+        .filter(|id| only.is_none_or(|only| only == id.as_str()));
+    for invoice_id in due {
         credits::grant_period(
             conn,
             &order.user_id,

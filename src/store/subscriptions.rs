@@ -196,13 +196,14 @@ pub struct StoredSubscription {
     pub status: String,
     pub current_period_end: Option<DateTime<Utc>>,
     pub cancel_at_period_end: bool,
+    pub plan_id: Option<String>,
 }
 
 /// Every subscription not yet over, as we last stored it.
 pub async fn live(db: &sqlx::PgPool) -> Result<Vec<StoredSubscription>, sqlx::Error> {
     sqlx::query_as!(
         StoredSubscription,
-        "select stripe_subscription_id, order_id, status, current_period_end, cancel_at_period_end
+        "select stripe_subscription_id, order_id, status, current_period_end, cancel_at_period_end, plan_id
          from subscriptions where status not in ('canceled', 'incomplete_expired')
          order by stripe_subscription_id"
     )

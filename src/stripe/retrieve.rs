@@ -93,6 +93,17 @@ pub async fn retrieve_raw(
     get_json(api, endpoint, path, None).await
 }
 
+/// `retrieve_subscription` as Stripe's JSON, its item's product expanded as there.
+pub async fn retrieve_subscription_raw(api: &StripeApi, id: &str) -> Result<serde_json::Value, StripeError> {
+    get_json(
+        api,
+        "GET /v1/subscriptions/{id}",
+        format!("/subscriptions/{id}"),
+        Some("expand%5B%5D=items.data.price.product".to_owned()),
+    )
+    .await
+}
+
 /// `GET /v1/charges?payment_intent=`: a payment's charges, with their refunded totals.
 pub async fn list_charges_of(
     api: &StripeApi,
