@@ -104,6 +104,7 @@ pub fn routes(emulator: bool) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(routes::checkout::create_checkout))
         .routes(routes!(routes::cancel_checkout::cancel_checkout))
         .routes(routes!(routes::billing_portal::billing_portal))
+        .routes(routes!(routes::subscription_change::change_subscription))
         .routes(routes!(routes::order_status::order_status))
         .routes(routes!(routes::entitlements::entitlements))
         .routes(routes!(routes::plans::plans))

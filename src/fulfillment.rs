@@ -225,7 +225,7 @@ async fn fulfil_order(
             // payments and any reversal of them) now applies.
             lifecycle::subscriptions::adopt_stored_state(conn, subscription_id, order.id).await?;
             // Granted before the standing is settled, so a refund that came first takes it back.
-            lifecycle::subscriptions::grant_paid_periods(conn, subscription_id, &paid, event_id).await?;
+            lifecycle::subscriptions::grant_paid_periods(conn, subscription_id, &paid, event_id, None).await?;
             settle_order(conn, &paid, event_id, Cause::Fulfilment).await?;
         }
         None => {

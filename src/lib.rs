@@ -33,6 +33,7 @@ pub mod outbox;
 pub mod outcome;
 pub mod pg_listen;
 pub mod plan;
+pub mod plan_change;
 pub mod rate_limit;
 pub mod reconcile;
 pub mod routes;

@@ -56,8 +56,23 @@ pub async fn refresh_entitlement(
     else {
         return Ok(false);
     };
-    let stored = entitlements::lock_stored(conn, &user_id, &key).await?;
-    let grants = entitlements::grants(conn, &user_id, &key).await?;
+    refresh_entitlement_key(conn, &user_id, &key, order_id, event_id, detail).await
+}
+
+/// `refresh_entitlement` for one key of the user, `order_id` being the order whose change caused
+/// it. A key no order grants any more (its subscription moved to a plan with another key) is
+/// revoked. Returns whether anything changed; for a key first written here (one a plan change
+/// brought), that is the write itself, and the caller records why.
+pub async fn refresh_entitlement_key(
+    conn: &mut PgConnection,
+    user_id: &str,
+    key: &str,
+    order_id: Uuid,
+    event_id: &str,
+    detail: &str,
+) -> Result<bool, sqlx::Error> {
+    let stored = entitlements::lock_stored(conn, user_id, key).await?;
+    let grants = entitlements::grants(conn, user_id, key).await?;
     // The best claim: the status that grants most; then one that never lapses (a one-time
     // purchase); then the latest period end.
     let Some(best) = grants.iter().max_by_key(|g| {
@@ -65,7 +80,7 @@ pub async fn refresh_entitlement(
         let lifetime = g.stripe_subscription_id.is_none();
         (rank(status), lifetime, g.current_period_end)
     }) else {
-        return Ok(false);
+        return revoke_ungranted(conn, user_id, key, stored, order_id, event_id, detail).await;
     };
     let status = entitlement_status(best.stripe_status.as_deref(), best.hold);
     let period_end = match &stored {
@@ -82,7 +97,7 @@ pub async fn refresh_entitlement(
         cancel_at_period_end,
         hold: best.hold,
     };
-    entitlements::write(conn, &user_id, &key, &derived).await?;
+    entitlements::write(conn, user_id, key, &derived).await?;
 
     // A first grant is recorded by fulfilment as `grant`; later changes are recorded here.
     let Some(stored) = stored else {
@@ -101,16 +116,64 @@ pub async fn refresh_entitlement(
     } else {
         return Ok(false);
     };
+    write_history(conn, user_id, key, order_id, change, event_id, detail).await?;
+    Ok(true)
+}
+
+/// A key that no order grants any more ends now, unless it had already.
+async fn revoke_ungranted(
+    conn: &mut PgConnection,
+    user_id: &str,
+    key: &str,
+    stored: Option<entitlements::Stored>,
+    order_id: Uuid,
+    event_id: &str,
+    detail: &str,
+) -> Result<bool, sqlx::Error> {
+    let Some(stored) = stored.filter(|s| s.status != EntitlementStatus::Revoked) else {
+        return Ok(false);
+    };
+    let derived = entitlements::Derived {
+        status: EntitlementStatus::Revoked,
+        stripe_subscription_id: None,
+        order_id: stored.order_id.unwrap_or(order_id),
+        current_period_end: stored.current_period_end,
+        cancel_at_period_end: false,
+        hold: None,
+    };
+    entitlements::write(conn, user_id, key, &derived).await?;
+    write_history(
+        conn,
+        user_id,
+        key,
+        order_id,
+        EntitlementChange::Revoked,
+        event_id,
+        detail,
+    )
+    .await?;
+    Ok(true)
+}
+
+/// One history row naming the event that made the change.
+pub async fn write_history(
+    conn: &mut PgConnection,
+    user_id: &str,
+    key: &str,
+    order_id: Uuid,
+    change: EntitlementChange,
+    event_id: &str,
+    detail: &str,
+) -> Result<(), sqlx::Error> {
     let change = entitlements::Change {
-        user_id: &user_id,
-        key: &key,
+        user_id,
+        key,
         order_id,
         change,
         event_id,
         detail: Some(detail),
     };
-    entitlements::record(conn, &change).await?;
-    Ok(true)
+    entitlements::record(conn, &change).await
 }
 
 #[cfg(test)]

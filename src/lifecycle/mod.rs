@@ -6,6 +6,7 @@
 pub mod entitlement_state;
 pub mod payment_facts;
 pub mod payment_owner;
+pub mod plan_changes;
 pub mod reversals;
 pub mod subscriptions;
 

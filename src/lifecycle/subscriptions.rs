@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::{
     entitlement_state::refresh_entitlement,
     payment_owner::LockedPaidOrder,
+    plan_changes,
     reversals::{Cause, settle_order},
 };
 // Fulfilment takes the subscription's lock and hands it its stored state by these names.
@@ -172,16 +173,24 @@ pub async fn apply_subscription_event(
     {
         period_end = period_end.max(invoice.period_end());
         let with_payments = stripe_state.paid_invoice_payments.as_ref().unwrap_or(invoice);
-        subscriptions::record_payments(
-            conn,
-            &with_payments.payment_intent_ids(),
+        let paid = subscriptions::PaidInvoice {
             subscription_id,
-            &with_payments.id,
-            &event.id,
-        )
-        .await?;
+            invoice_id: &with_payments.id,
+            billing_reason: invoice.billing_reason.as_deref(),
+            event_id: &event.id,
+        };
+        subscriptions::record_payments(conn, &with_payments.payment_intent_ids(), &paid).await?;
     }
-    let order_id = store_subscription_state(conn, &current, period_end, stripe_state.answered_at, &event.id).await?;
+    let plan_id = plan_changes::plan_of(conn, &current).await?;
+    let order_id = store_subscription_state(
+        conn,
+        &current,
+        plan_id.as_deref(),
+        period_end,
+        stripe_state.answered_at,
+        &event.id,
+    )
+    .await?;
 
     let Some(order_id) = order_id else {
         tracing::warn!(subscription_id, "subscription names no order of ours");
@@ -191,7 +200,12 @@ pub async fn apply_subscription_event(
     let order = order_standing::owner(conn, order_id).await?;
     match order {
         Some(Owner { status, user_id }) if status.is_fulfilled() => {
-            if stripe_state.paid_invoice.is_some() {
+            // Before the credits, so a renewal at a new price grants the new plan's.
+            plan_changes::follow_plan(conn, order_id, subscription_id, &event.id).await?;
+            if let Some(invoice) = stripe_state.paid_invoice.as_ref().filter(|i| i.is_proration()) {
+                plan_changes::grant_proration_credits(conn, order_id, &user_id, &current, invoice, &event.id).await?;
+            }
+            if let Some(invoice) = &stripe_state.paid_invoice {
                 // A refund or dispute of this payment may have come first.
                 let order = LockedPaidOrder {
                     id: order_id,
@@ -199,7 +213,9 @@ pub async fn apply_subscription_event(
                     status,
                 };
                 // Granted before the standing is settled, so a refund that came first takes it back.
-                grant_paid_periods(conn, subscription_id, &order, &event.id).await?;
+                // Only this invoice: the earlier ones were granted at the plan they were paid at
+                // (a plan change since must not grant them again at the new one).
+                grant_paid_periods(conn, subscription_id, &order, &event.id, Some(&invoice.id)).await?;
                 settle_order(conn, &order, &event.id, Cause::Fulfilment).await?;
             }
             let detail = format!("{} (subscription {})", event.event_type, current.status);
@@ -212,20 +228,25 @@ pub async fn apply_subscription_event(
 }
 
 /// Each paid period's credits when the order's plan grants them: once per invoice, expiring at
-/// the subscription's period end. Run when an invoice is paid and when the checkout completes
-/// (invoices paid before it were recorded and are granted then).
+/// the subscription's period end. Run when an invoice is paid (`only` that invoice) and when the
+/// checkout completes (every invoice paid before it was recorded and is granted then).
 pub async fn grant_paid_periods(
     conn: &mut PgConnection,
     subscription_id: &str,
     order: &LockedPaidOrder,
     event_id: &str,
+    only: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     let credits = orders::period_credits(conn, order.id).await?;
     if credits == 0 {
         return Ok(());
     }
     let periods = subscriptions::paid_periods(conn, subscription_id).await?;
-    for invoice_id in &periods.invoice_ids {
+    let due = periods
+        .invoice_ids
+        .iter()
+        .filter(|id| only.is_none_or(|only| only == id.as_str()));
+    for invoice_id in due {
         credits::grant_period(
             conn,
             &order.user_id,
@@ -245,6 +266,7 @@ pub async fn grant_paid_periods(
 async fn store_subscription_state(
     conn: &mut PgConnection,
     subscription: &SubscriptionObject,
+    plan_id: Option<&str>,
     period_end: Option<i64>,
     answered_at: DateTime<Utc>,
     event_id: &str,
@@ -256,6 +278,7 @@ async fn store_subscription_state(
             .and_then(|id| Uuid::parse_str(id).ok()),
         user_id: subscription.metadata_value("user_id"),
         plan_id: subscription.metadata_value("plan_id"),
+        plan_from_price: plan_id,
         status: &subscription.status,
         current_period_end: period_end.and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0)),
         cancel_at_period_end: subscription.cancel_at_period_end,

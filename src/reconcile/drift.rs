@@ -20,7 +20,7 @@ use crate::{
     config::DriftCheck,
     domain_error::DomainError,
     fulfillment::process_event,
-    lifecycle::reversals::derive_standing,
+    lifecycle::{plan_changes, reversals::derive_standing},
     metrics::Metrics,
     store::{
         orders::{self, PaidOrderRef, PendingCheckout},
@@ -31,7 +31,7 @@ use crate::{
         ProviderError, StripeApi,
         event::{EventData, WebhookEvent},
         lifecycle_objects::SubscriptionObject,
-        retrieve::{list_charges_of, list_disputes_of, list_refunds_of, retrieve_raw},
+        retrieve::{list_charges_of, list_disputes_of, list_refunds_of, retrieve_raw, retrieve_subscription_raw},
     },
 };
 
@@ -315,7 +315,7 @@ async fn check_subscription(
         Some(order_id) => format!("subscription {id} (order {order_id})"),
         None => format!("subscription {id}"),
     };
-    let raw = match retrieve_raw(stripe, "GET /v1/subscriptions/{id}", format!("/subscriptions/{id}")).await {
+    let raw = match retrieve_subscription_raw(stripe, id).await {
         Ok(raw) => raw,
         Err(err) if is_not_found(&err) => return Ok(vec![unknown(subject, &ours.status)]),
         Err(err) => return Err(provider(err)),
@@ -323,16 +323,22 @@ async fn check_subscription(
     let current = serde_json::from_value::<SubscriptionObject>(raw.clone())
         .map_err(|err| provider(stripe::StripeError::JSONDeserialize(err.to_string())))?;
     let mut findings = Vec::new();
-    let our_state = state_line(
+    let mut our_state = state_line(
         &ours.status,
         ours.current_period_end.map(|t| t.timestamp()),
         ours.cancel_at_period_end,
     );
-    let stripe_state = state_line(
+    let mut stripe_state = state_line(
         &current.status,
         current.current_period_end(),
         current.cancel_at_period_end,
     );
+    // A plan change whose event never arrived: compared when Stripe's price names a plan.
+    let stripe_plan = plan_changes::plan_of(&mut *pool.acquire().await?, &current).await?;
+    if let Some(stripe_plan) = stripe_plan {
+        our_state.push_str(&format!(", plan {}", ours.plan_id.as_deref().unwrap_or("none")));
+        stripe_state.push_str(&format!(", plan {stripe_plan}"));
+    }
     if our_state != stripe_state {
         let event_type = if current.status == "canceled" {
             "customer.subscription.deleted"

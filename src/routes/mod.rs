@@ -16,4 +16,5 @@ pub mod metrics;
 pub mod openapi;
 pub mod order_status;
 pub mod plans;
+pub mod subscription_change;
 pub mod webhook;

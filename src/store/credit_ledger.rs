@@ -494,3 +494,23 @@ pub async fn adjust_grant(
     .await?;
     Ok(())
 }
+
+/// The credits the order's regular invoice for the period ending at `period_end` granted (0 when
+/// none did): what a proration tops up from. Proration invoices' own grants are not counted.
+pub async fn period_rate(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    period_end: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"select coalesce(max(g.granted), 0)::bigint as "granted!" from credit_grants g
+           where g.order_id = $1 and g.source = 'period' and g.expires_at = $2
+             and not exists (select 1 from subscription_payments p
+                             where p.stripe_invoice_id = g.stripe_invoice_id
+                               and p.billing_reason = 'subscription_update')"#,
+        order_id,
+        period_end
+    )
+    .fetch_one(conn)
+    .await
+}

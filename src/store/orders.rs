@@ -488,3 +488,41 @@ pub async fn pending_checkouts_between(
     .fetch_all(db)
     .await
 }
+
+/// What an order grants once its subscription moved to another plan.
+pub struct FollowedPlan {
+    pub user_id: String,
+    pub plan_id: String,
+    pub old_entitlement: Option<String>,
+    pub new_entitlement: Option<String>,
+}
+
+/// Makes the order grant what its subscription's plan (as last stored) grants: the plan's
+/// entitlement key and period credits. `None` when it already does, or the plan is unknown.
+/// The order's `plan_id` stays the plan it was bought as.
+pub async fn follow_subscription_plan(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    subscription_id: &str,
+) -> Result<Option<FollowedPlan>, sqlx::Error> {
+    sqlx::query_as!(
+        FollowedPlan,
+        r#"with target as (
+               select p.id, p.entitlement, p.credits_per_period
+               from subscriptions s join plans p on p.id = s.plan_id
+               where s.stripe_subscription_id = $2 and p.kind = 'subscription'
+           ), before as (
+               select entitlement from orders where id = $1
+           )
+           update orders o set entitlement = t.entitlement, credits_per_period = t.credits_per_period,
+                               updated_at = now()
+           from target t, before b
+           where o.id = $1
+             and (o.entitlement is distinct from t.entitlement or o.credits_per_period <> t.credits_per_period)
+           returning o.user_id, t.id as plan_id, b.entitlement as old_entitlement, o.entitlement as new_entitlement"#,
+        order_id,
+        subscription_id
+    )
+    .fetch_optional(conn)
+    .await
+}

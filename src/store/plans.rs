@@ -70,3 +70,21 @@ pub async fn list_active_plans(pool: &PgPool) -> Result<Vec<Plan>, sqlx::Error> 
     .fetch_all(pool)
     .await
 }
+
+/// The plan a subscription item's price stands for: the plan that names the Price by
+/// `stripe_price`, else the subscription plan its product's metadata names (prices made inline).
+pub async fn plan_for_price(
+    conn: &mut PgConnection,
+    price_id: &str,
+    product_plan_id: Option<&str>,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"select coalesce(
+                  (select id from plans where stripe_price = $1 and kind = 'subscription' order by active desc, id limit 1),
+                  (select id from plans where id = $2 and kind = 'subscription')) as plan_id"#,
+        price_id,
+        product_plan_id
+    )
+    .fetch_one(conn)
+    .await
+}

@@ -53,7 +53,10 @@ pub struct AnsweredState<'a> {
     /// The order checkout put in the subscription's metadata, when it names one.
     pub order_from_metadata: Option<Uuid>,
     pub user_id: Option<&'a str>,
+    /// The plan checkout named in the subscription's metadata: the plan it started on.
     pub plan_id: Option<&'a str>,
+    /// The plan the subscription's item price maps to now, when it maps to one.
+    pub plan_from_price: Option<&'a str>,
     pub status: &'a str,
     pub current_period_end: Option<DateTime<Utc>>,
     pub cancel_at_period_end: bool,
@@ -70,11 +73,15 @@ pub async fn store_state(conn: &mut PgConnection, state: &AnsweredState<'_>) -> 
              (stripe_subscription_id, order_id, user_id, plan_id, status, current_period_end,
               cancel_at_period_end, stripe_event_id, stripe_answered_at)
          values ($1, coalesce($2, (select id from orders where stripe_subscription_id = $1 limit 1)),
-                 $3, $4, $5, $6, $7, $8, $9)
+                 $3, coalesce($10, $4), $5, $6, $7, $8, $9)
          on conflict (stripe_subscription_id) do update set
              order_id = coalesce(s.order_id, excluded.order_id),
              user_id = coalesce(s.user_id, excluded.user_id),
-             plan_id = coalesce(s.plan_id, excluded.plan_id),
+             -- The plan follows the item's price, so the newest answer whose price maps to a plan
+             -- names it; checkout's metadata only fills a row that has none (it never changes).
+             plan_id = case when s.stripe_answered_at > excluded.stripe_answered_at
+                            then coalesce(s.plan_id, excluded.plan_id)
+                            else coalesce($10, s.plan_id, excluded.plan_id) end,
              status = case when s.stripe_answered_at > excluded.stripe_answered_at
                            then s.status else excluded.status end,
              current_period_end = greatest(s.current_period_end, excluded.current_period_end),
@@ -94,9 +101,18 @@ pub async fn store_state(conn: &mut PgConnection, state: &AnsweredState<'_>) -> 
         state.cancel_at_period_end,
         state.event_id,
         state.answered_at,
+        state.plan_from_price,
     )
     .fetch_one(conn)
     .await
+}
+
+/// One paid invoice of a subscription: its id and why Stripe issued it.
+pub struct PaidInvoice<'a> {
+    pub subscription_id: &'a str,
+    pub invoice_id: &'a str,
+    pub billing_reason: Option<&'a str>,
+    pub event_id: &'a str,
 }
 
 /// Links each payment of a paid invoice to its subscription, once: a refund or dispute of one of
@@ -104,19 +120,19 @@ pub async fn store_state(conn: &mut PgConnection, state: &AnsweredState<'_>) -> 
 pub async fn record_payments(
     conn: &mut PgConnection,
     payment_intents: &[&str],
-    subscription_id: &str,
-    invoice_id: &str,
-    event_id: &str,
+    invoice: &PaidInvoice<'_>,
 ) -> Result<(), sqlx::Error> {
     for payment_intent_id in payment_intents {
         sqlx::query!(
-            "insert into subscription_payments (stripe_payment_intent_id, stripe_subscription_id, stripe_invoice_id, stripe_event_id)
-             values ($1, $2, $3, $4)
+            "insert into subscription_payments
+                 (stripe_payment_intent_id, stripe_subscription_id, stripe_invoice_id, stripe_event_id, billing_reason)
+             values ($1, $2, $3, $4, $5)
              on conflict do nothing",
             payment_intent_id,
-            subscription_id,
-            invoice_id,
-            event_id
+            invoice.subscription_id,
+            invoice.invoice_id,
+            invoice.event_id,
+            invoice.billing_reason,
         )
         .execute(&mut *conn)
         .await?;
@@ -142,7 +158,8 @@ pub async fn adopt_stored_state(
 }
 
 /// The invoices whose payments were recorded for the subscription, with the period end stored
-/// for it: the periods paid before its checkout completed.
+/// for it: the periods paid before its checkout completed. A proration invoice
+/// (`subscription_update`) pays for part of a period already paid, so it is none of them.
 pub struct PaidPeriods {
     pub invoice_ids: Vec<String>,
     pub current_period_end: Option<DateTime<Utc>>,
@@ -152,7 +169,9 @@ pub async fn paid_periods(conn: &mut PgConnection, subscription_id: &str) -> Res
     sqlx::query_as!(
         PaidPeriods,
         r#"select coalesce(array(select distinct stripe_invoice_id from subscription_payments
-                                 where stripe_subscription_id = $1 order by 1), '{}') as "invoice_ids!",
+                                 where stripe_subscription_id = $1
+                                   and billing_reason is distinct from 'subscription_update'
+                                 order by 1), '{}') as "invoice_ids!",
                   (select current_period_end from subscriptions where stripe_subscription_id = $1) as current_period_end"#,
         subscription_id
     )
@@ -177,13 +196,14 @@ pub struct StoredSubscription {
     pub status: String,
     pub current_period_end: Option<DateTime<Utc>>,
     pub cancel_at_period_end: bool,
+    pub plan_id: Option<String>,
 }
 
 /// Every subscription not yet over, as we last stored it.
 pub async fn live(db: &sqlx::PgPool) -> Result<Vec<StoredSubscription>, sqlx::Error> {
     sqlx::query_as!(
         StoredSubscription,
-        "select stripe_subscription_id, order_id, status, current_period_end, cancel_at_period_end
+        "select stripe_subscription_id, order_id, status, current_period_end, cancel_at_period_end, plan_id
          from subscriptions where status not in ('canceled', 'incomplete_expired')
          order by stripe_subscription_id"
     )
@@ -208,5 +228,28 @@ pub async fn invoice_recorded(db: &sqlx::PgPool, invoice_id: &str) -> Result<boo
         invoice_id
     )
     .fetch_one(db)
+    .await
+}
+
+/// A user's subscription that is still running, with the plan it is on.
+pub struct LiveSubscription {
+    pub stripe_subscription_id: String,
+    pub order_id: Uuid,
+    pub plan_id: Option<String>,
+}
+
+/// The user's running subscription (active, trialing or past due) whose order was fulfilled; of
+/// several, the one paid furthest ahead.
+pub async fn live_of_user(conn: &mut PgConnection, user_id: &str) -> Result<Option<LiveSubscription>, sqlx::Error> {
+    sqlx::query_as!(
+        LiveSubscription,
+        r#"select s.stripe_subscription_id, o.id as order_id, s.plan_id
+           from subscriptions s join orders o on o.stripe_subscription_id = s.stripe_subscription_id
+           where o.user_id = $1 and o.status = 'paid' and s.status in ('active', 'trialing', 'past_due')
+           order by s.current_period_end desc nulls last, s.stripe_subscription_id
+           limit 1"#,
+        user_id
+    )
+    .fetch_optional(conn)
     .await
 }

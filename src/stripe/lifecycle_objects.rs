@@ -33,12 +33,51 @@ pub struct ObjectList<T> {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct SubscriptionItem {
+    pub id: Option<String>,
+    pub current_period_start: Option<i64>,
     pub current_period_end: Option<i64>,
+    pub price: Option<ItemPrice>,
+}
+
+/// The item's Price: its id, and its product (an object when retrieved with
+/// `expand[]=items.data.price.product`, whose metadata names the plan of a price made inline).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ItemPrice {
+    pub id: String,
+    pub product: Option<ProductRef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ProductRef {
+    Object {
+        id: String,
+        #[serde(default)]
+        metadata: Option<HashMap<String, String>>,
+    },
+    Id(String),
 }
 
 impl SubscriptionObject {
     pub fn metadata_value(&self, key: &str) -> Option<&str> {
         self.metadata.as_ref()?.get(key).map(String::as_str)
+    }
+
+    /// The first item's price id, and the plan its product's metadata names (prices the service
+    /// made inline carry `plan_id` there).
+    pub fn price(&self) -> Option<(&str, Option<&str>)> {
+        let price = self.items.as_ref()?.data.first()?.price.as_ref()?;
+        let product_plan = match &price.product {
+            Some(ProductRef::Object { metadata, .. }) => metadata.as_ref().and_then(|m| m.get("plan_id")),
+            _ => None,
+        };
+        Some((price.id.as_str(), product_plan.map(String::as_str)))
+    }
+
+    /// The first item's current period, (start, end).
+    pub fn current_period(&self) -> Option<(i64, i64)> {
+        let item = self.items.as_ref()?.data.first()?;
+        Some((item.current_period_start?, item.current_period_end?))
     }
 
     /// Newer API versions keep the period on each item; the subscription is paid up to the latest.
@@ -86,6 +125,7 @@ pub struct InvoiceLine {
 
 #[derive(Debug, Deserialize)]
 pub struct Period {
+    pub start: Option<i64>,
     pub end: Option<i64>,
 }
 
@@ -107,6 +147,20 @@ impl InvoiceObject {
             .and_then(|parent| parent.subscription_details.as_ref())
             .and_then(|details| details.subscription.as_ref());
         from_parent.or(self.subscription.as_ref()).map(Expandable::id)
+    }
+
+    /// Where the invoice's lines start: for a proration invoice, the moment the price changed.
+    pub fn period_start(&self) -> Option<i64> {
+        self.lines
+            .iter()
+            .flat_map(|lines| &lines.data)
+            .filter_map(|line| line.period.as_ref()?.start)
+            .min()
+    }
+
+    /// A proration invoice: it charges for the rest of a period already paid.
+    pub fn is_proration(&self) -> bool {
+        self.billing_reason.as_deref() == Some("subscription_update")
     }
 
     pub fn period_end(&self) -> Option<i64> {

@@ -12,6 +12,7 @@ mod form_post;
 pub mod lifecycle_objects;
 pub mod retrieve;
 pub mod signature;
+pub mod subscription_update;
 
 pub use api::StripeApi;
 pub use checkout::{

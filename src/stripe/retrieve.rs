@@ -36,9 +36,16 @@ pub(super) async fn send_json<T: DeserializeOwned>(
         .map_err(|err| StripeError::JSONDeserialize(err.to_string()))
 }
 
-/// `GET /v1/subscriptions/{id}`.
+/// `GET /v1/subscriptions/{id}?expand[]=items.data.price.product`: the product's metadata names
+/// the plan of a price the service made inline.
 pub async fn retrieve_subscription(api: &StripeApi, id: &str) -> Result<SubscriptionObject, StripeError> {
-    get_json(api, "GET /v1/subscriptions/{id}", format!("/subscriptions/{id}"), None).await
+    get_json(
+        api,
+        "GET /v1/subscriptions/{id}",
+        format!("/subscriptions/{id}"),
+        Some("expand%5B%5D=items.data.price.product".to_owned()),
+    )
+    .await
 }
 
 /// `GET /v1/invoices/{id}?expand[]=payments`: events never carry `payments`, an includable field.
@@ -94,6 +101,17 @@ pub async fn retrieve_raw(
     path: String,
 ) -> Result<serde_json::Value, StripeError> {
     get_json(api, endpoint, path, None).await
+}
+
+/// `retrieve_subscription` as Stripe's JSON, its item's product expanded as there.
+pub async fn retrieve_subscription_raw(api: &StripeApi, id: &str) -> Result<serde_json::Value, StripeError> {
+    get_json(
+        api,
+        "GET /v1/subscriptions/{id}",
+        format!("/subscriptions/{id}"),
+        Some("expand%5B%5D=items.data.price.product".to_owned()),
+    )
+    .await
 }
 
 /// `GET /v1/charges?payment_intent=`: a payment's charges, with their refunded totals.

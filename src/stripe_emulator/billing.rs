@@ -3,7 +3,7 @@
 //! methods below, each of which changes state like Stripe would and records the events Stripe
 //! would send (returned too, so a test can deliver them in whatever order it wants to prove).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Value, json};
 
@@ -23,6 +23,14 @@ pub struct BillingState {
     pub charges: HashMap<String, Value>,
     pub disputes: HashMap<String, Value>,
     pub refunds: HashMap<String, Value>,
+    /// Products by id: the book's, those made for `product_data`, those made with `POST /v1/products`.
+    pub products: HashMap<String, Value>,
+    /// Subscriptions whose card declines what `clock/advance` bills.
+    pub declining: HashSet<String>,
+    /// What price changes made with `create_prorations` add to each subscription's next invoice.
+    pub pending_prorations: HashMap<String, i64>,
+    /// Price changes scheduled for a subscription's period end: (schedule id, the new price).
+    pub scheduled_prices: HashMap<String, (String, Value)>,
 }
 
 /// A paid session's aftermath: its charge (one-time) or its subscription with a first paid invoice
@@ -41,7 +49,7 @@ pub fn after_paid_session(state: &mut EmulatorState, session: &Value) -> Vec<Val
         .as_str()
         .and_then(|id| state.requests_by_session.get(id))
         .cloned();
-    let start = objects::now();
+    let start = state.now();
     let mut subscription: Value = serde_json::from_str(SUBSCRIPTION_FIXTURE).expect("the fixture is JSON");
     subscription["id"] = json!(subscription_id);
     subscription["customer"] = customer;
@@ -111,7 +119,7 @@ pub fn after_paid_session(state: &mut EmulatorState, session: &Value) -> Vec<Val
 }
 
 /// How long one period of the price lasts (a month stands in as thirty days).
-fn period_secs(price: &Value) -> i64 {
+pub(super) fn period_secs(price: &Value) -> i64 {
     let count = price["recurring"]["interval_count"].as_i64().unwrap_or(1).max(1);
     count
         * match price["recurring"]["interval"].as_str() {
@@ -130,7 +138,7 @@ fn new_charge(state: &mut EmulatorState, amount: i64, payment_intent: &str, cust
     charge["amount_captured"] = json!(amount);
     charge["amount_refunded"] = json!(0);
     charge["captured"] = json!(true);
-    charge["created"] = json!(objects::now());
+    charge["created"] = json!(state.now());
     charge["customer"] = customer.clone();
     charge["payment_intent"] = json!(payment_intent);
     charge["refunds"]["url"] = json!(format!("/v1/charges/{id}/refunds"));
@@ -140,7 +148,7 @@ fn new_charge(state: &mut EmulatorState, amount: i64, payment_intent: &str, cust
 
 /// An invoice of `amount` for the subscription's current period (under `id` when the session that
 /// started it already named it); a paid one comes with its payment and charge.
-fn new_invoice(
+pub(super) fn new_invoice(
     state: &mut EmulatorState,
     subscription: &Value,
     reason: &str,
@@ -157,7 +165,7 @@ fn new_invoice(
     invoice["customer"] = subscription["customer"].clone();
     invoice["currency"] = subscription["currency"].clone();
     invoice["billing_reason"] = json!(reason);
-    invoice["created"] = json!(objects::now());
+    invoice["created"] = json!(state.now());
     invoice["period_start"] = start.clone();
     invoice["period_end"] = start.clone();
     for field in [
@@ -219,9 +227,9 @@ fn settle_invoice(state: &mut EmulatorState, invoice: &mut Value, customer: &Val
             "is_default": true,
             "livemode": false,
             "status": "paid",
-            "created": objects::now(),
+            "created": state.now(),
             "payment": { "type": "payment_intent", "payment_intent": payment_intent },
-            "status_transitions": { "canceled_at": null, "paid_at": objects::now() }
+            "status_transitions": { "canceled_at": null, "paid_at": state.now() }
         }]
     });
 }
@@ -254,6 +262,68 @@ pub fn without_includable_fields(mut invoice: Value) -> Value {
         fields.remove("payments");
     }
     invoice
+}
+
+/// The period that ends now is followed by the next: the subscription's period moves on and its
+/// invoice (the full price, plus any prorations waiting for it) is paid, or declined. Declined,
+/// an `active` or `trialing` subscription goes `past_due`; one already `past_due` is canceled, as
+/// Stripe's default "cancel the subscription if all retries fail" leaves it.
+pub(super) fn bill_next_period(state: &mut EmulatorState, subscription_id: &str, paid: bool) -> Option<Vec<Value>> {
+    let mut subscription = state.billing.subscriptions.get(subscription_id)?.clone();
+    if !paid && subscription["status"] == "past_due" {
+        return set_status(state, subscription_id, "canceled", false).map(|event| vec![event]);
+    }
+    let item = &mut subscription["items"]["data"][0];
+    let end = item["current_period_end"].as_i64()?;
+    item["current_period_start"] = json!(end);
+    item["current_period_end"] = json!(end + period_secs(&item["price"]));
+    let prorations = state
+        .billing
+        .pending_prorations
+        .remove(subscription_id)
+        .unwrap_or_default();
+    let amount = full_price(&subscription) + prorations;
+    let invoice = new_invoice(state, &subscription, "subscription_cycle", paid, amount, None);
+    subscription["status"] = json!(if paid { "active" } else { "past_due" });
+    subscription["latest_invoice"] = invoice["id"].clone();
+    state
+        .billing
+        .subscriptions
+        .insert(subscription_id.to_owned(), subscription.clone());
+    let invoice_event = if paid { "invoice.paid" } else { "invoice.payment_failed" };
+    Some(vec![
+        record_event(state, invoice_event, invoice),
+        record_event(state, "customer.subscription.updated", subscription),
+    ])
+}
+
+/// Sets the status and `cancel_at_period_end`; a `canceled` subscription sends `deleted`.
+pub(super) fn set_status(
+    state: &mut EmulatorState,
+    subscription_id: &str,
+    status: &str,
+    cancel_at_period_end: bool,
+) -> Option<Value> {
+    let mut subscription = state.billing.subscriptions.get(subscription_id)?.clone();
+    subscription["status"] = json!(status);
+    subscription["cancel_at_period_end"] = json!(cancel_at_period_end);
+    subscription["cancel_at"] = if cancel_at_period_end {
+        subscription["items"]["data"][0]["current_period_end"].clone()
+    } else {
+        Value::Null
+    };
+    let event_type = if status == "canceled" {
+        subscription["canceled_at"] = json!(state.now());
+        subscription["ended_at"] = json!(state.now());
+        "customer.subscription.deleted"
+    } else {
+        "customer.subscription.updated"
+    };
+    state
+        .billing
+        .subscriptions
+        .insert(subscription_id.to_owned(), subscription.clone());
+    Some(record_event(state, event_type, subscription))
 }
 
 impl StripeEmulator {
@@ -297,24 +367,7 @@ impl StripeEmulator {
 
     /// The next period is billed and paid: `invoice.paid`, then `customer.subscription.updated`.
     pub fn renew_subscription(&self, subscription_id: &str) -> Option<Vec<Value>> {
-        let mut state = self.lock();
-        let mut subscription = state.billing.subscriptions.get(subscription_id)?.clone();
-        let item = &mut subscription["items"]["data"][0];
-        let end = item["current_period_end"].as_i64()?;
-        item["current_period_start"] = json!(end);
-        item["current_period_end"] = json!(end + period_secs(&item["price"]));
-        subscription["status"] = json!("active");
-        let amount = full_price(&subscription);
-        let invoice = new_invoice(&mut state, &subscription, "subscription_cycle", true, amount, None);
-        subscription["latest_invoice"] = invoice["id"].clone();
-        state
-            .billing
-            .subscriptions
-            .insert(subscription_id.to_owned(), subscription.clone());
-        Some(vec![
-            record_event(&mut state, "invoice.paid", invoice),
-            record_event(&mut state, "customer.subscription.updated", subscription),
-        ])
+        bill_next_period(&mut self.lock(), subscription_id, true)
     }
 
     /// The renewal's payment fails: `invoice.payment_failed`, and the subscription goes `past_due`.
@@ -342,27 +395,17 @@ impl StripeEmulator {
         status: &str,
         cancel_at_period_end: bool,
     ) -> Option<Value> {
+        set_status(&mut self.lock(), subscription_id, status, cancel_at_period_end)
+    }
+
+    /// From now on the card behind the subscription declines (or, with `false`, pays again): the
+    /// renewals and trial ends that `clock/advance` bills fail as Stripe's would.
+    pub fn set_card_declines(&self, subscription_id: &str, declines: bool) {
         let mut state = self.lock();
-        let mut subscription = state.billing.subscriptions.get(subscription_id)?.clone();
-        subscription["status"] = json!(status);
-        subscription["cancel_at_period_end"] = json!(cancel_at_period_end);
-        subscription["cancel_at"] = if cancel_at_period_end {
-            subscription["items"]["data"][0]["current_period_end"].clone()
-        } else {
-            Value::Null
+        match declines {
+            true => state.billing.declining.insert(subscription_id.to_owned()),
+            false => state.billing.declining.remove(subscription_id),
         };
-        let event_type = if status == "canceled" {
-            subscription["canceled_at"] = json!(objects::now());
-            subscription["ended_at"] = json!(objects::now());
-            "customer.subscription.deleted"
-        } else {
-            "customer.subscription.updated"
-        };
-        state
-            .billing
-            .subscriptions
-            .insert(subscription_id.to_owned(), subscription.clone());
-        Some(record_event(&mut state, event_type, subscription))
     }
 
     /// Refunds `amount` (everything left when `None`): `charge.refunded` with the running total.
@@ -393,7 +436,7 @@ impl StripeEmulator {
         refund["charge"] = json!(charge_id);
         // As in Stripe's own fixture, a refund does not always name its payment intent.
         refund["payment_intent"] = Value::Null;
-        refund["created"] = json!(objects::now());
+        refund["created"] = json!(state.now());
         refund["status"] = json!("succeeded");
         state.billing.refunds.insert(id.clone(), refund.clone());
         let events = vec![
@@ -455,7 +498,7 @@ impl StripeEmulator {
         dispute["currency"] = charge["currency"].clone();
         dispute["charge"] = json!(charge_id);
         dispute["payment_intent"] = charge["payment_intent"].clone();
-        dispute["created"] = json!(objects::now());
+        dispute["created"] = json!(state.now());
         dispute["status"] = json!(status);
         state.billing.charges.insert(charge_id.to_owned(), charge);
         state.billing.disputes.insert(id.clone(), dispute.clone());

@@ -71,7 +71,8 @@ pub async fn create_customer(State(emulator): State<StripeEmulator>, headers: He
         return err.into_response();
     }
     let id = objects::new_id("cus", &mut state.next_id);
-    let mut customer = new_customer(&id);
+    let created = state.now();
+    let mut customer = new_customer(&id, created);
     for field in ["description", "email", "name"] {
         customer[field] = params.get(field).map_or(Value::Null, |v| json!(v));
     }
@@ -94,10 +95,10 @@ pub async fn retrieve_customer(State(emulator): State<StripeEmulator>, Path(id):
     }
 }
 
-fn new_customer(id: &str) -> Value {
+fn new_customer(id: &str, created: i64) -> Value {
     let mut customer: Value = serde_json::from_str(CUSTOMER_FIXTURE).expect("the fixture is JSON");
     customer["id"] = json!(id);
-    customer["created"] = json!(objects::now());
+    customer["created"] = json!(created);
     customer["discount"] = Value::Null;
     let prefix: String = id.trim_start_matches("cus_test_").chars().take(8).collect();
     customer["invoice_prefix"] = json!(prefix.to_ascii_uppercase());
@@ -142,7 +143,8 @@ pub fn keep_session_customer(state: &mut EmulatorState, session: &Value) {
         return;
     };
     if !state.customers.by_id.contains_key(id) {
-        let mut customer = new_customer(id);
+        let created = state.now();
+        let mut customer = new_customer(id, created);
         customer["email"] = session["customer_details"]["email"].clone();
         customer["name"] = session["customer_details"]["name"].clone();
         state.customers.by_id.insert(id.to_owned(), customer);

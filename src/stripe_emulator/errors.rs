@@ -82,6 +82,11 @@ impl ApiError {
         Self::invalid_request(Some("parameter_invalid_string"), message, Some(param))
     }
 
+    /// An object created with an id another object of its kind already has.
+    pub fn already_exists(param: &str, message: String) -> Self {
+        Self::invalid_request(Some("resource_already_exists"), message, Some(param))
+    }
+
     /// Two parameters that exclude each other.
     pub fn exclusive(first: &str, second: &str) -> Self {
         Self::invalid_request(

@@ -12,7 +12,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{RecordedRequest, StripeEmulator, billing, errors::ApiError};
+use super::{RecordedRequest, StripeEmulator, billing, errors::ApiError, products};
 
 /// How an injected failure answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,9 +60,20 @@ fn not_found(kind: &str, id: &str, param: &str) -> Response {
     ApiError::no_such(kind, id, param).into_response()
 }
 
-pub async fn retrieve_subscription(State(emulator): State<StripeEmulator>, Path(id): Path<String>) -> Response {
-    record_get(&emulator, format!("/v1/subscriptions/{id}"), &[]);
-    match emulator.subscription(&id) {
+pub async fn retrieve_subscription(
+    State(emulator): State<StripeEmulator>,
+    Path(id): Path<String>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
+    record_get(&emulator, format!("/v1/subscriptions/{id}"), &params);
+    let expand_products = params
+        .iter()
+        .any(|(k, v)| k.starts_with("expand[") && v == "items.data.price.product");
+    let state = emulator.lock();
+    match state.billing.subscriptions.get(&id).cloned() {
+        Some(subscription) if expand_products => {
+            Json(products::with_products_expanded(&state, subscription)).into_response()
+        }
         Some(subscription) => Json(subscription).into_response(),
         None => not_found("subscription", &id, "id"),
     }

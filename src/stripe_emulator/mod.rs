@@ -9,6 +9,7 @@
 
 mod billing;
 mod checkout_page;
+mod clock;
 mod currencies;
 mod customers;
 mod delivery;
@@ -23,8 +24,10 @@ mod portal;
 mod portal_page;
 mod prices;
 mod pricing;
+mod products;
 mod routes;
 mod session_request;
+mod subscription_update;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -37,11 +40,13 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 pub use delivery::DeliveryConfig;
+pub use errors::ApiError;
 pub use lifecycle_routes::InjectedFailure;
 pub use objects::PaymentResult;
 pub use portal::{CardRefused, PortalAction};
 pub use prices::BookPrice;
 pub use pricing::EMULATED_TAX_PERCENT;
+pub use subscription_update::Proration;
 
 /// One API request as the emulator received it, for tests to assert on.
 #[derive(Debug, Clone)]
@@ -75,6 +80,16 @@ struct EmulatorState {
     next_id: u64,
     billing: billing::BillingState,
     customers: customers::Customers,
+    /// How far the emulator's clock runs ahead of the wall clock (`clock/advance`), in seconds.
+    clock_offset: i64,
+}
+
+impl EmulatorState {
+    /// The emulator's time: the wall clock plus however far tests have advanced it. Everything the
+    /// emulator stamps or compares (objects' `created`, periods, expiry) reads this.
+    fn now(&self) -> i64 {
+        objects::wall_clock() + self.clock_offset
+    }
 }
 
 #[derive(Clone)]
@@ -96,6 +111,7 @@ impl StripeEmulator {
         routes::router(self.clone())
             .merge(checkout_page::router(self.clone()))
             .merge(portal_page::router(self.clone()))
+            .merge(clock::router(self.clone()))
             .layer(axum::middleware::from_fn(routes::stamp_request_id))
     }
 
@@ -117,14 +133,15 @@ impl StripeEmulator {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                let now = objects::now();
-                let due: Vec<String> = emulator
-                    .lock()
+                let state = emulator.lock();
+                let now = state.now();
+                let due: Vec<String> = state
                     .sessions
                     .values()
                     .filter(|s| s["status"] == "open" && s["expires_at"].as_i64().is_some_and(|at| at <= now))
                     .filter_map(|s| s["id"].as_str().map(str::to_owned))
                     .collect();
+                drop(state);
                 for id in due {
                     emulator.expire_session(&id);
                 }
@@ -254,18 +271,23 @@ impl StripeEmulator {
     /// it by id and `GET /v1/prices/{id}` answers it.
     pub fn add_price(&self, price: BookPrice) {
         let product = format!("prod_book_{}", price.id.trim_start_matches("price_"));
+        let mut state = self.lock();
         let object = prices::price_object(
+            state.now(),
             &price.id,
             &product,
             price.unit_amount,
             &price.currency,
             price.interval.as_deref(),
         );
+        let now = state.now();
+        let product_object = products::product_object(&product, &price.product_name, Default::default(), now);
+        state.billing.products.insert(product, product_object);
         let entry = session_request::BookEntry {
             price: object,
             product_name: price.product_name,
         };
-        self.lock().price_book.insert(price.id, entry);
+        state.price_book.insert(price.id, entry);
     }
 
     pub fn price(&self, id: &str) -> Option<Value> {
@@ -294,24 +316,34 @@ impl StripeEmulator {
 
     /// The session passes its `expires_at` unpaid.
     pub fn expire_session(&self, session_id: &str) -> Option<Value> {
-        let mut state = self.lock();
-        let session = objects::expire(state.sessions.get(session_id)?.clone())?;
-        state.sessions.insert(session_id.to_owned(), session.clone());
-        Some(record_event(&mut state, "checkout.session.expired", session))
+        expire_open_session(&mut self.lock(), session_id)
     }
 }
 
+fn expire_open_session(state: &mut EmulatorState, session_id: &str) -> Option<Value> {
+    let session = objects::expire(state.sessions.get(session_id)?.clone())?;
+    state.sessions.insert(session_id.to_owned(), session.clone());
+    Some(record_event(state, "checkout.session.expired", session))
+}
+
 fn record_event(state: &mut EmulatorState, event_type: &str, object: Value) -> Value {
-    let event = objects::event(event_type, object, &mut state.next_id);
+    let now = state.now();
+    let event = objects::event(event_type, object, now, &mut state.next_id);
     publish(state, event)
 }
 
 /// An event for a change to `object`, with what the changed fields were before in
 /// `data.previous_attributes`, as Stripe sends `*.updated` events.
 fn record_change(state: &mut EmulatorState, event_type: &str, object: Value, previous: Value) -> Value {
-    let mut event = objects::event(event_type, object, &mut state.next_id);
+    let now = state.now();
+    let mut event = objects::event(event_type, object, now, &mut state.next_id);
     event["data"]["previous_attributes"] = previous;
     publish(state, event)
+}
+
+/// `customer.subscription.updated`, with what changed as it was before (`previous_attributes`).
+fn record_update(state: &mut EmulatorState, subscription: Value, previous: Value) -> Value {
+    record_change(state, "customer.subscription.updated", subscription, previous)
 }
 
 fn publish(state: &mut EmulatorState, event: Value) -> Value {

@@ -18,7 +18,8 @@ pub enum PaymentResult {
     DelayedFails,
 }
 
-pub fn now() -> i64 {
+/// The wall clock; the emulator's own time is `EmulatorState::now`, which tests can move forward.
+pub fn wall_clock() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
@@ -30,7 +31,7 @@ pub fn new_id(prefix: &str, counter: &mut u64) -> String {
 }
 
 /// Builds an open session from a creation request Stripe would accept.
-pub fn new_session(request: &SessionRequest, public_base: &str, params: &Params, counter: &mut u64) -> Value {
+pub fn new_session(request: &SessionRequest, public_base: &str, params: &Params, now: i64, counter: &mut u64) -> Value {
     let id = new_id("cs", counter);
     let mut session: Value = serde_json::from_str(SESSION_FIXTURE).expect("the fixture is JSON");
     let fields = session.as_object_mut().expect("a session is an object");
@@ -59,7 +60,7 @@ pub fn new_session(request: &SessionRequest, public_base: &str, params: &Params,
     fields.insert("amount_subtotal".into(), json!(amount));
     fields.insert("amount_total".into(), json!(amount));
     fields.insert("currency".into(), json!(request.currency));
-    fields.insert("created".into(), json!(now()));
+    fields.insert("created".into(), json!(now));
     fields.insert("expires_at".into(), json!(request.expires_at));
     fields.insert(
         "automatic_tax".into(),
@@ -157,11 +158,11 @@ pub fn expire(mut session: Value) -> Option<Value> {
     Some(session)
 }
 
-pub fn event(event_type: &str, object: Value, counter: &mut u64) -> Value {
+pub fn event(event_type: &str, object: Value, now: i64, counter: &mut u64) -> Value {
     let mut event: Value = serde_json::from_str(EVENT_FIXTURE).expect("the fixture is JSON");
     event["id"] = json!(new_id("evt", counter));
     event["type"] = json!(event_type);
-    event["created"] = json!(now());
+    event["created"] = json!(now);
     event["api_version"] = json!("2025-09-30.clover");
     event["pending_webhooks"] = json!(1);
     event["data"] = json!({ "object": object });

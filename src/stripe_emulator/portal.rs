@@ -60,7 +60,7 @@ pub async fn create_portal_session(
         "id": id,
         "object": "billing_portal.session",
         "configuration": params.get("configuration").unwrap_or(DEFAULT_CONFIGURATION),
-        "created": objects::now(),
+        "created": state.now(),
         "customer": customer,
         "customer_account": null,
         "flow": null,
@@ -132,7 +132,7 @@ impl StripeEmulator {
         let (changed, event) = match action {
             PortalAction::CancelAtPeriodEnd if !scheduled => {
                 let end = subscription["items"]["data"][0]["current_period_end"].clone();
-                let changed = with_cancellation(&subscription, true, end, json!(objects::now()));
+                let changed = with_cancellation(&subscription, true, end, json!(state.now()));
                 let previous = previous_cancellation(&subscription);
                 (
                     changed.clone(),
@@ -148,7 +148,7 @@ impl StripeEmulator {
                 )
             }
             PortalAction::CancelNow => {
-                let now = json!(objects::now());
+                let now = json!(state.now());
                 let canceled_at = match subscription["canceled_at"].is_null() {
                     true => now.clone(),
                     false => subscription["canceled_at"].clone(),
@@ -276,7 +276,7 @@ fn new_card(state: &mut EmulatorState, customer: &str, last4: &str) -> Value {
         "object": "payment_method",
         "type": "card",
         "customer": customer,
-        "created": objects::now(),
+        "created": state.now(),
         "livemode": false,
         "metadata": {},
         "billing_details": { "address": null, "email": null, "name": null, "phone": null },

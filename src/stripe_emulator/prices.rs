@@ -4,8 +4,6 @@
 
 use serde_json::{Value, json};
 
-use super::objects;
-
 const SUBSCRIPTION_FIXTURE: &str = include_str!("fixtures/subscription.json");
 
 /// A Price to put in the emulator's book.
@@ -21,12 +19,19 @@ pub struct BookPrice {
 }
 
 /// Stripe's Price object (taken from the subscription fixture's item, which carries a full one).
-pub fn price_object(id: &str, product: &str, unit_amount: i64, currency: &str, interval: Option<&str>) -> Value {
+pub fn price_object(
+    now: i64,
+    id: &str,
+    product: &str,
+    unit_amount: i64,
+    currency: &str,
+    interval: Option<&str>,
+) -> Value {
     let subscription: Value = serde_json::from_str(SUBSCRIPTION_FIXTURE).expect("the fixture is JSON");
     let mut price = subscription["items"]["data"][0]["price"].clone();
     price["id"] = json!(id);
     price["product"] = json!(product);
-    price["created"] = json!(objects::now());
+    price["created"] = json!(now);
     price["unit_amount"] = json!(unit_amount);
     price["unit_amount_decimal"] = json!(unit_amount.to_string());
     price["currency"] = json!(currency);

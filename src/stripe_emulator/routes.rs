@@ -18,7 +18,7 @@ use super::{
     errors::ApiError,
     event_list, idempotency, lifecycle_routes, objects,
     params::{Params, Shape},
-    payment_lists, portal, session_request,
+    payment_lists, portal, products, session_request, subscription_update,
 };
 
 pub fn router(emulator: StripeEmulator) -> Router {
@@ -28,8 +28,9 @@ pub fn router(emulator: StripeEmulator) -> Router {
         .route("/v1/checkout/sessions/{id}/expire", post(expire_session))
         .route(
             "/v1/subscriptions/{id}",
-            retrieve(get(lifecycle_routes::retrieve_subscription)),
+            retrieve(get(lifecycle_routes::retrieve_subscription)).post(subscription_update::update_subscription),
         )
+        .route("/v1/products", post(products::create_product))
         .route("/v1/invoices/{id}", retrieve(get(lifecycle_routes::retrieve_invoice)))
         .route("/v1/customers", post(customers::create_customer))
         .route("/v1/customers/{id}", retrieve(get(customers::retrieve_customer)))
@@ -116,7 +117,8 @@ async fn create_session(State(emulator): State<StripeEmulator>, headers: HeaderM
     let params = Params::new(&pairs);
     let request = {
         let state = &mut *state;
-        session_request::read(&params, &state.price_book, objects::now(), &mut state.next_id)
+        let now = state.now();
+        session_request::read(&params, &state.price_book, now, &mut state.next_id)
     };
     let request = match request {
         Ok(request) => request,
@@ -127,11 +129,16 @@ async fn create_session(State(emulator): State<StripeEmulator>, headers: HeaderM
         Ok(customer) => customer,
         Err(err) => return err.into_response(),
     };
-    let mut session = objects::new_session(&request, &emulator.public_base, &params, &mut state.next_id);
+    let now = state.now();
+    let mut session = objects::new_session(&request, &emulator.public_base, &params, now, &mut state.next_id);
     if let Some(customer) = customer {
         session["customer"] = customer.into();
     }
     let id = session["id"].as_str().unwrap_or_default().to_owned();
+    for product in request.line_items.iter().filter_map(|line| line.product.clone()) {
+        let product_id = product["id"].as_str().unwrap_or_default().to_owned();
+        state.billing.products.insert(product_id, product);
+    }
     state.requests_by_session.insert(id.clone(), request);
     state.sessions.insert(id, session.clone());
     Json(session).into_response()

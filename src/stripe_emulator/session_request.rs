@@ -12,6 +12,7 @@ use super::{
     objects,
     params::{Params, Shape},
     prices::{self, is_recurring},
+    products,
 };
 
 /// Stripe's bounds on `expires_at`, from the session's creation.
@@ -158,6 +159,8 @@ pub struct LineItem {
     pub name: String,
     /// The parameter that set its price, for naming it in a refusal.
     pub price_param: String,
+    /// The Product Stripe made for the line's `product_data`, metadata and all.
+    pub product: Option<Value>,
 }
 
 /// A creation request that Stripe would accept.
@@ -249,7 +252,7 @@ pub fn read(
         ));
     }
 
-    let line_items = line_items(params, book, counter)?;
+    let line_items = line_items(params, book, now, counter)?;
     if mode != "setup" && line_items.is_empty() {
         return Err(ApiError::missing("line_items"));
     }
@@ -271,6 +274,7 @@ pub fn read(
 fn line_items(
     params: &Params,
     book: &HashMap<String, BookEntry>,
+    now: i64,
     counter: &mut u64,
 ) -> Result<Vec<LineItem>, ApiError> {
     let mut items = Vec::new();
@@ -280,21 +284,22 @@ fn line_items(
             .int(&name("[quantity]"))
             .ok_or_else(|| ApiError::missing(&name("[quantity]")))?;
         let from_book = params.get(&name("[price]")).is_some();
-        let (price, product_name) = match (params.get(&name("[price]")), params.has(&name("[price_data]"))) {
+        let (price, product_name, product) = match (params.get(&name("[price]")), params.has(&name("[price_data]"))) {
             (Some(_), true) => {
                 return Err(ApiError::exclusive(&name("[price]"), &name("[price_data]")));
             }
             (Some(id), false) => match book.get(id) {
-                Some(entry) => (entry.price.clone(), entry.product_name.clone()),
+                Some(entry) => (entry.price.clone(), entry.product_name.clone(), None),
                 None => return Err(ApiError::resource_missing("price", id, &name("[price]"))),
             },
-            (None, true) => inline_price(params, &name("[price_data]"), counter)?,
+            (None, true) => inline_price(params, &name("[price_data]"), now, counter)?,
             (None, false) => return Err(ApiError::missing(&name("[price]"))),
         };
         items.push(LineItem {
             price,
             quantity,
             name: product_name,
+            product,
             price_param: match from_book {
                 true => name("[price]"),
                 false => name("[price_data][recurring]"),
@@ -305,7 +310,11 @@ fn line_items(
 }
 
 /// The one-off Price Stripe makes for `price_data`.
-fn inline_price(params: &Params, prefix: &str, counter: &mut u64) -> Result<(Value, String), ApiError> {
+/// The one-off Price Stripe makes for `price_data`, with its name and the Product it made for
+/// `product_data` (none for a `product` named by id).
+type InlinePrice = (Value, String, Option<Value>);
+
+fn inline_price(params: &Params, prefix: &str, now: i64, counter: &mut u64) -> Result<InlinePrice, ApiError> {
     let field = |name: &str| format!("{prefix}[{name}]");
     let currency = params
         .get(&field("currency"))
@@ -331,14 +340,24 @@ fn inline_price(params: &Params, prefix: &str, counter: &mut u64) -> Result<(Val
         ),
         false => None,
     };
+    let (product_id, product) = match params.get(&field("product")) {
+        Some(id) => (id.to_owned(), None),
+        None => {
+            let id = objects::new_id("prod", counter);
+            let metadata = params.metadata(&field("product_data][metadata"));
+            let product = products::product_object(&id, &product_name, metadata, now);
+            (id, Some(product))
+        }
+    };
     let price = prices::price_object(
+        now,
         &objects::new_id("price", counter),
-        &objects::new_id("prod", counter),
+        &product_id,
         unit_amount,
         &currency,
         interval,
     );
-    Ok((price, product_name))
+    Ok((price, product_name, product))
 }
 
 /// Payment mode charges once, so it takes no recurring price; subscription mode needs at least one

@@ -283,3 +283,45 @@ async fn an_age_past_1970_compares_everything_instead_of_failing() {
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains("since 1970-01-01"), "{stdout}");
 }
+
+#[tokio::test]
+async fn given_a_plan_change_whose_event_never_arrived_then_verify_finds_it_and_fix_moves_the_entitlement() {
+    let app = TestApp::spawn().await;
+    let purchase = app.fulfilled_purchase("alice", "pro_monthly").await;
+    let (status, body) = app
+        .post_json(
+            "/subscription/change",
+            Some(&crate::helpers::token_for("alice")),
+            &serde_json::json!({ "planId": "team_monthly" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(app.entitlement("alice").await["key"], "pro", "no event was delivered");
+
+    let report = check(&app, false).await;
+    // The plan, and the proration invoice that paid for it.
+    assert_eq!(
+        kinds(&report),
+        [DriftKind::Subscription, DriftKind::UnrecordedInvoice],
+        "{:?}",
+        report.found
+    );
+    let finding = &report.found[0];
+    assert!(finding.stripe.ends_with("plan team_monthly"), "{}", finding.stripe);
+    assert!(finding.ours.ends_with("plan pro_monthly"), "{}", finding.ours);
+
+    check(&app, true).await;
+    let holdings = app.holdings("alice").await;
+    let team = holdings["entitlements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["key"] == "team")
+        .unwrap_or_else(|| panic!("{holdings}"));
+    assert_eq!(team["active"], true);
+    assert!(check(&app, false).await.found.is_empty());
+    // The proration tops the rest of the period up to Team's 1,000 a month, once.
+    let grants = app.period_grants(purchase.order_id).await;
+    assert_eq!(grants.len(), 1, "{grants:?}");
+    assert!((990..=1000).contains(&grants[0]), "{grants:?}");
+}
