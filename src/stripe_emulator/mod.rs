@@ -43,7 +43,7 @@ pub use delivery::DeliveryConfig;
 pub use errors::ApiError;
 pub use lifecycle_routes::InjectedFailure;
 pub use objects::PaymentResult;
-pub use portal::{CardRefused, PortalAction};
+pub use portal::{CardRefused, PlanOffer, PlanSwitch, PortalAction};
 pub use prices::BookPrice;
 pub use pricing::EMULATED_TAX_PERCENT;
 pub use subscription_update::Proration;

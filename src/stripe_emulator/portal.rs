@@ -19,6 +19,7 @@ use super::{
     objects,
     params::{Params, Shape},
     record_change, record_event,
+    subscription_update::{self, Proration},
 };
 
 /// Every parameter of portal session creation. `return_url` may be left out: the portal then
@@ -96,6 +97,23 @@ impl PortalAction {
     }
 }
 
+/// A plan the portal offers a subscription: another recurring Price of the emulator's price book
+/// (the portal switches only between real Prices) in the same currency and interval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanOffer {
+    pub price_id: String,
+    pub product_name: String,
+    pub unit_amount: i64,
+}
+
+/// How the portal made a switch, as a portal configured with Stripe's usual choices does: an
+/// upgrade at once with the proration invoiced now, a downgrade at the period end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanSwitch {
+    Upgraded,
+    DowngradeScheduled,
+}
+
 /// Why the portal refused a card.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CardRefused {
@@ -111,6 +129,41 @@ impl StripeEmulator {
     /// The customer's subscriptions, newest first.
     pub fn subscriptions_of(&self, customer: &str) -> Vec<Value> {
         subscriptions_of(&self.lock(), customer)
+    }
+
+    /// The Prices the portal offers this subscription instead of its own, cheapest first.
+    pub fn plan_offers(&self, subscription: &Value) -> Vec<PlanOffer> {
+        plan_offers(&self.lock(), subscription)
+    }
+
+    /// The customer of the portal session switches one of their live subscriptions to one of its
+    /// `plan_offers`; `None` when the subscription is not theirs, has ended, or the price is not
+    /// on offer to it.
+    pub fn portal_switch_plan(
+        &self,
+        portal_session_id: &str,
+        subscription_id: &str,
+        price_id: &str,
+    ) -> Option<PlanSwitch> {
+        let mut state = self.lock();
+        let customer = portal_customer(&state, portal_session_id)?;
+        let subscription = state.billing.subscriptions.get(subscription_id)?.clone();
+        if subscription["customer"] != customer.as_str() || !is_live(&subscription) {
+            return None;
+        }
+        let offer = plan_offers(&state, &subscription)
+            .into_iter()
+            .find(|offer| offer.price_id == price_id)?;
+        let current = subscription["items"]["data"][0]["price"]["unit_amount"]
+            .as_i64()
+            .unwrap_or_default();
+        if offer.unit_amount > current {
+            subscription_update::change_price(&mut state, subscription_id, price_id, Proration::AlwaysInvoice).ok()?;
+            Some(PlanSwitch::Upgraded)
+        } else {
+            subscription_update::schedule_price_change(&mut state, subscription_id, price_id).ok()?;
+            Some(PlanSwitch::DowngradeScheduled)
+        }
     }
 
     /// The customer of the portal session changes one of their subscriptions; the events Stripe
@@ -220,6 +273,29 @@ impl StripeEmulator {
         }
         Ok(events)
     }
+}
+
+fn plan_offers(state: &EmulatorState, subscription: &Value) -> Vec<PlanOffer> {
+    let current = &subscription["items"]["data"][0]["price"];
+    let mut offers: Vec<PlanOffer> = state
+        .price_book
+        .iter()
+        .filter(|(id, entry)| {
+            let price = &entry.price;
+            current["id"] != id.as_str()
+                && price["active"] != false
+                && price["currency"] == current["currency"]
+                && !price["recurring"].is_null()
+                && price["recurring"]["interval"] == current["recurring"]["interval"]
+        })
+        .map(|(id, entry)| PlanOffer {
+            price_id: id.clone(),
+            product_name: entry.product_name.clone(),
+            unit_amount: entry.price["unit_amount"].as_i64().unwrap_or_default(),
+        })
+        .collect();
+    offers.sort_by(|a, b| (a.unit_amount, &a.price_id).cmp(&(b.unit_amount, &b.price_id)));
+    offers
 }
 
 fn portal_customer(state: &EmulatorState, portal_session_id: &str) -> Option<String> {

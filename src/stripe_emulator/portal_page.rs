@@ -1,8 +1,8 @@
 //! The customer portal page at a portal session's `url`, standing in for billing.stripe.com. It
 //! lists the customer's subscriptions, each with what can be done to it now, and the card on file;
 //! every action goes through `portal` (which changes the objects and sends the events) and comes
-//! back here. The page is built from sections, so another (switching plans) slots in beside the
-//! ones a subscription has.
+//! back here. Each subscription is a list of sections: its summary, the plans it can switch to,
+//! and cancelling or resuming.
 
 use axum::{
     Form, Router,
@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::{
     StripeEmulator,
     checkout_page::{escape, format_amount, page_layout},
-    portal::{CardRefused, PortalAction, is_live},
+    portal::{CardRefused, PlanSwitch, PortalAction, is_live},
 };
 
 pub fn router(emulator: StripeEmulator) -> Router {
@@ -27,6 +27,7 @@ pub fn router(emulator: StripeEmulator) -> Router {
             "/p/session/{id}/subscriptions/{subscription}",
             post(change_subscription),
         )
+        .route("/p/session/{id}/subscriptions/{subscription}/plan", post(switch_plan))
         .route("/p/session/{id}/payment_method", post(update_card))
         .with_state(emulator)
 }
@@ -40,6 +41,12 @@ pub struct Notice {
 #[derive(Deserialize)]
 pub struct ActionForm {
     action: String,
+}
+
+#[derive(Deserialize)]
+pub struct PlanForm {
+    #[serde(default)]
+    price: String,
 }
 
 #[derive(Deserialize)]
@@ -59,6 +66,8 @@ async fn show_page(
         "cancel_at_period_end" => Some("Your subscription will end at the end of the current period."),
         "resume" => Some("Your subscription will continue."),
         "card" => Some("Your card has been updated."),
+        "upgraded" => Some("Your plan has been changed; the difference for this period was charged."),
+        "downgrade_scheduled" => Some("Your plan will change at the end of the current period."),
         _ => None,
     };
     page(&emulator, &id, notice.map(Message::Notice))
@@ -82,6 +91,22 @@ async fn change_subscription(
             &emulator,
             &id,
             Some(Message::Error("That subscription cannot be changed that way now.")),
+        ),
+    }
+}
+
+async fn switch_plan(
+    State(emulator): State<StripeEmulator>,
+    Path((id, subscription)): Path<(String, String)>,
+    Form(form): Form<PlanForm>,
+) -> Response {
+    match emulator.portal_switch_plan(&id, &subscription, &form.price) {
+        Some(PlanSwitch::Upgraded) => back_to_page(&emulator, &id, "upgraded"),
+        Some(PlanSwitch::DowngradeScheduled) => back_to_page(&emulator, &id, "downgrade_scheduled"),
+        None => page(
+            &emulator,
+            &id,
+            Some(Message::Error("That plan cannot be chosen for this subscription now.")),
         ),
     }
 }
@@ -159,10 +184,11 @@ const PORTAL_STYLE: &str = "<style>h1{font-size:22px}h2{font-size:16px;color:#69
 .subscription form{margin-top:8px}.secondary{background:#fff;color:#635bff;border:1px solid #635bff}\
 .notice{color:#0e6245}</style>";
 
-/// One subscription, as the sections that apply to it. A "Switch plan" section goes in this list.
+/// One subscription, as the sections that apply to it.
 fn subscription_card(emulator: &StripeEmulator, page_url: &str, subscription: &Value) -> String {
     let sections = [
         summary_section(emulator, subscription),
+        plan_section(emulator, page_url, subscription),
         cancellation_section(page_url, subscription),
     ];
     let id = subscription["id"].as_str().unwrap_or_default();
@@ -198,6 +224,39 @@ fn summary_section(emulator: &StripeEmulator, subscription: &Value) -> String {
         title = escape(&title),
         status = escape(status),
     )
+}
+
+/// Switch to another plan: the other Prices on offer, each a button; a downgrade already scheduled
+/// is said instead.
+fn plan_section(emulator: &StripeEmulator, page_url: &str, subscription: &Value) -> String {
+    if !is_live(subscription) {
+        return String::new();
+    }
+    if !subscription["schedule"].is_null() {
+        return r#"<p class="hint" id="plan-scheduled">A plan change is scheduled for the end of the period.</p>"#
+            .to_owned();
+    }
+    let offers = emulator.plan_offers(subscription);
+    if offers.is_empty() {
+        return String::new();
+    }
+    let id = escape(subscription["id"].as_str().unwrap_or_default());
+    let currency = subscription["items"]["data"][0]["price"]["currency"]
+        .as_str()
+        .unwrap_or("usd");
+    let buttons: String = offers
+        .iter()
+        .map(|offer| {
+            format!(
+                r#"<form method="post" action="{page}/subscriptions/{id}/plan"><input type="hidden" name="price" value="{price}"><button type="submit" class="secondary" id="switch-{price}">Switch to {name} ({amount})</button></form>"#,
+                page = escape(page_url),
+                price = escape(&offer.price_id),
+                name = escape(&offer.product_name),
+                amount = format_amount(offer.unit_amount, currency),
+            )
+        })
+        .collect();
+    format!(r#"<div class="plans" id="plans-{id}"><div class="hint">Change plan</div>{buttons}</div>"#)
 }
 
 /// Cancel at the period end or now, or resume one set to end; nothing for one that has ended.

@@ -446,3 +446,88 @@ async fn given_a_price_no_plan_names_then_the_subscription_keeps_the_plan_it_was
     let (status, body) = app.change_plan("alice", "pro_monthly").await;
     assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "same_plan"));
 }
+
+#[tokio::test]
+async fn given_the_billing_portal_then_an_upgrade_applies_at_once_and_a_downgrade_at_the_period_end() {
+    let app = spawn_with_book_prices().await;
+    let purchase = app.fulfilled_purchase("alice", "basic_monthly").await;
+    let subscription = purchase.subscription_id();
+    let (status, portal) = app
+        .post_json("/billing-portal", Some(&token_for("alice")), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{portal}");
+    let url = portal["url"].as_str().unwrap().to_owned();
+    let page = app.http.get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains(r#"id="switch-price_team_monthly""#), "{page}");
+    assert!(
+        !page.contains(r#"id="switch-price_basic_monthly""#),
+        "its own price is not offered"
+    );
+
+    // A price the portal does not offer changes nothing.
+    let before = app.emulator.events().len();
+    let refused = app
+        .http
+        .post(format!("{url}/subscriptions/{subscription}/plan"))
+        .form(&[("price", "price_nobody_sells")])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(refused.contains("That plan cannot be chosen"), "{refused}");
+    assert_eq!(app.emulator.events().len(), before);
+
+    // Upgrade: at once, the difference invoiced now.
+    let upgraded = app
+        .http
+        .post(format!("{url}/subscriptions/{subscription}/plan"))
+        .form(&[("price", "price_team_monthly")])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(upgraded.contains("Your plan has been changed"), "{upgraded}");
+    let events = app.deliver_since(before).await;
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["customer.subscription.updated", "invoice.paid"]);
+    assert_eq!(events[1]["data"]["object"]["billing_reason"], "subscription_update");
+    assert_eq!(
+        app.keys("alice").await,
+        [key("basic", "revoked", false), key("team", "active", true)]
+    );
+
+    // Downgrade: scheduled; Team holds until the period ends, then Basic.
+    let before = app.emulator.events().len();
+    let scheduled = app
+        .http
+        .post(format!("{url}/subscriptions/{subscription}/plan"))
+        .form(&[("price", "price_basic_monthly")])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        scheduled.contains("will change at the end of the current period"),
+        "{scheduled}"
+    );
+    assert!(scheduled.contains(r#"id="plan-scheduled""#), "{scheduled}");
+    app.deliver_since(before).await;
+    assert_eq!(
+        app.keys("alice").await,
+        [key("basic", "revoked", false), key("team", "active", true)]
+    );
+    let renewal = app.advance_clock_by(31 * DAY);
+    app.deliver_all(&renewal).await;
+    assert_eq!(
+        app.keys("alice").await,
+        [key("basic", "active", true), key("team", "revoked", false)]
+    );
+    let now = app.emulator.subscription(&subscription).unwrap();
+    assert_eq!(now["items"]["data"][0]["price"]["id"], "price_basic_monthly");
+}
