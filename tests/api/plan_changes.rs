@@ -447,6 +447,19 @@ async fn given_a_price_no_plan_names_then_the_subscription_keeps_the_plan_it_was
     assert_eq!((status, error_code(&body)), (StatusCode::CONFLICT, "same_plan"));
 }
 
+/// Presses a "Switch to …" button of the portal page at `url`, as a browser does (following the
+/// redirect back to the page); the page it lands on.
+async fn choose_plan(app: &TestApp, url: &str, subscription: &str, price: &str) -> String {
+    let pressed = app
+        .http
+        .post(format!("{url}/subscriptions/{subscription}/plan"))
+        .form(&[("price", price)])
+        .send()
+        .await
+        .unwrap();
+    pressed.text().await.unwrap()
+}
+
 #[tokio::test]
 async fn given_the_billing_portal_then_an_upgrade_applies_at_once_and_a_downgrade_at_the_period_end() {
     let app = spawn_with_book_prices().await;
@@ -466,30 +479,12 @@ async fn given_the_billing_portal_then_an_upgrade_applies_at_once_and_a_downgrad
 
     // A price the portal does not offer changes nothing.
     let before = app.emulator.events().len();
-    let refused = app
-        .http
-        .post(format!("{url}/subscriptions/{subscription}/plan"))
-        .form(&[("price", "price_nobody_sells")])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let refused = choose_plan(&app, &url, &subscription, "price_nobody_sells").await;
     assert!(refused.contains("That plan cannot be chosen"), "{refused}");
     assert_eq!(app.emulator.events().len(), before);
 
     // Upgrade: at once, the difference invoiced now.
-    let upgraded = app
-        .http
-        .post(format!("{url}/subscriptions/{subscription}/plan"))
-        .form(&[("price", "price_team_monthly")])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let upgraded = choose_plan(&app, &url, &subscription, "price_team_monthly").await;
     assert!(upgraded.contains("Your plan has been changed"), "{upgraded}");
     let events = app.deliver_since(before).await;
     let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
@@ -502,16 +497,7 @@ async fn given_the_billing_portal_then_an_upgrade_applies_at_once_and_a_downgrad
 
     // Downgrade: scheduled; Team holds until the period ends, then Basic.
     let before = app.emulator.events().len();
-    let scheduled = app
-        .http
-        .post(format!("{url}/subscriptions/{subscription}/plan"))
-        .form(&[("price", "price_basic_monthly")])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scheduled = choose_plan(&app, &url, &subscription, "price_basic_monthly").await;
     assert!(
         scheduled.contains("will change at the end of the current period"),
         "{scheduled}"
