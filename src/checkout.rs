@@ -11,14 +11,16 @@ use uuid::Uuid;
 use crate::{
     catalog::{Plan, PlanKind, find_active_plan},
     checkout_limits::CheckoutLimiter,
-    customers::customer_for_checkout,
+    customers::{customer_for_checkout, replace_customer},
     db,
     domain_error::DomainError,
     entitlement,
     fulfillment::end_pending_order,
     orders::OrderStatus,
     store::{entitlements, orders},
-    stripe::{CheckoutRequest, CreatedSession, ProviderError, create_checkout_session, expire_checkout_session},
+    stripe::{
+        CheckoutRequest, CreatedSession, ProviderError, create_checkout_session, expire_checkout_session, failure,
+    },
     subscription_checkout::{checkout_in_progress, close_open_checkout, is_open_checkout_conflict},
 };
 
@@ -115,15 +117,23 @@ async fn create_session(
     plan: &Plan,
 ) -> Result<CreatedSession, DomainError> {
     let customer = customer_for_checkout(ctx.db, ctx.stripe, user_id, ctx.livemode).await?;
-    let checkout = CheckoutRequest {
+    let checkout = |customer| CheckoutRequest {
         order_id,
         user_id,
         plan,
         app_base_url: ctx.app_base_url,
         automatic_tax: ctx.automatic_tax,
-        customer: &customer,
+        customer,
     };
-    Ok(create_checkout_session(ctx.stripe, checkout).await?)
+    match create_checkout_session(ctx.stripe, checkout(&customer)).await {
+        // The stored customer was deleted at Stripe: once, with a new one. Stripe keeps nothing
+        // under the session's idempotency key for a request it refused, so the key serves again.
+        Err(ProviderError::Stripe(err)) if failure::is_missing(&err, "customer") => {
+            let replaced = replace_customer(ctx.db, ctx.stripe, user_id, ctx.livemode, &customer).await?;
+            Ok(create_checkout_session(ctx.stripe, checkout(&replaced)).await?)
+        }
+        created => Ok(created?),
+    }
 }
 
 /// The user already has an open checkout for this subscription (see `subscription_checkout`):

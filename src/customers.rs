@@ -23,12 +23,42 @@ pub async fn customer_for_checkout(
     if let Some(customer) = stored_customer(db, user_id, livemode).await? {
         return Ok(customer);
     }
-    let created = match create_customer(stripe, user_id).await {
+    make_customer(db, stripe, user_id, livemode, None).await
+}
+
+/// Stripe no longer has the user's stored customer `gone` (it was deleted in the Dashboard): a new
+/// one is made and stored in its place, so the user can check out again instead of meeting a 502
+/// on every attempt. Checkouts racing to replace it ask Stripe with one key and store one customer.
+pub async fn replace_customer(
+    db: &PgPool,
+    stripe: &StripeApi,
+    user_id: &str,
+    livemode: bool,
+    gone: &str,
+) -> Result<String, DomainError> {
+    tracing::warn!(
+        user_id,
+        customer_id = gone,
+        "stripe has no such customer any more (deleted?); making a new one"
+    );
+    make_customer(db, stripe, user_id, livemode, Some(gone)).await
+}
+
+async fn make_customer(
+    db: &PgPool,
+    stripe: &StripeApi,
+    user_id: &str,
+    livemode: bool,
+    replacing: Option<&str>,
+) -> Result<String, DomainError> {
+    let created = match create_customer(stripe, user_id, replacing).await {
         Ok(created) => created,
         Err(err) => {
             // A concurrent first checkout holding the user's key is answered before this one's
             // retries: the customer it stored meanwhile serves this checkout too.
-            if let Some(customer) = stored_customer(db, user_id, livemode).await? {
+            if let Some(customer) = stored_customer(db, user_id, livemode).await?
+                && Some(customer.as_str()) != replacing
+            {
                 return Ok(customer);
             }
             return Err(err.into());
@@ -36,7 +66,10 @@ pub async fn customer_for_checkout(
     };
     let stored = db::retry_idempotent(db, || async {
         let mut conn = db.acquire().await?;
-        stripe_customers::insert_if_absent(&mut conn, user_id, &created.id, created.livemode).await?;
+        match replacing {
+            None => stripe_customers::insert_if_absent(&mut conn, user_id, &created.id, created.livemode).await?,
+            Some(gone) => stripe_customers::replace(&mut conn, user_id, gone, &created.id, created.livemode).await?,
+        }
         stripe_customers::find(&mut conn, user_id).await
     })
     .await?;

@@ -1,6 +1,7 @@
-//! `stripe_customers`: the one Stripe customer of each user. Rows are only ever inserted, with
+//! `stripe_customers`: the one Stripe customer of each user. Rows are inserted with
 //! `on conflict do nothing`, so of two checkouts racing to store a user's first customer the first
-//! to commit wins and both then read the same row.
+//! to commit wins and both then read the same row; a customer Stripe no longer has is replaced
+//! in place, only if it is still the stored one.
 
 use sqlx::PgConnection;
 
@@ -48,6 +49,29 @@ pub async fn adopt_from_orders(conn: &mut PgConnection, user_id: &str, livemode:
          limit 1
          on conflict do nothing",
         user_id,
+        livemode
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Stores `new` as the user's customer in place of `gone`, unless another checkout replaced it
+/// first; either way the caller reads the row back with `find`. The row is kept, not deleted, so
+/// the old customer is not taken again from the user's orders.
+pub async fn replace(
+    conn: &mut PgConnection,
+    user_id: &str,
+    gone: &str,
+    new: &str,
+    livemode: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "update stripe_customers set stripe_customer_id = $3, livemode = $4
+         where user_id = $1 and stripe_customer_id = $2",
+        user_id,
+        gone,
+        new,
         livemode
     )
     .execute(conn)

@@ -26,11 +26,22 @@ struct CustomerObject {
 /// dashboard. Every attempt, from any instance, carries the same idempotency key for the user, so
 /// two first checkouts at once are answered with one customer (Stripe keeps a key for 24 hours:
 /// longer than any race, and a stored customer is never created again).
-pub async fn create_customer(api: &StripeApi, user_id: &str) -> Result<CreatedCustomer, ProviderError> {
+///
+/// `replacing` names a stored customer Stripe no longer has (deleted in the Dashboard): the new one
+/// gets a key of its own derived from both, so it is not the deleted one replayed, and checkouts
+/// racing to replace it still get one customer.
+pub async fn create_customer(
+    api: &StripeApi,
+    user_id: &str,
+    replacing: Option<&str>,
+) -> Result<CreatedCustomer, ProviderError> {
     let body = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("metadata[user_id]", user_id)
         .finish();
-    let key = customer_key(user_id);
+    let key = match replacing {
+        None => customer_key(user_id),
+        Some(gone) => customer_key(&format!("{user_id}\nreplacing {gone}")),
+    };
     let post = FormPost {
         endpoint: "POST /v1/customers",
         path: "/customers",

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use stripe::StripeError;
+use stripe_shared::ApiErrorsCode;
 
 /// async-stripe's texts for an error answer whose body is not Stripe's error JSON (a proxy's page,
 /// a wrong `STRIPE_API_BASE`). It keeps no status for those: its own `request returned error
@@ -38,6 +39,13 @@ pub fn is_permanent_refusal(err: &StripeError) -> bool {
         StripeError::JSONDeserialize(_) => true,
         StripeError::Timeout | StripeError::ClientError(_) | StripeError::ConfigError(_) => false,
     }
+}
+
+/// Stripe has no object of that id for the request's parameter `param` (`resource_missing`): one
+/// deleted in the Dashboard, or one of the other mode's.
+pub fn is_missing(err: &StripeError, param: &str) -> bool {
+    matches!(err, StripeError::Stripe(api, 400 | 404)
+        if api.code == Some(ApiErrorsCode::ResourceMissing) && api.param.as_deref() == Some(param))
 }
 
 /// One line for an operator: the status and Stripe's own message, never a request's content.

@@ -160,4 +160,10 @@ impl StripeEmulator {
     pub fn customers(&self) -> Vec<Value> {
         self.lock().customers.by_id.values().cloned().collect()
     }
+
+    /// The customer is deleted, as in the Dashboard: from then on Stripe answers
+    /// `resource_missing` for it. False when there was none.
+    pub fn delete_customer(&self, id: &str) -> bool {
+        self.lock().customers.by_id.remove(id).is_some()
+    }
 }

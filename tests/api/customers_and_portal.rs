@@ -614,3 +614,36 @@ async fn the_emulator_refuses_portal_sessions_and_checkout_customers_as_stripe_d
         (BAD_REQUEST, INVALID, None, Some("customer_update"))
     );
 }
+
+#[tokio::test]
+async fn given_the_stored_customer_deleted_at_stripe_then_the_next_checkouts_make_one_new_customer_and_succeed() {
+    let app = TestApp::spawn().await;
+    app.fulfilled_purchase("alice", "credits_100").await;
+    let (gone, _) = stored_customer(&app, "alice").await.unwrap();
+    assert!(app.emulator.delete_customer(&gone));
+
+    // Two checkouts at once meet the deleted customer; both succeed with one new customer.
+    let checkouts = (0..2).map(|_| app.try_checkout("alice", "credits_100"));
+    let mut sessions = Vec::new();
+    for (status, body) in join_all(checkouts).await {
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let url = body["checkoutUrl"].as_str().unwrap();
+        sessions.push(url.rsplit('/').next().unwrap().to_owned());
+    }
+    let (replaced, _) = stored_customer(&app, "alice").await.unwrap();
+    assert_ne!(replaced, gone);
+    assert!(app.emulator.customer(&replaced).is_some());
+    assert_eq!(customers_of(&app, "alice").len(), 1, "one live customer for alice");
+    for session in &sessions {
+        assert_eq!(
+            app.emulator.session(session).unwrap()["customer"],
+            replaced.as_str(),
+            "the session Stripe made names the new customer"
+        );
+    }
+
+    // And the user is not sent back to the deleted one from their old order.
+    let (status, body) = app.try_checkout("alice", "credits_100").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(stored_customer(&app, "alice").await.unwrap().0, replaced);
+}
