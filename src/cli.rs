@@ -26,7 +26,7 @@ use crate::{
     },
     startup::{StartupError, check_service_mode, connect, stripe_client},
     store::{
-        order_history::{self, AppliedEvent, OrderSummary},
+        order_history::{self, AppliedEvent, OrderDetail},
         outbox_deliveries::Redelivery,
         processed_events, reconciler,
     },
@@ -562,7 +562,7 @@ async fn orders_under_review(db: &sqlx::PgPool) -> Result<String, CommandError> 
 /// The order, each event applied to it with what that event changed, then changes made by other
 /// paths (the return page's sync).
 async fn describe_order(db: &sqlx::PgPool, order_id: Uuid) -> Result<String, CommandError> {
-    let Some(OrderSummary {
+    let Some(OrderDetail {
         user_id,
         plan_id,
         status,
@@ -571,7 +571,8 @@ async fn describe_order(db: &sqlx::PgPool, order_id: Uuid) -> Result<String, Com
         currency,
         created_at,
         paid_at,
-    }) = order_history::summary(db, order_id).await?
+        ..
+    }) = order_history::detail(db, order_id).await?
     else {
         return Err(CommandError::NotFound(format!("no order {order_id}")));
     };

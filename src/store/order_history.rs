@@ -6,29 +6,6 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-pub struct OrderSummary {
-    pub user_id: String,
-    pub plan_id: String,
-    /// As stored, so the report shows exactly what the row says.
-    pub status: String,
-    pub amount: i64,
-    pub amount_refunded: i64,
-    pub currency: String,
-    pub created_at: DateTime<Utc>,
-    pub paid_at: Option<DateTime<Utc>>,
-}
-
-pub async fn summary(db: &PgPool, order_id: Uuid) -> Result<Option<OrderSummary>, sqlx::Error> {
-    sqlx::query_as!(
-        OrderSummary,
-        "select user_id, plan_id, status, amount, amount_refunded, currency, created_at, paid_at
-         from orders where id = $1",
-        order_id
-    )
-    .fetch_optional(db)
-    .await
-}
-
 pub struct AppliedEvent {
     pub event_id: String,
     pub event_type: String,
@@ -95,12 +72,12 @@ pub async fn under_review(db: &PgPool) -> Result<Vec<UnderReview>, sqlx::Error> 
     .await
 }
 
-/// An order's whole row as the dashboard shows it.
+/// An order's whole row, as `entitle order` and the dashboard show it.
 pub struct OrderDetail {
     pub id: Uuid,
     pub user_id: String,
     pub plan_id: String,
-    /// As stored, so the page shows exactly what the row says.
+    /// As stored, so the report and the page show exactly what the row says.
     pub status: String,
     pub amount: i64,
     pub amount_refunded: i64,
