@@ -170,6 +170,10 @@ pub struct AppWebhooks {
     pub keys: Vec<SigningKey>,
 }
 
+/// The outbox's senders use connections of their own, beside `DATABASE_MAX_CONNECTIONS`: one claims,
+/// one records arrivals, one records setbacks.
+pub const OUTBOX_DATABASE_CONNECTIONS: u32 = 3;
+
 /// How long a delivery may wait for its answer before it counts as failed (and is retried).
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -122,7 +122,7 @@ impl Application {
                 let wake = outbox::wake::listen(connect_options(&config)?)
                     .await
                     .map_err(StartupError::OutboxListen)?;
-                Some(Outbox::new(db.clone(), &config, wake, mailer.clone()))
+                Some(Outbox::new(outbox_pool(&config)?, &config, wake, mailer.clone()))
             }
             false => None,
         };
@@ -374,6 +374,14 @@ pub async fn check_service_mode(db: &PgPool, config: &Config) -> Result<(), Star
 /// fresh machine needs no setup step.
 fn connect_options(config: &Config) -> Result<PgConnectOptions, StartupError> {
     config.database_url.expose().parse().map_err(StartupError::Database)
+}
+
+/// The outbox's own connections: its claims and records never wait in the pool's queue behind
+/// the requests (under a webhook burst that queue is long, and a sender waiting in it holds its
+/// deliveries back: the backlog grew while the database still had room; docs/performance.md).
+/// Its work is a few short statements at a time, so a few connections are enough.
+fn outbox_pool(config: &Config) -> Result<PgPool, StartupError> {
+    Ok(crate::db::pool_options(crate::config::OUTBOX_DATABASE_CONNECTIONS).connect_lazy_with(connect_options(config)?))
 }
 
 pub async fn connect(config: &Config) -> Result<PgPool, StartupError> {

@@ -63,7 +63,7 @@ impl From<Answer> for Outcome {
 }
 
 /// A delivery that arrived, waiting to be recorded with the others that arrived meanwhile. It
-/// holds its sender's permit until then, so no more are claimed than can be recorded.
+/// is held until then, so no more are claimed than can be recorded.
 pub(super) struct Arrival {
     claimed: Claimed,
     status: u16,
@@ -84,9 +84,22 @@ impl Outbox {
         permit: OwnedSemaphorePermit,
         arrivals: &mpsc::UnboundedSender<Arrival>,
     ) {
-        let sent = match claimed.leased.endpoint_kind {
-            EndpointKind::Webhook => self.send_webhook(&claimed).await,
-            EndpointKind::Email => self.send_email(&claimed).await,
+        let sent = match self.sending.acquire().await {
+            // Held past the point where an answer is sure to come within the lease (every sender
+            // busy with slow endpoints): another attempt sends it once the lease runs out.
+            Ok(_sending) if Instant::now() > claimed.send_by => {
+                tracing::warn!(
+                    webhook_id = payload::webhook_id(claimed.leased.message_id),
+                    "outbox: no sender was free in time under this lease; it is sent once the lease runs out"
+                );
+                None
+            }
+            Ok(_sending) => match claimed.leased.endpoint_kind {
+                EndpointKind::Webhook => self.send_webhook(&claimed).await,
+                EndpointKind::Email => self.send_email(&claimed).await,
+            },
+            // Stopping.
+            Err(_) => None,
         };
         let Some((outcome, latency)) = sent else {
             drop(permit);

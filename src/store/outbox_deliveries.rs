@@ -36,6 +36,9 @@ pub struct Due {
     pub endpoint_id: Uuid,
     /// Its endpoint's failures in a row: more than none means it is being retried.
     pub endpoint_failures: i32,
+    /// It was leased before and no result was recorded under that lease (a recorded result
+    /// clears it): an attempt of it may still say `sending`.
+    pub leased_before: bool,
 }
 
 /// Up to `limit` deliveries that may be sent now, oldest due first: pending, not leased by a
@@ -44,7 +47,8 @@ pub struct Due {
 pub async fn lock_due(conn: &mut PgConnection, kinds: &[String], limit: i64) -> Result<Vec<Due>, sqlx::Error> {
     sqlx::query_as!(
         Due,
-        "select d.id, d.endpoint_id, e.consecutive_failures as endpoint_failures
+        "select d.id, d.endpoint_id, e.consecutive_failures as endpoint_failures,
+                d.lease_token is not null as \"leased_before!\"
          from outbox_deliveries d
          join outbox_endpoints e on e.id = d.endpoint_id
          where d.status = 'pending' and d.next_attempt_at <= now()

@@ -49,6 +49,9 @@ pub struct Received {
     pub body: Value,
     /// What the receiver answered; `None` while it held the request open.
     pub answered: Option<u16>,
+    /// When it arrived, and when the receiver had written its answer (seconds since the epoch).
+    pub received_at: f64,
+    pub answered_at: Option<f64>,
 }
 
 impl Received {

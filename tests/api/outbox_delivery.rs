@@ -9,7 +9,7 @@ use futures::future::join_all;
 use serde_json::json;
 
 use crate::{
-    app_webhook_helpers::{Receiver, eventually, senders, sending_to},
+    app_webhook_helpers::{Received, Receiver, eventually, senders, sending_to},
     helpers::{KillableInstance, Options, TestApp, fast_outbox},
 };
 
@@ -405,5 +405,95 @@ async fn given_a_burst_of_changes_then_every_delivery_is_recorded_once_with_its_
             .max_by_key(|r| r.data()["version"].as_i64().unwrap())
             .unwrap();
         assert_eq!(latest.data()["credits"]["available"], 40, "{user}");
+    }
+}
+
+/// The most requests the receiver had open at one moment.
+fn most_at_once(received: &[Received]) -> usize {
+    let mut edges: Vec<(f64, i32)> = Vec::new();
+    for r in received {
+        edges.push((r.received_at, 1));
+        edges.push((r.answered_at.expect("every request answered"), -1));
+    }
+    // An answer and an arrival at the same instant: the answer first, so they do not count as overlapping.
+    edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut open, mut most) = (0, 0);
+    for (_, change) in edges {
+        open += change;
+        most = most.max(open);
+    }
+    usize::try_from(most).unwrap()
+}
+
+#[tokio::test]
+async fn given_more_due_than_senders_then_they_are_claimed_together_but_no_more_than_the_concurrency_are_sent_at_once()
+{
+    // A claim takes more deliveries than there are senders (fewer statements per message), but
+    // OUTBOX_CONCURRENCY still bounds the requests an endpoint gets at once.
+    let receiver = Receiver::start().await;
+    let app = TestApp::spawn_with(Options {
+        outbox: senders(0),
+        ..sending_to(&[receiver.url()])
+    })
+    .await;
+    for n in 0..12 {
+        app.grant_credits(&format!("user-{n}"), 10).await;
+    }
+    receiver.delay(150).await;
+    // Everything is due before these senders start: their first claim finds all of it.
+    let _sending = app.start_beside(app.instance_config(senders(2))).await;
+    let received = app.all_delivered(&receiver).await;
+    assert_eq!(received.len(), 12, "each message arrived once");
+    let received = receiver
+        .wait_for("every answer written", |r| r.iter().all(|r| r.answered_at.is_some()))
+        .await;
+    assert!(
+        most_at_once(&received) <= 2,
+        "{} requests were open at once with 2 senders",
+        most_at_once(&received)
+    );
+    let most_per_claim: i64 = sqlx::query_scalar(
+        "select max(n) from (select count(*) as n from outbox_attempts group by lease_token) claims",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert!(most_per_claim > 2, "one claim leased {most_per_claim} deliveries");
+}
+
+#[tokio::test]
+async fn given_held_deliveries_whose_lease_would_run_out_before_a_sender_is_free_then_none_is_sent_twice() {
+    // One sender and answers slow enough that the second delivery of a claim could not start
+    // with its answer due inside the lease: it waits for the lease to run out and a new claim,
+    // instead of going out while another claim may send it too.
+    let receiver = Receiver::start().await;
+    let app = TestApp::spawn_with(Options {
+        outbox: senders(0),
+        ..sending_to(&[receiver.url()])
+    })
+    .await;
+    for n in 0..3 {
+        app.grant_credits(&format!("user-{n}"), 10).await;
+    }
+    receiver.delay(1_500).await;
+    // A 3 s lease and 2 s send timeout: a send must start within a second of the claim.
+    let _sending = app.start_beside(app.instance_config(senders(1))).await;
+    let received = app.all_delivered(&receiver).await;
+    assert_eq!(received.len(), 3);
+    let received = receiver.received().await;
+    let mut ids: Vec<&str> = received.iter().map(|r| r.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), received.len(), "no message was sent twice: {received:#?}");
+    for r in &received {
+        let attempts = app.attempts_of(&r.id).await;
+        let delivered = attempts.iter().filter(|a| a.status == "delivered").count();
+        assert_eq!(delivered, 1, "{attempts:?}");
+        assert!(
+            attempts
+                .iter()
+                .all(|a| ["delivered", "interrupted"].contains(&a.status.as_str())),
+            "{attempts:?}"
+        );
     }
 }

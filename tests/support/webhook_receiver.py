@@ -130,6 +130,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         time.sleep(delay / 1000)
         self.answer(status, b'{"ok": true}' if status < 300 else b'{"error": "the receiver says no"}')
+        # After the answer was written: [receivedAt, answeredAt] lies inside the sender's request,
+        # so overlapping intervals here are requests the sender had open at once.
+        with lock:
+            record["answeredAt"] = time.time()
 
 
 load()
