@@ -43,10 +43,23 @@ impl Connections {
         headers: &[(HeaderName, &str)],
         body: Bytes,
     ) -> Option<(StatusCode, Bytes)> {
+        let request = Request::post(path).header(CONTENT_TYPE, "application/json");
+        self.send(request, headers, body).await
+    }
+
+    /// GETs `path`; `None` when no answer came.
+    pub async fn get(&self, path: &str, headers: &[(HeaderName, &str)]) -> Option<(StatusCode, Bytes)> {
+        self.send(Request::get(path), headers, Bytes::new()).await
+    }
+
+    async fn send(
+        &self,
+        request: hyper::http::request::Builder,
+        headers: &[(HeaderName, &str)],
+        body: Bytes,
+    ) -> Option<(StatusCode, Bytes)> {
         let mut sender = self.ready_sender().await?;
-        let mut request = Request::post(path)
-            .header(HOST, &self.host)
-            .header(CONTENT_TYPE, "application/json");
+        let mut request = request.header(HOST, &self.host);
         for (name, value) in headers {
             request = request.header(name, *value);
         }

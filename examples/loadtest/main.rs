@@ -22,7 +22,11 @@
 //! every `order.paid` and `entitlements.updated` to a receiver in this process, which times each
 //! message from its writing transaction to its arrival, while the backlog is sampled.
 //!
-//! Settings come from the environment: N, C, P, T (seconds), U, B, SCENARIOS, OUTBOX. A failed
+//! With `SEED=large` the database first gets a history (1,000,000 orders, 10,000,000 ledger rows,
+//! 2,000,000 processed events) and a user with 10,000 ledger rows, whose entitlements and balance
+//! reads are measured after the scenarios, and the hot paths' query plans are printed (`seed.rs`).
+//!
+//! Settings come from the environment: N, C, P, T (seconds), U, B, SCENARIOS, OUTBOX, SEED. A failed
 //! correctness check (wrong credits, a wrong answer, a ceiling error) fails the run; a missed
 //! performance target is printed as `MISS` but does not, since the machine is shared.
 
@@ -31,6 +35,7 @@ mod connections;
 mod credits;
 mod measure;
 mod receiver;
+mod seed;
 mod service;
 mod traffic;
 
@@ -242,6 +247,16 @@ async fn main() {
         .parse()
         .expect("the service's address");
     let connections = Arc::new(connections::Connections::to(service_address));
+    let seeded = match seed::wanted() {
+        true => {
+            progress("seeding the database's history (SEED=large)");
+            let took = seed::bulk(&service).await;
+            progress("the heavy user's 10,000 ledger rows, through the API");
+            seed::heavy_user(connections.clone(), settings.senders).await;
+            Some(seed::counted(&service, took).await)
+        }
+        false => None,
+    };
 
     // Setup, before the memory window: the orders and their payments, the credits' grants.
     let paid_orders = if scenarios.orders {
@@ -448,7 +463,18 @@ async fn main() {
     } else {
         None
     };
+    let heavy = match &seeded {
+        Some(_) => {
+            progress("the heavy user's GET /entitlements and balance");
+            Some(seed::heavy_reads(connections.clone(), settings.poll_for / 2).await)
+        }
+        None => None,
+    };
     let memory = memory.finish(&proc_dir);
+    let plans = match &seeded {
+        Some(_) => seed::plans(&service).await,
+        None => Vec::new(),
+    };
     progress("done");
 
     let report = Report {
@@ -459,10 +485,14 @@ async fn main() {
         usage: usage.as_ref(),
         one_user: one_user.as_ref(),
         memory: &memory,
+        seeded: seeded.as_ref(),
+        heavy: heavy.as_ref(),
+        plans: &plans,
     };
     report.print_paths();
     report.print_targets();
     let failures = report.print_checks();
+    report.print_plans();
     service.drop_database().await;
     // A ceiling that failed measures nothing, and wrong credits are a correctness bug: neither may
     // pass as a result.
@@ -548,6 +578,9 @@ struct Report<'a> {
     usage: Option<&'a UsageResult>,
     one_user: Option<&'a OneUserResult>,
     memory: &'a Memory,
+    seeded: Option<&'a seed::Seeded>,
+    heavy: Option<&'a seed::HeavyReads>,
+    plans: &'a [seed::Plan],
 }
 
 fn share(run: &Run, ceiling: &Run) -> f64 {
@@ -660,6 +693,44 @@ impl Report<'_> {
                 String::new(),
             );
         }
+        if let Some(heavy) = self.heavy {
+            let errors = |run: &Run| run.failed.to_string();
+            let callers = seed::READ_CALLERS;
+            let reads = [
+                (
+                    "GET /entitlements",
+                    "a user with 10,000 ledger rows",
+                    &heavy.entitlements,
+                ),
+                ("GET /entitlements", "a user with 1", &heavy.light_entitlements),
+                (
+                    "GET /v1/users/{id}/balance",
+                    "a user with 10,000 ledger rows",
+                    &heavy.balance,
+                ),
+                ("GET /v1/users/{id}/balance", "a user with 1", &heavy.light_balance),
+            ];
+            for (path, whose, run) in reads {
+                row(
+                    &format!("{path} (seeded; {whose}; {callers} callers)"),
+                    run,
+                    errors(run),
+                    String::new(),
+                );
+            }
+        }
+        if let Some(seeded) = self.seeded {
+            println!();
+            println!(
+                "seeded before the scenarios (SEED=large) in {:.0} s: {} orders, {} ledger rows ({} of them the heavy \
+                 user's), {} processed events",
+                seeded.took.as_secs_f64(),
+                seeded.orders,
+                seeded.ledger_rows,
+                seeded.heavy_ledger_rows,
+                seeded.events
+            );
+        }
         println!();
         let memory = self.memory;
         let window = if memory.peak_is_of_load_only {
@@ -767,6 +838,35 @@ impl Report<'_> {
                 "WRONG (see checks)"
             };
             target("one user: nothing overspent, spent = the 200s", said.to_owned(), exact);
+        }
+        if let Some(heavy) = self.heavy {
+            let (e, b) = (p99(&heavy.entitlements), p99(&heavy.balance));
+            target(
+                "seeded: GET /entitlements of a user with 10,000 ledger rows, p99 < 5 ms (8 callers)",
+                format!("{e:.2} ms"),
+                e < 5.0,
+            );
+            target(
+                "seeded: the same user's balance, p99 < 5 ms (8 callers)",
+                format!("{b:.2} ms"),
+                b < 5.0,
+            );
+        }
+        if !self.plans.is_empty() {
+            let scanning: Vec<&str> = self
+                .plans
+                .iter()
+                .filter(|p| p.scans_a_table())
+                .map(|p| p.path)
+                .collect();
+            target(
+                "seeded: no sequential scan in a hot path's plan",
+                match scanning.is_empty() {
+                    true => format!("{} plans, none", self.plans.len()),
+                    false => format!("in {}", scanning.join("; ")),
+                },
+                scanning.is_empty(),
+            );
         }
         let peak = self.memory.peak;
         let limit = 60e6 / (1024.0 * 1024.0);
@@ -882,5 +982,23 @@ impl BacklogSampler {
     async fn await_max(self) -> i64 {
         let _ = self.task.await;
         self.max.load(Ordering::Relaxed)
+    }
+}
+
+impl Report<'_> {
+    /// The hot paths' plans on the seeded tables (`SEED=large`), for docs/performance.md.
+    fn print_plans(&self) {
+        if self.plans.is_empty() {
+            return;
+        }
+        println!();
+        println!("query plans on the seeded tables:");
+        for plan in self.plans {
+            println!();
+            println!("{}:", plan.path);
+            println!("```");
+            println!("{}", plan.plan);
+            println!("```");
+        }
     }
 }

@@ -196,7 +196,7 @@ fn unix_now() -> i64 {
 }
 
 /// A token as the app's own auth would issue it: HS256, `sub` = user id, one hour to live.
-fn token_for(user_id: &str) -> String {
+pub fn token_for(user_id: &str) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
         &json!({ "sub": user_id, "exp": unix_now() + 3600 }),
