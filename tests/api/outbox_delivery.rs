@@ -425,21 +425,28 @@ fn most_at_once(received: &[Received]) -> usize {
     usize::try_from(most).unwrap()
 }
 
-#[tokio::test]
-async fn given_more_due_than_senders_then_they_are_claimed_together_but_no_more_than_the_concurrency_are_sent_at_once()
-{
-    // A claim takes more deliveries than there are senders (fewer statements per message), but
-    // OUTBOX_CONCURRENCY still bounds the requests an endpoint gets at once.
+/// `count` messages written by an instance that sends none, and a receiver that answers after
+/// `delay_ms`: what senders started next find waiting.
+async fn messages_waiting(count: usize, delay_ms: u64) -> (Receiver, TestApp) {
     let receiver = Receiver::start().await;
     let app = TestApp::spawn_with(Options {
         outbox: senders(0),
         ..sending_to(&[receiver.url()])
     })
     .await;
-    for n in 0..12 {
+    for n in 0..count {
         app.grant_credits(&format!("user-{n}"), 10).await;
     }
-    receiver.delay(150).await;
+    receiver.delay(delay_ms).await;
+    (receiver, app)
+}
+
+#[tokio::test]
+async fn given_more_due_than_senders_then_they_are_claimed_together_but_no_more_than_the_concurrency_are_sent_at_once()
+{
+    // A claim takes more deliveries than there are senders (fewer statements per message), but
+    // OUTBOX_CONCURRENCY still bounds the requests an endpoint gets at once.
+    let (receiver, app) = messages_waiting(12, 150).await;
     // Everything is due before these senders start: their first claim finds all of it.
     let _sending = app.start_beside(app.instance_config(senders(2))).await;
     let received = app.all_delivered(&receiver).await;
@@ -466,16 +473,7 @@ async fn given_held_deliveries_whose_lease_would_run_out_before_a_sender_is_free
     // One sender and answers slow enough that the second delivery of a claim could not start
     // with its answer due inside the lease: it waits for the lease to run out and a new claim,
     // instead of going out while another claim may send it too.
-    let receiver = Receiver::start().await;
-    let app = TestApp::spawn_with(Options {
-        outbox: senders(0),
-        ..sending_to(&[receiver.url()])
-    })
-    .await;
-    for n in 0..3 {
-        app.grant_credits(&format!("user-{n}"), 10).await;
-    }
-    receiver.delay(1_500).await;
+    let (receiver, app) = messages_waiting(3, 1_500).await;
     // A 3 s lease and 2 s send timeout: a send must start within a second of the claim.
     let _sending = app.start_beside(app.instance_config(senders(1))).await;
     let received = app.all_delivered(&receiver).await;
