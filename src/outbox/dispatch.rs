@@ -48,12 +48,12 @@ pub struct Inner {
     pub(super) wake: Arc<Notify>,
     /// One permit per delivery held, from its claim until its result is recorded: bounds what
     /// is claimed to what can be sent and recorded well within the lease.
-    pub(super) held: Arc<Semaphore>,
+    held: Arc<Semaphore>,
     /// One permit per request (or email) in flight: `OUTBOX_CONCURRENCY`.
     pub(super) sending: Arc<Semaphore>,
     /// A send starts only while at least this much of its lease is left, so its answer (or its
     /// timeout) always comes before the lease runs out.
-    pub(super) send_window: Duration,
+    send_window: Duration,
     stopping: AtomicBool,
 }
 
