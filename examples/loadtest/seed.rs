@@ -4,7 +4,7 @@
 //! turns to Stripe for them). Written with set-based SQL, in minutes: the rows are what the
 //! service's own paths leave (one purchase row and grant per order, usage rows, each event once),
 //! written directly because a million checkouts through the API would take hours. Then one
-//! "heavy" user gets 10,000 ledger rows through the API itself (100 grants, 9,900 debits), whose
+//! "heavy" user gets 10,000 ledger rows through the API itself (100 grants, 9,900 debits of 1-3 credits), whose
 //! `GET /entitlements` and balance are measured, and the hot paths' query plans are shown.
 
 use std::{
@@ -17,6 +17,7 @@ use serde_json::json;
 
 use crate::{
     connections::Connections,
+    credits,
     measure::{Run, Until, drive},
     service::{API_KEY, Service},
     traffic::token_for,
@@ -119,7 +120,7 @@ pub async fn bulk(service: &Service) -> Duration {
     started.elapsed()
 }
 
-/// The heavy user's 10,000 ledger rows, through the API: 100 grants, then 9,900 debits of 1 credit.
+/// The heavy user's 10,000 ledger rows, through the API: 100 grants, then 9,900 debits.
 pub async fn heavy_user(http: Arc<Connections>, workers: usize) {
     let authorization = Arc::new(format!("Bearer {API_KEY}"));
     let (h, a) = (http.clone(), authorization.clone());
@@ -155,15 +156,15 @@ pub async fn heavy_user(http: Arc<Connections>, workers: usize) {
         answer.is_some_and(|(status, _)| status.is_success()),
         "the light user's grant failed"
     );
-    let debits = drive(workers, Until::Count(HEAVY_DEBITS), move |i| {
-        let (http, authorization) = (http.clone(), authorization.clone());
-        async move {
-            let body = json!({ "userId": HEAVY_USER, "credits": 1, "idempotencyKey": format!("seed-heavy-debit-{i}") });
-            http.post_json("/v1/usage", &[(AUTHORIZATION, &authorization)], body.to_string().into())
-                .await
-                .is_some_and(|(status, _)| status.is_success())
-        }
-    })
+    // The credits scenario's own driver: 1, 2 or 3 credits each, 9,900 of them well within the grants.
+    let (debits, _) = credits::usage(
+        http,
+        vec![HEAVY_USER.to_owned()],
+        "seed-heavy-debit",
+        workers,
+        Until::Count(HEAVY_DEBITS),
+        false,
+    )
     .await;
     assert_eq!(debits.failed, 0, "the heavy user's debits failed");
 }
