@@ -129,11 +129,12 @@ class Handler(BaseHTTPRequestHandler):
                 time.sleep(0.05)
             return
         time.sleep(delay / 1000)
-        self.answer(status, b'{"ok": true}' if status < 300 else b'{"error": "the receiver says no"}')
-        # After the answer was written: [receivedAt, answeredAt] lies inside the sender's request,
-        # so overlapping intervals here are requests the sender had open at once.
+        # Before the answer goes out (the sender may send its next request the moment it reads
+        # it): [receivedAt, answeredAt] lies inside the sender's request, so overlapping
+        # intervals here are requests the sender had open at once.
         with lock:
             record["answeredAt"] = time.time()
+        self.answer(status, b'{"ok": true}' if status < 300 else b'{"error": "the receiver says no"}')
 
 
 load()
