@@ -7,7 +7,13 @@
 //! maps, a JSON tree per answer). A `hyper` connection per in-flight request is closer to what `wrk`
 //! or `autocannon` do.
 
-use std::{net::SocketAddr, sync::Mutex};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use http_body_util::{BodyExt, Full};
 use hyper::{
@@ -22,16 +28,22 @@ use tokio::net::TcpStream;
 type Sender = SendRequest<Full<Bytes>>;
 
 pub struct Connections {
-    address: SocketAddr,
-    host: String,
-    idle: Mutex<Vec<Sender>>,
+    addresses: Vec<SocketAddr>,
+    hosts: Vec<String>,
+    /// Which address the next new connection goes to: the service processes in turn, so each
+    /// gets an even share of the workers' connections.
+    next: AtomicUsize,
+    idle: Mutex<Vec<(usize, Sender)>>,
 }
 
 impl Connections {
-    pub fn to(address: SocketAddr) -> Self {
+    /// Connections to one or several service processes (one database behind them all).
+    pub fn to_all(addresses: Vec<SocketAddr>) -> Self {
+        assert!(!addresses.is_empty(), "at least one service address");
         Self {
-            address,
-            host: address.to_string(),
+            hosts: addresses.iter().map(SocketAddr::to_string).collect(),
+            addresses,
+            next: AtomicUsize::new(0),
             idle: Mutex::new(Vec::new()),
         }
     }
@@ -58,8 +70,8 @@ impl Connections {
         headers: &[(HeaderName, &str)],
         body: Bytes,
     ) -> Option<(StatusCode, Bytes)> {
-        let mut sender = self.ready_sender().await?;
-        let mut request = request.header(HOST, &self.host);
+        let (host, mut sender) = self.ready_sender().await?;
+        let mut request = request.header(HOST, &self.hosts[host]);
         for (name, value) in headers {
             request = request.header(name, *value);
         }
@@ -68,20 +80,20 @@ impl Connections {
         let status = response.status();
         let body = response.into_body().collect().await.ok()?.to_bytes();
         // Back to the pool only when whole: a connection that failed above is simply dropped.
-        self.idle.lock().unwrap().push(sender);
+        self.idle.lock().unwrap().push((host, sender));
         Some((status, body))
     }
 
     /// An idle connection still open, else a new one. The server closes a keep-alive connection
     /// that stays idle past its header timeout (between the scenarios, say), as a real client
     /// finds its pooled connections closed; like one, this opens another instead of failing.
-    async fn ready_sender(&self) -> Option<Sender> {
+    async fn ready_sender(&self) -> Option<(usize, Sender)> {
         loop {
             let idle = self.idle.lock().unwrap().pop();
             match idle {
-                Some(mut sender) => {
+                Some((address, mut sender)) => {
                     if sender.ready().await.is_ok() {
-                        return Some(sender);
+                        return Some((address, sender));
                     }
                 }
                 None => return self.connect().await,
@@ -89,11 +101,12 @@ impl Connections {
         }
     }
 
-    async fn connect(&self) -> Option<Sender> {
-        let stream = TcpStream::connect(self.address).await.ok()?;
+    async fn connect(&self) -> Option<(usize, Sender)> {
+        let address = self.next.fetch_add(1, Ordering::Relaxed) % self.addresses.len();
+        let stream = TcpStream::connect(self.addresses[address]).await.ok()?;
         stream.set_nodelay(true).ok()?;
         let (sender, connection) = handshake(TokioIo::new(stream)).await.ok()?;
         tokio::spawn(connection);
-        Some(sender)
+        Some((address, sender))
     }
 }

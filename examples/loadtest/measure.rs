@@ -25,6 +25,16 @@ pub struct Run {
 }
 
 impl Run {
+    /// A run measured elsewhere (pgbench's log), its latencies in any order.
+    pub fn from_latencies(elapsed: Duration, failed: usize, mut latencies: Vec<Duration>) -> Self {
+        latencies.sort_unstable();
+        Self {
+            elapsed,
+            failed,
+            latencies,
+        }
+    }
+
     pub fn requests(&self) -> usize {
         self.latencies.len()
     }

@@ -45,12 +45,17 @@ pub struct Seeded {
     pub heavy_ledger_rows: i64,
 }
 
-/// Whether `SEED=large` asks for a seeded database.
-pub fn wanted() -> bool {
+/// Which databases the run measures (`SEED`): `empty`, `large` (seeded) or `both` (the default:
+/// empty first, then seeded, for the comparison).
+pub fn databases() -> Vec<bool> {
     match std::env::var("SEED").as_deref() {
-        Ok("large") => true,
-        Ok("" | "none") | Err(_) => false,
-        Ok(other) => panic!("SEED={other}: use SEED=large (or leave it unset)"),
+        Ok("both") | Err(_) => vec![false, true],
+        Ok("large") => vec![true],
+        Ok("" | "none" | "empty") => vec![false],
+        Ok(other) => {
+            eprintln!("loadtest: SEED is both (the default), empty or large, not {other:?}");
+            std::process::exit(2)
+        }
     }
 }
 

@@ -24,7 +24,10 @@ pub const LOG_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/loadtest
 const CHILD_LOG_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/loadtest-service.log");
 
 pub struct Service {
+    /// The first process's base URL, for the setup steps' requests.
     pub address: String,
+    /// Every service process's address, for the measured phases' connections.
+    pub addresses: Vec<std::net::SocketAddr>,
     pub emulator: StripeEmulator,
     pub database_url: String,
     pub database_name: String,
@@ -32,6 +35,8 @@ pub struct Service {
     /// For the load generator's own checks; not used by the service.
     pub db: PgPool,
     pub process: ServiceProcess,
+    /// The second and later processes of a run with several instances on the one database.
+    pub others: Vec<Child>,
 }
 
 /// Where the service runs: in a child process (this same executable, the default), so its memory
@@ -58,8 +63,9 @@ fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
-/// `app_webhook`: the URL the outbox sends the app webhooks to, if any.
-pub async fn start(app_webhook: Option<&str>) -> Service {
+/// `app_webhook`: the URL the outbox sends the app webhooks to, if any. `instances` service
+/// processes share the database and the emulator (more than one needs child processes).
+pub async fn start(app_webhook: Option<&str>, instances: usize) -> Service {
     log_like_production(LOG_FILE);
     let database_name = format!("entitle_loadtest_{}", Uuid::new_v4().simple());
     let mut admin = PgConnection::connect(&format!("{}/postgres", admin_url()))
@@ -76,16 +82,27 @@ pub async fn start(app_webhook: Option<&str>) -> Service {
     let emulator = StripeEmulator::new(&emulator_base);
     tokio::spawn(axum::serve(emulator_listener, emulator.router()).into_future());
 
-    let config = config(&database_url, &emulator_base, app_webhook);
+    let config = config(&database_url, &emulator_base, app_webhook, instances);
     let pool_size = config.database_max_connections;
     let (port, process) = if std::env::var("SERVICE_PROCESS").is_ok_and(|v| v == "same") {
+        assert_eq!(instances, 1, "SERVICE_PROCESS=same runs one instance");
         let app = Application::build(config).await.expect("the application starts");
         let port = app.port();
         tokio::spawn(app.run_until_stopped());
         (port, ServiceProcess::ThisOne)
     } else {
-        spawn_child(&database_url, &emulator_base, app_webhook)
+        spawn_child(&database_url, &emulator_base, app_webhook, instances)
     };
+    // One after another, so the first has run the migrations before the next starts.
+    let mut ports = vec![port];
+    let mut others = Vec::new();
+    for _ in 1..instances {
+        let (port, process) = spawn_child(&database_url, &emulator_base, app_webhook, instances);
+        ports.push(port);
+        if let ServiceProcess::Child(child) = process {
+            others.push(child);
+        }
+    }
 
     // Two connections leave Postgres's max_connections to the service and the ceilings.
     let db = PgPoolOptions::new()
@@ -95,19 +112,26 @@ pub async fn start(app_webhook: Option<&str>) -> Service {
         .unwrap();
     Service {
         address: format!("http://127.0.0.1:{port}"),
+        addresses: ports
+            .iter()
+            .map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], *port)))
+            .collect(),
         emulator,
         database_url,
         database_name,
         pool_size,
         db,
         process,
+        others,
     }
 }
 
 /// The real configuration rules (and defaults, such as the pool size) apply, but for the checkout
 /// session rate; only DATABASE_MAX_CONNECTIONS and OUTBOX_CONCURRENCY may come from the environment,
-/// to compare settings.
-fn config(database_url: &str, emulator_base: &str, app_webhook: Option<&str>) -> Config {
+/// to compare settings. Several instances split the default pool between them (at least 4 each),
+/// as an operator shares one database's connection budget: their pools and the ceilings' then
+/// fit Postgres's default max_connections of 100.
+fn config(database_url: &str, emulator_base: &str, app_webhook: Option<&str>, instances: usize) -> Config {
     let pool_size = std::env::var("DATABASE_MAX_CONNECTIONS").ok();
     let outbox_concurrency = std::env::var("OUTBOX_CONCURRENCY").ok();
     let plans_file = concat!(env!("CARGO_MANIFEST_DIR"), "/plans.toml");
@@ -130,17 +154,29 @@ fn config(database_url: &str, emulator_base: &str, app_webhook: Option<&str>) ->
         "APP_WEBHOOK_SECRET" => app_webhook.map(|_| crate::receiver::SECRET.to_owned()),
         _ => None,
     })
+    .map(|mut config| {
+        if pool_size.is_none() && instances > 1 {
+            config.database_max_connections = (config.database_max_connections / instances as u32).max(4);
+        }
+        config
+    })
     .expect("a valid configuration")
 }
 
 /// Starts this executable again as the service alone and reads the port it prints.
-fn spawn_child(database_url: &str, emulator_base: &str, app_webhook: Option<&str>) -> (u16, ServiceProcess) {
+fn spawn_child(
+    database_url: &str,
+    emulator_base: &str,
+    app_webhook: Option<&str>,
+    instances: usize,
+) -> (u16, ServiceProcess) {
     let mut command = Command::new(std::env::current_exe().expect("the load test's own path"));
     if let Some(url) = app_webhook {
         command.env("LOADTEST_APP_WEBHOOK_URL", url);
     }
     let mut child = command
         .env(CHILD_ROLE, "1")
+        .env("LOADTEST_INSTANCES", instances.to_string())
         .env("LOADTEST_DATABASE_URL", database_url)
         .env("LOADTEST_STRIPE_API_BASE", emulator_base)
         // The child exits when this pipe closes, i.e. when this process ends for any reason.
@@ -165,6 +201,9 @@ pub async fn serve_as_child() {
         &var("LOADTEST_DATABASE_URL"),
         &var("LOADTEST_STRIPE_API_BASE"),
         app_webhook.as_deref(),
+        var("LOADTEST_INSTANCES")
+            .parse()
+            .expect("LOADTEST_INSTANCES is a count"),
     );
     let app = Application::build(config).await.expect("the application starts");
     println!("{}", app.port());
@@ -176,8 +215,23 @@ pub async fn serve_as_child() {
 }
 
 impl Service {
+    /// The service's processes, for their CPU time.
+    pub fn pids(&self) -> Vec<u32> {
+        let first = match &self.process {
+            ServiceProcess::ThisOne => std::process::id(),
+            ServiceProcess::Child(child) => child.id(),
+        };
+        std::iter::once(first)
+            .chain(self.others.iter().map(Child::id))
+            .collect()
+    }
+
     pub async fn drop_database(self) {
-        if let ServiceProcess::Child(mut child) = self.process {
+        let mut children = self.others;
+        if let ServiceProcess::Child(child) = self.process {
+            children.push(child);
+        }
+        for mut child in children {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -195,8 +249,11 @@ impl Service {
 }
 
 /// Logged as `main.rs` logs (`telemetry`: its filter, or RUST_LOG, and a line per request),
-/// written to a file. The guard lives as long as the process.
-fn log_like_production(path: &str) {
-    let file = File::create(path).unwrap_or_else(|err| panic!("cannot write {path}: {err}"));
-    std::mem::forget(entitle::telemetry::init(LogFormat::Text, file));
+/// written to a file. The guard lives as long as the process; the first pass sets it up for all.
+fn log_like_production(path: &'static str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let file = File::create(path).unwrap_or_else(|err| panic!("cannot write {path}: {err}"));
+        std::mem::forget(entitle::telemetry::init(LogFormat::Text, file));
+    });
 }
