@@ -44,6 +44,7 @@ mod ceilings;
 mod connections;
 mod cpu;
 mod credits;
+mod dbstats;
 mod measure;
 mod pgbench;
 mod receiver;
@@ -160,9 +161,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct OrdersResult {
     webhooks: Run,
     webhooks_cpu: cpu::Used,
+    webhooks_db: dbstats::PerRequest,
     webhook_ceiling: Run,
     statuses: Run,
     statuses_cpu: cpu::Used,
+    statuses_db: dbstats::PerRequest,
     status_ceiling: Run,
     /// The same paths' ceilings taken by pgbench; none without pgbench on this machine.
     pgbench: Option<PgbenchCeilings>,
@@ -221,6 +224,7 @@ impl OutboxResult {
 struct CheckResult {
     checks: Run,
     checks_cpu: cpu::Used,
+    checks_db: dbstats::PerRequest,
     account_ceiling: Run,
     balance_ceiling: Run,
     not_allowed: usize,
@@ -229,6 +233,7 @@ struct CheckResult {
 struct UsageResult {
     usage: Run,
     usage_cpu: cpu::Used,
+    usage_db: dbstats::PerRequest,
     ceiling: Run,
     ceiling_refused: usize,
     totals: Result<String, String>,
@@ -292,9 +297,6 @@ impl Pass {
 
 #[tokio::main]
 async fn main() {
-    if std::env::var_os(service::CHILD_ROLE).is_some() {
-        return service::serve_as_child().await;
-    }
     let settings = Settings {
         orders: setting("N", 2000) as usize,
         senders: setting("C", 32) as usize,
@@ -463,9 +465,11 @@ async fn run(settings: &Settings, pass: Pass) -> PassResult {
             let burst_started = receiver::Receiver::now();
             let requests_before = receiver.requests();
             let sampler = outbox_on.then(|| sample_backlog(service.db.clone()));
+            let db_meter = dbstats::Meter::start(&service.db).await;
             let meter = cpu::Meter::start(&service_pids);
             let (webhooks, outcomes) = traffic::deliver_each_twice(connections.clone(), events, settings.senders).await;
             let webhooks_cpu = meter.stop();
+            let webhooks_db = db_meter.stop(webhooks.requests()).await;
             let outbox = match sampler {
                 None => None,
                 Some(sampler) => {
@@ -486,10 +490,12 @@ async fn run(settings: &Settings, pass: Pass) -> PassResult {
             let credits = check_credits(&service, &orders).await;
             progress(&format!("polling order status for {:?}", settings.poll_for));
             let orders = Arc::new(orders);
+            let db_meter = dbstats::Meter::start(&service.db).await;
             let meter = cpu::Meter::start(&service_pids);
             let (statuses, wrong_answers) =
                 traffic::poll_status(connections.clone(), orders.clone(), settings.pollers, settings.poll_for).await;
             let statuses_cpu = meter.stop();
+            let statuses_db = db_meter.stop(statuses.requests()).await;
             progress("ceiling: the primary-key status select, direct");
             let status_ceiling = ceilings::status_lookup(&service, orders, settings.pollers, settings.poll_for).await;
             let pgbench = match (pgbench_orders, pgbench_webhook) {
@@ -506,9 +512,11 @@ async fn run(settings: &Settings, pass: Pass) -> PassResult {
             Some(OrdersResult {
                 webhooks,
                 webhooks_cpu,
+                webhooks_db,
                 webhook_ceiling,
                 statuses,
                 statuses_cpu,
+                statuses_db,
                 status_ceiling,
                 pgbench,
                 credits,
@@ -524,10 +532,12 @@ async fn run(settings: &Settings, pass: Pass) -> PassResult {
             "POST /v1/check from {} callers for {:?}",
             settings.pollers, settings.poll_for
         ));
+        let db_meter = dbstats::Meter::start(&service.db).await;
         let meter = cpu::Meter::start(&service_pids);
         let (checks, not_allowed) =
             credits::check(connections.clone(), settings.users, settings.pollers, settings.poll_for).await;
         let checks_cpu = meter.stop();
+        let checks_db = db_meter.stop(checks.requests()).await;
         let users = Arc::new(spread_users.clone());
         progress("ceiling: the credit account's primary-key select, direct");
         let account_ceiling =
@@ -537,6 +547,7 @@ async fn run(settings: &Settings, pass: Pass) -> PassResult {
         Some(CheckResult {
             checks,
             checks_cpu,
+            checks_db,
             account_ceiling,
             balance_ceiling,
             not_allowed,
@@ -559,6 +570,7 @@ async fn run(settings: &Settings, pass: Pass) -> PassResult {
             "POST /v1/usage over {} users from {} callers for {:?}",
             settings.users, settings.senders, settings.poll_for
         ));
+        let db_meter = dbstats::Meter::start(&service.db).await;
         let meter = cpu::Meter::start(&service_pids);
         let (usage, debits) = credits::usage(
             connections.clone(),
@@ -570,6 +582,7 @@ async fn run(settings: &Settings, pass: Pass) -> PassResult {
         )
         .await;
         let usage_cpu = meter.stop();
+        let usage_db = db_meter.stop(usage.requests()).await;
         progress("checking every user's balance, ledger and spends against the 200s");
         let totals = credits::verify(
             &service,
@@ -583,6 +596,7 @@ async fn run(settings: &Settings, pass: Pass) -> PassResult {
         Some(UsageResult {
             usage,
             usage_cpu,
+            usage_db,
             ceiling,
             ceiling_refused: spends.refused.load(Ordering::Relaxed),
             totals,

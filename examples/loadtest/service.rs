@@ -1,9 +1,12 @@
-//! Starts Entitle in this process exactly as `tests/api/helpers.rs` does: a fresh database, the
-//! Stripe emulator on its own port, the real startup path on port 0, production's log level.
+//! Starts Entitle for a pass: a fresh database, the Stripe emulator on its own port in this
+//! process, and the production binary (`entitle serve`, built by cargo if needed) in one or more
+//! processes of its own, configured through its environment alone and logging at production's
+//! level to `target/loadtest-service-<n>.log`. `SERVICE_PROCESS=same` runs the real startup path
+//! in this process instead, as `tests/api/helpers.rs` does.
 
 use std::{
     fs::File,
-    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
 };
 
@@ -21,7 +24,6 @@ pub const JWT_SECRET: &str = "loadtest-jwt-secret-that-is-long-enough-for-hs256"
 pub const API_KEY: &str = "ek_loadtest_key_that_is_long_enough_0123456789";
 /// The service logs at production's level to this file, so its cost is part of the measurement.
 pub const LOG_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/loadtest.log");
-const CHILD_LOG_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/loadtest-service.log");
 
 pub struct Service {
     /// The first process's base URL, for the setup steps' requests.
@@ -36,14 +38,14 @@ pub struct Service {
     pub db: PgPool,
     pub process: ServiceProcess,
     /// The second and later processes of a run with several instances on the one database.
-    pub others: Vec<Child>,
+    pub others: Vec<ChildGuard>,
 }
 
 /// Where the service runs: in a child process (this same executable, the default), so its memory
 /// is read on its own, or, with `SERVICE_PROCESS=same`, in this process beside the load generator.
 pub enum ServiceProcess {
     ThisOne,
-    Child(Child),
+    Child(ChildGuard),
 }
 
 impl ServiceProcess {
@@ -56,9 +58,6 @@ impl ServiceProcess {
     }
 }
 
-/// Set in the child's environment; the child then only serves (see `serve_as_child`).
-pub const CHILD_ROLE: &str = "LOADTEST_SERVICE_CHILD";
-
 fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
@@ -66,7 +65,6 @@ fn admin_url() -> String {
 /// `app_webhook`: the URL the outbox sends the app webhooks to, if any. `instances` service
 /// processes share the database and the emulator (more than one needs child processes).
 pub async fn start(app_webhook: Option<&str>, instances: usize) -> Service {
-    log_like_production(LOG_FILE);
     let database_name = format!("entitle_loadtest_{}", Uuid::new_v4().simple());
     let mut admin = PgConnection::connect(&format!("{}/postgres", admin_url()))
         .await
@@ -82,27 +80,37 @@ pub async fn start(app_webhook: Option<&str>, instances: usize) -> Service {
     let emulator = StripeEmulator::new(&emulator_base);
     tokio::spawn(axum::serve(emulator_listener, emulator.router()).into_future());
 
-    let config = config(&database_url, &emulator_base, app_webhook, instances);
-    let pool_size = config.database_max_connections;
-    let (port, process) = if std::env::var("SERVICE_PROCESS").is_ok_and(|v| v == "same") {
+    let settings = settings(&database_url, &emulator_base, app_webhook, instances);
+    let pool_size = config(&settings).database_max_connections;
+    let mut ports = Vec::new();
+    let mut processes = Vec::new();
+    if std::env::var("SERVICE_PROCESS").is_ok_and(|v| v == "same") {
         assert_eq!(instances, 1, "SERVICE_PROCESS=same runs one instance");
-        let app = Application::build(config).await.expect("the application starts");
-        let port = app.port();
+        log_like_production(LOG_FILE);
+        let app = Application::build(config(&settings))
+            .await
+            .expect("the application starts");
+        ports.push(app.port());
         tokio::spawn(app.run_until_stopped());
-        (port, ServiceProcess::ThisOne)
+        processes.push(ServiceProcess::ThisOne);
     } else {
-        spawn_child(&database_url, &emulator_base, app_webhook, instances)
-    };
-    // One after another, so the first has run the migrations before the next starts.
-    let mut ports = vec![port];
-    let mut others = Vec::new();
-    for _ in 1..instances {
-        let (port, process) = spawn_child(&database_url, &emulator_base, app_webhook, instances);
-        ports.push(port);
-        if let ServiceProcess::Child(child) = process {
-            others.push(child);
+        let binary = service_binary();
+        // One after another, so the first has run the migrations before the next starts.
+        for n in 1..=instances {
+            let (port, process) = spawn_child(&binary, &settings, n).await;
+            ports.push(port);
+            processes.push(process);
         }
     }
+    let mut processes = processes.into_iter();
+    let process = processes.next().expect("a service process");
+    let others = processes
+        .filter_map(|process| match process {
+            ServiceProcess::Child(child) => Some(child),
+            ServiceProcess::ThisOne => None,
+        })
+        .collect();
+    let port = ports[0];
 
     // Two connections leave Postgres's max_connections to the service and the ceilings.
     let db = PgPoolOptions::new()
@@ -126,92 +134,139 @@ pub async fn start(app_webhook: Option<&str>, instances: usize) -> Service {
     }
 }
 
-/// The real configuration rules (and defaults, such as the pool size) apply, but for the checkout
-/// session rate; only DATABASE_MAX_CONNECTIONS and OUTBOX_CONCURRENCY may come from the environment,
-/// to compare settings. Several instances split the default pool between them (at least 4 each),
-/// as an operator shares one database's connection budget: their pools and the ceilings' then
-/// fit Postgres's default max_connections of 100.
-fn config(database_url: &str, emulator_base: &str, app_webhook: Option<&str>, instances: usize) -> Config {
-    let pool_size = std::env::var("DATABASE_MAX_CONNECTIONS").ok();
-    let outbox_concurrency = std::env::var("OUTBOX_CONCURRENCY").ok();
-    let plans_file = concat!(env!("CARGO_MANIFEST_DIR"), "/plans.toml");
-    Config::from_lookup(|name| match name {
-        "DATABASE_URL" => Some(database_url.to_owned()),
-        "DATABASE_MAX_CONNECTIONS" => pool_size.clone(),
-        "OUTBOX_CONCURRENCY" => outbox_concurrency.clone(),
-        "BIND_ADDR" => Some("127.0.0.1:0".into()),
-        "STRIPE_SECRET_KEY" => Some("sk_test_loadtest".into()),
-        "STRIPE_API_BASE" => Some(emulator_base.to_owned()),
-        "STRIPE_WEBHOOK_SECRET" => Some(WEBHOOK_SECRET.into()),
-        "AUTH_JWT_SECRET" => Some(JWT_SECRET.into()),
-        "ENTITLE_API_KEYS" => Some(API_KEY.into()),
-        "PLANS_FILE" => Some(plans_file.into()),
-        // The run opens its checkouts as fast as it can, to measure the service, not the limiter
-        // that keeps real buyers from spending the Stripe rate limit.
-        "CHECKOUT_SESSIONS_PER_SECOND" => Some("1000".into()),
-        "CHECKOUT_SESSIONS_BURST" => Some("10000".into()),
-        "APP_WEBHOOK_URL" => app_webhook.map(str::to_owned),
-        "APP_WEBHOOK_SECRET" => app_webhook.map(|_| crate::receiver::SECRET.to_owned()),
-        _ => None,
-    })
-    .map(|mut config| {
-        if pool_size.is_none() && instances > 1 {
-            config.database_max_connections = (config.database_max_connections / instances as u32).max(4);
-        }
-        config
-    })
-    .expect("a valid configuration")
-}
-
-/// Starts this executable again as the service alone and reads the port it prints.
-fn spawn_child(
+/// The service's settings, as its environment would give them: the real configuration rules (and
+/// defaults, such as the pool size) apply, but for the checkout session rate; only
+/// DATABASE_MAX_CONNECTIONS and OUTBOX_CONCURRENCY may come from this process's environment, to
+/// compare settings. Several instances split the default pool between them (at least 4 each), as
+/// an operator shares one database's connection budget: their pools and the ceilings' then fit
+/// Postgres's default max_connections of 100.
+fn settings(
     database_url: &str,
     emulator_base: &str,
     app_webhook: Option<&str>,
     instances: usize,
-) -> (u16, ServiceProcess) {
-    let mut command = Command::new(std::env::current_exe().expect("the load test's own path"));
+) -> Vec<(&'static str, String)> {
+    let plans_file = concat!(env!("CARGO_MANIFEST_DIR"), "/plans.toml");
+    let mut settings = vec![
+        ("DATABASE_URL", database_url.to_owned()),
+        ("BIND_ADDR", "127.0.0.1:0".to_owned()),
+        ("STRIPE_SECRET_KEY", "sk_test_loadtest".to_owned()),
+        ("STRIPE_API_BASE", emulator_base.to_owned()),
+        ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
+        ("AUTH_JWT_SECRET", JWT_SECRET.to_owned()),
+        ("ENTITLE_API_KEYS", API_KEY.to_owned()),
+        ("PLANS_FILE", plans_file.to_owned()),
+        // The run opens its checkouts as fast as it can, to measure the service, not the limiter
+        // that keeps real buyers from spending the Stripe rate limit.
+        ("CHECKOUT_SESSIONS_PER_SECOND", "1000".to_owned()),
+        ("CHECKOUT_SESSIONS_BURST", "10000".to_owned()),
+    ];
     if let Some(url) = app_webhook {
-        command.env("LOADTEST_APP_WEBHOOK_URL", url);
+        settings.push(("APP_WEBHOOK_URL", url.to_owned()));
+        settings.push(("APP_WEBHOOK_SECRET", crate::receiver::SECRET.to_owned()));
     }
-    let mut child = command
-        .env(CHILD_ROLE, "1")
-        .env("LOADTEST_INSTANCES", instances.to_string())
-        .env("LOADTEST_DATABASE_URL", database_url)
-        .env("LOADTEST_STRIPE_API_BASE", emulator_base)
-        // The child exits when this pipe closes, i.e. when this process ends for any reason.
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("can start the service process");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("the service process prints its port");
-    let port = line.trim().parse().expect("the service process printed its port");
-    (port, ServiceProcess::Child(child))
+    if let Ok(concurrency) = std::env::var("OUTBOX_CONCURRENCY") {
+        settings.push(("OUTBOX_CONCURRENCY", concurrency));
+    }
+    let pool = match std::env::var("DATABASE_MAX_CONNECTIONS") {
+        Ok(pool) => Some(pool),
+        Err(_) if instances > 1 => {
+            let default = config(&settings).database_max_connections;
+            Some((default / instances as u32).max(4).to_string())
+        }
+        Err(_) => None,
+    };
+    if let Some(pool) = pool {
+        settings.push(("DATABASE_MAX_CONNECTIONS", pool));
+    }
+    settings
 }
 
-/// The child's whole life: serve until the parent goes away.
-pub async fn serve_as_child() {
-    log_like_production(CHILD_LOG_FILE);
-    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is set by the parent"));
-    let app_webhook = std::env::var("LOADTEST_APP_WEBHOOK_URL").ok();
-    let config = config(
-        &var("LOADTEST_DATABASE_URL"),
-        &var("LOADTEST_STRIPE_API_BASE"),
-        app_webhook.as_deref(),
-        var("LOADTEST_INSTANCES")
-            .parse()
-            .expect("LOADTEST_INSTANCES is a count"),
-    );
-    let app = Application::build(config).await.expect("the application starts");
-    println!("{}", app.port());
-    std::thread::spawn(|| {
-        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
-        std::process::exit(0);
-    });
-    app.run_until_stopped().await.expect("the service runs");
+fn config(settings: &[(&'static str, String)]) -> Config {
+    Config::from_lookup(|name| {
+        settings
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.clone())
+    })
+    .expect("a valid configuration")
+}
+
+/// The production binary, `target/<profile>/entitle` beside this example, built first (cargo
+/// does nothing if it is current): what runs in production is what is measured, its memory above
+/// all, not this example's own executable with the emulator and the load generator linked in.
+fn service_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the load test's own path");
+    // target/<profile>/examples/loadtest → target/<profile>/entitle
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the load test runs from target/<profile>/examples")
+        .to_owned();
+    let mut build = Command::new(env!("CARGO"));
+    build.args(["build", "--quiet", "--bin", "entitle"]);
+    if profile_dir.file_name().is_some_and(|name| name == "release") {
+        build.arg("--release");
+    }
+    let built = build
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo builds the service's binary");
+    assert!(built.success(), "cargo could not build the entitle binary");
+    profile_dir.join("entitle")
+}
+
+/// Starts the production binary with `settings` as its whole environment (nothing of this
+/// process's leaks in) on a free port, and waits until it answers `/healthz`.
+async fn spawn_child(binary: &Path, settings: &[(&'static str, String)], n: usize) -> (u16, ServiceProcess) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let log_path = format!("{}/target/loadtest-service-{n}.log", env!("CARGO_MANIFEST_DIR"));
+    let log = File::create(&log_path).unwrap_or_else(|err| panic!("cannot write {log_path}: {err}"));
+    let mut command = Command::new(binary);
+    command.env_clear();
+    for (name, value) in settings {
+        command.env(name, value);
+    }
+    if let Ok(filter) = std::env::var("RUST_LOG") {
+        command.env("RUST_LOG", filter);
+    }
+    let child = command
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .arg("serve")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("the log file"))
+        .stderr(log)
+        .spawn()
+        .expect("can start the service's binary");
+    let child = ChildGuard(child);
+    let health = format!("http://127.0.0.1:{port}/healthz");
+    let client = reqwest::Client::new();
+    for _ in 0..600 {
+        if client.get(&health).send().await.is_ok_and(|r| r.status().is_success()) {
+            return (port, ServiceProcess::Child(child));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the service did not answer /healthz within 30 s; see {log_path}");
+}
+
+/// A service process, stopped when the run lets go of it (a panicking run too).
+pub struct ChildGuard(Child);
+
+impl ChildGuard {
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl Service {
@@ -222,19 +277,14 @@ impl Service {
             ServiceProcess::Child(child) => child.id(),
         };
         std::iter::once(first)
-            .chain(self.others.iter().map(Child::id))
+            .chain(self.others.iter().map(ChildGuard::id))
             .collect()
     }
 
     pub async fn drop_database(self) {
-        let mut children = self.others;
-        if let ServiceProcess::Child(child) = self.process {
-            children.push(child);
-        }
-        for mut child in children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        // Stopped (dropped) before their database goes.
+        drop(self.others);
+        drop(self.process);
         self.db.close().await;
         let mut admin = PgConnection::connect(&format!("{}/postgres", admin_url()))
             .await

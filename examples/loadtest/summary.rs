@@ -4,7 +4,7 @@
 //! otherwise) holds the throughput, latency and memory targets; the seeded pass the flatness and
 //! the heavy user's reads.
 
-use crate::{Report, cpu, measure::Run, share};
+use crate::{Report, cpu, dbstats, measure::Run, share};
 
 /// A target of the issues, as measured.
 pub struct Target {
@@ -18,6 +18,7 @@ struct PathRun<'a> {
     name: &'static str,
     run: &'a Run,
     cpu: cpu::Used,
+    db: dbstats::PerRequest,
     /// The SQL the target compares it with (pgbench's where it ran).
     ceiling: &'a Run,
 }
@@ -30,6 +31,7 @@ fn paths<'a>(report: &Report<'a>) -> Vec<PathRun<'a>> {
             name: "POST /payment-webhook",
             run: &o.webhooks,
             cpu: o.webhooks_cpu,
+            db: o.webhooks_db,
             ceiling: pgbench
                 .and_then(|p| p.webhook.as_ref().ok())
                 .unwrap_or(&o.webhook_ceiling),
@@ -38,6 +40,7 @@ fn paths<'a>(report: &Report<'a>) -> Vec<PathRun<'a>> {
             name: "POST /order-status",
             run: &o.statuses,
             cpu: o.statuses_cpu,
+            db: o.statuses_db,
             ceiling: pgbench
                 .and_then(|p| p.status.as_ref().ok())
                 .unwrap_or(&o.status_ceiling),
@@ -48,6 +51,7 @@ fn paths<'a>(report: &Report<'a>) -> Vec<PathRun<'a>> {
             name: "POST /v1/check",
             run: &c.checks,
             cpu: c.checks_cpu,
+            db: c.checks_db,
             ceiling: &c.account_ceiling,
         });
     }
@@ -56,6 +60,7 @@ fn paths<'a>(report: &Report<'a>) -> Vec<PathRun<'a>> {
             name: "POST /v1/usage",
             run: &u.usage,
             cpu: u.usage_cpu,
+            db: u.usage_db,
             ceiling: &u.ceiling,
         });
     }
@@ -153,19 +158,24 @@ fn print_flatness(empty: &Report, seeded: &Report) -> Vec<Target> {
         empty.pass.name()
     );
     println!();
-    println!("| path | empty req/s (p99) | seeded req/s (p99) | seeded / empty | its ceiling, seeded / empty |");
-    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| path | empty req/s (p99) | seeded req/s (p99) | seeded / empty | its ceiling, seeded / empty | \
+         per request, empty | per request, seeded |"
+    );
+    println!("|---|---:|---:|---:|---:|---|---|");
     let mut targets = Vec::new();
     for (e, s) in paths(empty).iter().zip(paths(seeded).iter()) {
         let ratio = 100.0 * s.run.per_second() / e.run.per_second();
         let ceiling_ratio = 100.0 * s.ceiling.per_second() / e.ceiling.per_second();
         println!(
-            "| {} | {} ({:.1} ms) | {} ({:.1} ms) | {ratio:.0} % | {ceiling_ratio:.0} % |",
+            "| {} | {} ({:.1} ms) | {} ({:.1} ms) | {ratio:.0} % | {ceiling_ratio:.0} % | {} | {} |",
             e.name,
             rate(e.run),
             e.run.percentile_ms(0.99),
             rate(s.run),
             s.run.percentile_ms(0.99),
+            e.db.describe(),
+            s.db.describe(),
         );
         targets.push(Target {
             name: format!("flat: {} on the seeded database within 15 % of the empty one", e.name),
