@@ -368,7 +368,7 @@ async fn run(settings: &Settings, pass: Pass) -> PassResult {
         "service up ({} process(es), pool {} each, logs in {}); scenarios {}",
         pass.instances,
         service.pool_size,
-        service::LOG_FILE,
+        service.log_files(),
         scenarios.names()
     ));
     let service_pids = service.pids();
@@ -392,7 +392,9 @@ async fn run(settings: &Settings, pass: Pass) -> PassResult {
         let pgbench_orders = match (pgbench::available(), settings.senders.is_multiple_of(2)) {
             (true, true) => Some(pgbench::orders(&service, settings.orders, settings.senders).await),
             (false, _) => {
-                progress("pgbench is not installed: its ceilings are left out (apt-get install postgresql-client)");
+                progress(
+                    "pgbench is not on PATH: its ceilings are left out (it comes with the PostgreSQL server package)",
+                );
                 None
             }
             (true, false) => {

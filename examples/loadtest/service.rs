@@ -22,7 +22,8 @@ pub const WEBHOOK_SECRET: &str = "whsec_loadtest_secret";
 pub const JWT_SECRET: &str = "loadtest-jwt-secret-that-is-long-enough-for-hs256";
 /// The app backend's key for the `/v1/` credits API (`ENTITLE_API_KEYS`, at least 32 characters).
 pub const API_KEY: &str = "ek_loadtest_key_that_is_long_enough_0123456789";
-/// The service logs at production's level to this file, so its cost is part of the measurement.
+/// With `SERVICE_PROCESS=same` the service logs at production's level to this file, so its cost
+/// is part of the measurement.
 pub const LOG_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/loadtest.log");
 
 pub struct Service {
@@ -205,6 +206,25 @@ fn service_binary() -> PathBuf {
         .to_owned();
     let mut build = Command::new(env!("CARGO"));
     build.args(["build", "--quiet", "--bin", "entitle"]);
+    // `cargo run` gave this process the package's variables (CARGO_PKG_NAME, CARGO_MANIFEST_DIR,
+    // …). Some build scripts (ring's) rerun when one of those changes, so an inner cargo that saw
+    // them would rebuild half the tree after every outer build and the other way round.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_by_cargo_run = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+            || name == "OUT_DIR";
+        if set_by_cargo_run {
+            build.env_remove(name.as_ref());
+        }
+    }
     if profile_dir.file_name().is_some_and(|name| name == "release") {
         build.arg("--release");
     }
@@ -270,6 +290,16 @@ impl Drop for ChildGuard {
 }
 
 impl Service {
+    /// Where the service's processes write their logs.
+    pub fn log_files(&self) -> String {
+        match self.process {
+            ServiceProcess::ThisOne => LOG_FILE.to_owned(),
+            ServiceProcess::Child(_) => {
+                format!("{}/target/loadtest-service-<n>.log", env!("CARGO_MANIFEST_DIR"))
+            }
+        }
+    }
+
     /// The service's processes, for their CPU time.
     pub fn pids(&self) -> Vec<u32> {
         let first = match &self.process {
