@@ -344,7 +344,11 @@ async fn an_operator_signs_in_searches_and_opens_an_order_in_a_real_browser() {
 
     // The order's own id finds it too.
     let order_id = order_page.path().rsplit('/').next().unwrap().to_owned();
+    // The search lands on the page already shown: until the old page is gone, its elements would
+    // pass for the new one's (and go stale under the next click).
+    let shown = browser.find(Locator::Css("html")).await.unwrap();
     search(&browser, &order_id).await;
+    wait_until_gone(shown).await;
     wait_for(&browser, paid).await;
     assert_eq!(browser.current_url().await.unwrap().path(), order_page.path());
 
@@ -364,6 +368,18 @@ async fn search(browser: &Client, text: &str) {
 
 async fn wait_for(browser: &Client, what: Locator<'_>) -> fantoccini::elements::Element {
     browser.wait().at_most(WAIT).for_element(what).await.unwrap()
+}
+
+/// Waits until `element`'s page has been replaced by another (the element is then stale).
+async fn wait_until_gone(element: fantoccini::elements::Element) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while element.tag_name().await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the page was not replaced within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn click(browser: &Client, what: Locator<'_>) {
