@@ -42,8 +42,9 @@ pub struct Service {
     pub others: Vec<ChildGuard>,
 }
 
-/// Where the service runs: in a child process (this same executable, the default), so its memory
-/// is read on its own, or, with `SERVICE_PROCESS=same`, in this process beside the load generator.
+/// Where the service runs: in a process of its own (the production binary, the default), so its
+/// memory is read on its own, or, with `SERVICE_PROCESS=same`, in this process beside the load
+/// generator.
 pub enum ServiceProcess {
     ThisOne,
     Child(ChildGuard),
@@ -84,8 +85,8 @@ pub async fn start(app_webhook: Option<&str>, instances: usize) -> Service {
     let settings = settings(&database_url, &emulator_base, app_webhook, instances);
     let pool_size = config(&settings).database_max_connections;
     let mut ports = Vec::new();
-    let mut processes = Vec::new();
-    if std::env::var("SERVICE_PROCESS").is_ok_and(|v| v == "same") {
+    let mut others = Vec::new();
+    let process = if std::env::var("SERVICE_PROCESS").is_ok_and(|v| v == "same") {
         assert_eq!(instances, 1, "SERVICE_PROCESS=same runs one instance");
         log_like_production(LOG_FILE);
         let app = Application::build(config(&settings))
@@ -93,24 +94,17 @@ pub async fn start(app_webhook: Option<&str>, instances: usize) -> Service {
             .expect("the application starts");
         ports.push(app.port());
         tokio::spawn(app.run_until_stopped());
-        processes.push(ServiceProcess::ThisOne);
+        ServiceProcess::ThisOne
     } else {
         let binary = service_binary();
         // One after another, so the first has run the migrations before the next starts.
         for n in 1..=instances {
-            let (port, process) = spawn_child(&binary, &settings, n).await;
+            let (port, child) = spawn_child(&binary, &settings, n).await;
             ports.push(port);
-            processes.push(process);
+            others.push(child);
         }
-    }
-    let mut processes = processes.into_iter();
-    let process = processes.next().expect("a service process");
-    let others = processes
-        .filter_map(|process| match process {
-            ServiceProcess::Child(child) => Some(child),
-            ServiceProcess::ThisOne => None,
-        })
-        .collect();
+        ServiceProcess::Child(others.remove(0))
+    };
     let port = ports[0];
 
     // Two connections leave Postgres's max_connections to the service and the ceilings.
@@ -238,7 +232,7 @@ fn service_binary() -> PathBuf {
 
 /// Starts the production binary with `settings` as its whole environment (nothing of this
 /// process's leaks in) on a free port, and waits until it answers `/healthz`.
-async fn spawn_child(binary: &Path, settings: &[(&'static str, String)], n: usize) -> (u16, ServiceProcess) {
+async fn spawn_child(binary: &Path, settings: &[(&'static str, String)], n: usize) -> (u16, ChildGuard) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("a free port")
@@ -266,7 +260,7 @@ async fn spawn_child(binary: &Path, settings: &[(&'static str, String)], n: usiz
     let client = reqwest::Client::new();
     for _ in 0..600 {
         if client.get(&health).send().await.is_ok_and(|r| r.status().is_success()) {
-            return (port, ServiceProcess::Child(child));
+            return (port, child);
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
