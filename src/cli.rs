@@ -353,7 +353,7 @@ pub async fn run_operator_command(config: Config, command: OperatorCommand) -> R
                 ));
             }
             let event = retrieve_event(&stripe, &event_id).await.map_err(DomainError::from)?;
-            let outcome = process_event(&db, &stripe, &event).await?;
+            let outcome = process_event(&db, &stripe, &event, None).await?;
             Ok(format!(
                 "{event_id} ({}) applied: {}\n",
                 event.event_type,

@@ -22,6 +22,7 @@ use crate::{
     domain_error::DomainError,
     holdings,
     store::credit_ledger::{self, GrantOutcome, NewGrant, NewSpend, SettleOutcome, SpendKind, SpendOutcome},
+    wakeups::Wakeups,
 };
 
 /// Far below where sums of many grants could overflow a bigint.
@@ -139,7 +140,12 @@ pub struct Spent {
 }
 
 /// Spends credits at once, or answers 402 with nothing written.
-pub async fn record_usage(db: &PgPool, gate: &DebitGate, request: UsageRequest) -> Result<Spent, DomainError> {
+pub async fn record_usage(
+    db: &PgPool,
+    gate: &DebitGate,
+    wakeups: &Wakeups,
+    request: UsageRequest,
+) -> Result<Spent, DomainError> {
     check_user_id("userId", &request.user_id)?;
     check_credits("credits", request.credits, 1)?;
     check_key(&request.idempotency_key)?;
@@ -155,6 +161,7 @@ pub async fn record_usage(db: &PgPool, gate: &DebitGate, request: UsageRequest) 
     spend(
         db,
         gate,
+        wakeups,
         NewSpend {
             user_id: &request.user_id,
             kind: SpendKind::Usage,
@@ -171,7 +178,12 @@ pub async fn record_usage(db: &PgPool, gate: &DebitGate, request: UsageRequest) 
 
 /// Holds credits for a while: no one else can spend them until the reservation is committed,
 /// released, or its TTL passes.
-pub async fn reserve(db: &PgPool, gate: &DebitGate, request: ReservationRequest) -> Result<Spent, DomainError> {
+pub async fn reserve(
+    db: &PgPool,
+    gate: &DebitGate,
+    wakeups: &Wakeups,
+    request: ReservationRequest,
+) -> Result<Spent, DomainError> {
     check_user_id("userId", &request.user_id)?;
     check_credits("credits", request.credits, 1)?;
     check_key(&request.idempotency_key)?;
@@ -188,6 +200,7 @@ pub async fn reserve(db: &PgPool, gate: &DebitGate, request: ReservationRequest)
     spend(
         db,
         gate,
+        wakeups,
         NewSpend {
             user_id: &request.user_id,
             kind: SpendKind::Reservation,
@@ -202,11 +215,16 @@ pub async fn reserve(db: &PgPool, gate: &DebitGate, request: ReservationRequest)
     .await
 }
 
-async fn spend(db: &PgPool, gate: &DebitGate, spend: NewSpend<'_>) -> Result<Spent, DomainError> {
+async fn spend(db: &PgPool, gate: &DebitGate, wakeups: &Wakeups, spend: NewSpend<'_>) -> Result<Spent, DomainError> {
     let _in_flight = gate.enter(spend.user_id).await;
     // One statement keyed by the idempotency key: if the connection broke after it landed, the
     // retry finds the key and answers as a replay.
     let answer = db::retry_idempotent(db, || credit_ledger::spend(db, &spend)).await?;
+    if answer.outcome == SpendOutcome::Spent {
+        // The statement notified nobody (see `credit_ledger::spend`); the app's webhook of the new
+        // balance is written, and its senders are woken here.
+        wakeups.after_commit(None, true);
+    }
     match answer.outcome {
         SpendOutcome::Insufficient => Err(DomainError::InsufficientCredits {
             available: answer.available,

@@ -47,6 +47,17 @@ pub async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx
     retry_idempotent(pool, || pool.begin()).await
 }
 
+/// `BEGIN` for a transaction whose caller sends its wake-ups after the commit
+/// (`crate::wakeups`): the SQL's own `pg_notify` calls stand down for it. One round trip, as
+/// `BEGIN` alone; the setting ends with the transaction.
+const BEGIN_WAKING_AFTER_COMMIT: &str = "BEGIN; SET LOCAL entitle.wake_after_commit = 'on'";
+
+/// As `begin`, for a transaction that notifies nobody itself: its caller hands what it changed
+/// to `Wakeups::after_commit` once it has committed.
+pub async fn begin_waking_after_commit(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    retry_idempotent(pool, || pool.begin_with(BEGIN_WAKING_AFTER_COMMIT)).await
+}
+
 /// Runs a statement that is safe to send twice (a read, `BEGIN`, or a write that sets a value and
 /// so does nothing more if it did land before the connection broke), again on another connection
 /// while the error says the connection was lost. A dead connection fails at once, so a

@@ -10,6 +10,8 @@
 //! returning` in `store::orders` (no extra round trip; an update that matched no row sends
 //! nothing). Postgres delivers it at commit and drops it on rollback, so a waiting
 //! `/order-status` request (see `order_events`) never hears of a change that did not happen.
+//! The webhook instead wakes the order's waiters after its commit (`crate::wakeups`): a
+//! notification inside the transaction would make every fulfilment commit alone.
 
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -33,16 +35,22 @@ use crate::{
         processed_events,
     },
     stripe::event::{Charged, CheckoutSessionObject, EventKind, WebhookEvent},
+    wakeups::Wakeups,
 };
 
 /// Applies a verified event exactly once. Errors are transient (the database, or Stripe when a
 /// subscription's current state is fetched): nothing is committed, so the caller answers 5xx and
 /// Stripe's retry applies the event later. The webhook, the reconciler and `entitle replay` all
 /// come through here.
+///
+/// With `wakeups` (the webhook's hot path), the transaction notifies nobody itself: the order's
+/// long-polls and the outbox's senders are woken once it has committed (`crate::wakeups`), so
+/// concurrent deliveries commit together. Without, the SQL notifies at commit as it always did.
 pub async fn process_event(
     pool: &PgPool,
     stripe: &crate::stripe::StripeApi,
     event: &WebhookEvent,
+    wakeups: Option<&Wakeups>,
 ) -> Result<Outcome, DomainError> {
     // Stripe is asked before the transaction opens, never inside one: a slow answer then holds no
     // pooled connection and no lock. A redelivery is recognised first, so it costs Stripe nothing.
@@ -57,7 +65,10 @@ pub async fn process_event(
         _ => None,
     };
 
-    let mut tx = db::begin(pool).await?;
+    let mut tx = match wakeups {
+        Some(_) => db::begin_waking_after_commit(pool).await?,
+        None => db::begin(pool).await?,
+    };
 
     if !processed_events::claim(&mut tx, &event.id, &event.event_type, event.created).await? {
         tx.commit().await?;
@@ -75,6 +86,11 @@ pub async fn process_event(
 
     processed_events::record_outcome(&mut tx, &event.id, outcome, order_id).await?;
     tx.commit().await?;
+    if let Some(wakeups) = wakeups {
+        // Whatever the event did, it may have changed the order and written outbox messages; a
+        // wake-up too many costs a re-read, one too few a waiter's timer.
+        wakeups.after_commit(order_id, true);
+    }
     Ok(outcome)
 }
 

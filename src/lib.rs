@@ -47,3 +47,4 @@ pub mod stripe_emulator;
 pub mod subscription_checkout;
 pub mod telemetry;
 pub mod user_id;
+pub mod wakeups;

@@ -21,6 +21,7 @@ use crate::{
     store,
     stripe::{StripeApi, build_client},
     stripe_emulator::{BookPrice, DeliveryConfig, StripeEmulator},
+    wakeups::Wakeups,
     {app::router, state::AppState},
 };
 
@@ -117,18 +118,20 @@ impl Application {
             .await
             .map_err(StartupError::Listen)?;
         let has_endpoints = !config.app_webhooks.urls.is_empty() || mailer.is_some();
-        let outbox = match has_endpoints && config.outbox.concurrency > 0 {
+        let (outbox, outbox_wake) = match has_endpoints && config.outbox.concurrency > 0 {
             true => {
                 let wake = outbox::wake::listen(connect_options(&config)?)
                     .await
                     .map_err(StartupError::OutboxListen)?;
-                Some(Outbox::new(outbox_pool(&config)?, &config, wake, mailer.clone()))
+                let outbox = Outbox::new(outbox_pool(&config)?, &config, wake.clone(), mailer.clone());
+                (Some(outbox), Some(wake))
             }
-            false => None,
+            false => (None, None),
         };
+        let wakeups = Wakeups::start(db.clone(), order_events.clone(), outbox_wake);
         Ok(Self {
             listener,
-            state: AppState::new(db, config, stripe, order_events, mailer, metrics),
+            state: AppState::new(db, config, stripe, order_events, wakeups, mailer, metrics),
             emulator,
             emulator_listener,
             outbox,

@@ -17,6 +17,7 @@ use crate::{
     order_events::OrderEvents,
     order_lookup::OrderLookup,
     rate_limit::SharedRateLimit,
+    wakeups::Wakeups,
 };
 
 /// What every handler shares. Axum clones the state for each request (and each extractor that
@@ -46,6 +47,8 @@ pub struct Shared {
     /// Bounds how fast checkouts open, per user and per process.
     pub checkout_limiter: CheckoutLimiter,
     pub order_events: OrderEvents,
+    /// Wakes waiters after the hot paths' commits, here and on the other instances.
+    pub wakeups: Wakeups,
     /// Batches the owner-scoped lookups that polling return pages make.
     pub order_lookup: OrderLookup,
     /// Batches the balance reads of `/v1/check`.
@@ -67,6 +70,7 @@ impl AppState {
         config: Config,
         stripe: crate::stripe::StripeApi,
         order_events: OrderEvents,
+        wakeups: Wakeups,
         mailer: Option<Mailer>,
         metrics: Metrics,
     ) -> Self {
@@ -86,6 +90,7 @@ impl AppState {
             stripe_sync_limit,
             checkout_limiter,
             order_events,
+            wakeups,
             mailer,
             metrics,
         }))

@@ -1,6 +1,7 @@
 //! Wakes this process's senders when a delivery is written. The migration's `outbox_wake`
 //! trigger notifies the `outbox` channel, which Postgres delivers at commit (never for a rollback); one
-//! listening connection per process turns each into a wake-up. A wake-up is only a hint: the
+//! listening connection per process turns each into a wake-up. The hot paths' transactions
+//! (webhooks, debits) notify after their commit instead, batched (`crate::wakeups`). A wake-up is only a hint: the
 //! senders also look on a timer (`OUTBOX_SWEEP_SECS`), for retries and for anything sent while
 //! the listener was reconnecting.
 
@@ -38,7 +39,12 @@ mod tests {
 
     #[test]
     fn the_migration_notifies_on_the_channel_we_listen_on() {
-        let migration = include_str!("../../migrations/20261204000001_outbox.sql");
+        // The trigger's first version, and the one that stands down for a transaction that wakes
+        // the senders after its commit (`crate::wakeups`).
+        let migration = concat!(
+            include_str!("../../migrations/20261204000001_outbox.sql"),
+            include_str!("../../migrations/20261209000001_wake_after_commit.sql"),
+        );
         // Spelled in two halves, so that the order events' test (which reads every source for
         // notifications) does not take this for one.
         let channels: Vec<&str> = migration
@@ -46,6 +52,6 @@ mod tests {
             .skip(1)
             .filter_map(|call| call.strip_prefix('\'')?.split('\'').next())
             .collect();
-        assert_eq!(channels, [OUTBOX_CHANNEL]);
+        assert_eq!(channels, [OUTBOX_CHANNEL, OUTBOX_CHANNEL]);
     }
 }

@@ -135,7 +135,7 @@ pub async fn verify(
     for finding in &report.found {
         for (event_type, object) in &finding.fixes {
             let event = event_from(event_type, object.clone());
-            let outcome = process_event(pool, stripe, &event).await?;
+            let outcome = process_event(pool, stripe, &event, None).await?;
             tracing::info!(
                 kind = finding.kind.as_str(),
                 subject = %finding.subject,

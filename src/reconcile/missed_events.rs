@@ -67,7 +67,7 @@ pub async fn reconcile_since(
     let mut report = ReconcileReport::default();
     let missed = list_missed(pool, stripe, since, &mut report).await?;
     for Missed { event, .. } in missed {
-        match process_event(pool, stripe, &event).await {
+        match process_event(pool, stripe, &event, None).await {
             Ok(outcome) => {
                 tracing::info!(event_id = %event.id, event_type = %event.event_type, outcome = outcome.as_str(), "reconciler applied a missed event");
                 report.applied += 1;

@@ -240,6 +240,7 @@ pub async fn usage(
     let spent = credits::record_usage(
         &state.db,
         &state.debit_gate,
+        &state.wakeups,
         credits::UsageRequest {
             user_id: request.user_id,
             credits: request.credits,
@@ -306,6 +307,7 @@ pub async fn reserve(
     let spent = credits::reserve(
         &state.db,
         &state.debit_gate,
+        &state.wakeups,
         credits::ReservationRequest {
             user_id: request.user_id,
             credits: request.credits,

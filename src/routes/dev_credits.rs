@@ -108,6 +108,7 @@ pub async fn use_demo_credits(
     let spent = credits::record_usage(
         &state.db,
         &state.debit_gate,
+        &state.wakeups,
         credits::UsageRequest {
             user_id: user.user_id,
             credits: DEMO_USAGE_CREDITS,

@@ -99,7 +99,7 @@ pub async fn payment_webhook(
     };
     refuse_other_mode(&event, state.config.stripe.mode()).inspect_err(|_| record("livemode_mismatch"))?;
 
-    let outcome = process_event(&state.db, &state.stripe, &event)
+    let outcome = process_event(&state.db, &state.stripe, &event, Some(&state.wakeups))
         .await
         .inspect_err(|_| record("error"))?;
     record(outcome.as_str());

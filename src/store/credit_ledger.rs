@@ -152,13 +152,17 @@ pub struct SpendAnswer {
     pub available: i64,
 }
 
-/// A usage or a reservation, as one statement (its own transaction).
+/// A usage or a reservation, as one statement (its own transaction). It notifies nobody: the
+/// `set_config` marks the transaction as one whose caller wakes the outbox after the commit
+/// (`crate::wakeups`; the outbox triggers run at commit and read it then), so concurrent debits
+/// commit together instead of one by one under the notification lock.
 pub async fn spend(db: &PgPool, spend: &NewSpend<'_>) -> Result<SpendAnswer, sqlx::Error> {
     sqlx::query_as!(
         SpendAnswer,
         r#"select outcome as "outcome!: SpendOutcome", spend_id, credits as "credits!",
                   status as "status: SpendStatus", expires_at, available as "available!"
-           from credit_spend($1, $2, $3, $4, $5, $6, $7, $8)"#,
+           from credit_spend($1, $2, $3, $4, $5, $6, $7, $8),
+                set_config('entitle.wake_after_commit', 'on', true) as waking_after_commit"#,
         spend.user_id,
         spend.kind as SpendKind,
         spend.idempotency_key,

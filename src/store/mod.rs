@@ -8,6 +8,7 @@ pub mod database;
 pub mod entitlements;
 pub mod job_locks;
 pub mod job_runs;
+pub mod notifications;
 pub mod order_confirmation;
 pub mod order_history;
 pub mod order_standing;

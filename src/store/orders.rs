@@ -4,7 +4,8 @@
 //!
 //! Every status change here ends in `returning pg_notify('order_status', id::text)`: Postgres sends
 //! it only for a row that changed, at commit, so a waiting `/order-status` hears of every change
-//! and of nothing that did not happen.
+//! and of nothing that did not happen. The one on fulfilment's hot path (`mark_paid`) stands down
+//! when the caller sends it after the commit instead (`crate::wakeups`).
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -326,7 +327,9 @@ pub struct PaidAmounts {
 }
 
 /// Marks the order paid with what was charged and stores its Stripe ids as `record_stripe_ids`
-/// does, in one statement (one round trip fewer on fulfilment's hot path).
+/// does, in one statement (one round trip fewer on fulfilment's hot path). It notifies unless the
+/// transaction began with `db::begin_waking_after_commit`, whose caller wakes the order's
+/// long-polls after the commit instead (`crate::wakeups`).
 pub async fn mark_paid(
     conn: &mut PgConnection,
     order_id: Uuid,
@@ -343,7 +346,8 @@ pub async fn mark_paid(
              stripe_customer_id = coalesce(stripe_customer_id, $5),
              buyer_email = coalesce(buyer_email, $6)
          where id = $1
-         returning pg_notify('order_status', id::text)",
+         returning case when current_setting('entitle.wake_after_commit', true) is distinct from 'on'
+                        then pg_notify('order_status', id::text) end",
         order_id,
         ids.session_id,
         ids.payment_intent,

@@ -48,4 +48,5 @@ mod subscription_checkouts;
 mod subscriptions;
 mod time_travel;
 mod trials_and_discounts;
+mod wake_after_commit;
 mod webhook_fulfillment;
