@@ -12,6 +12,12 @@
 //! `/order-status` request (see `order_events`) never hears of a change that did not happen.
 //! The webhook instead wakes the order's waiters after its commit (`crate::wakeups`): a
 //! notification inside the transaction would make every fulfilment commit alone.
+//!
+//! The most common event of all, a paid one-time checkout of credits, is applied by one SQL
+//! function in one round trip (`orders::fulfil_one_time_checkout`) when the order is pending and
+//! priced as placed with nothing on file about its payment; it hands anything else back, claimed
+//! and locked, to the code below. The function repeats this module's statements for that one
+//! case, step for step, and the suite exercises both paths.
 
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -31,7 +37,7 @@ use crate::{
     outcome::Outcome,
     store::{
         entitlements,
-        orders::{self, LockedOrder, StripeIds},
+        orders::{self, LockedOrder, OneStatement, OneTimeCheckout, StripeIds},
         processed_events,
     },
     stripe::event::{Charged, CheckoutSessionObject, EventKind, WebhookEvent},
@@ -70,21 +76,40 @@ pub async fn process_event(
         None => db::begin(pool).await?,
     };
 
-    if !processed_events::claim(&mut tx, &event.id, &event.event_type, event.created).await? {
-        tx.commit().await?;
-        return Ok(Outcome::Duplicate);
-    }
-
-    let (outcome, order_id) = match kind {
-        Some(kind) => apply_event(&mut tx, event, kind, fetched).await?,
-        None => (Outcome::IgnoredType, None),
+    let claimed = match paid_one_time_checkout(event, kind) {
+        Some(session) => orders::fulfil_one_time_checkout(&mut tx, &one_time_checkout(event, &session)).await?,
+        None => match processed_events::claim(&mut tx, &event.id, &event.event_type, event.created).await? {
+            true => OneStatement::Claimed,
+            false => OneStatement::Duplicate,
+        },
+    };
+    let (outcome, order_id) = match claimed {
+        OneStatement::Duplicate => {
+            tx.commit().await?;
+            return Ok(Outcome::Duplicate);
+        }
+        // Its outcome is recorded too.
+        OneStatement::Fulfilled {
+            order_id,
+            user_id,
+            credits,
+        } => {
+            tracing::info!(%order_id, %user_id, credits, "order fulfilled");
+            (Outcome::Fulfilled, Some(order_id))
+        }
+        OneStatement::Claimed => {
+            let (outcome, order_id) = match kind {
+                Some(kind) => apply_event(&mut tx, event, kind, fetched).await?,
+                None => (Outcome::IgnoredType, None),
+            };
+            processed_events::record_outcome(&mut tx, &event.id, outcome, order_id).await?;
+            (outcome, order_id)
+        }
     };
     tracing::Span::current().record(
         "order_id",
         tracing::field::display(order_id.map(|id| id.to_string()).unwrap_or_default()),
     );
-
-    processed_events::record_outcome(&mut tx, &event.id, outcome, order_id).await?;
     tx.commit().await?;
     if let Some(wakeups) = wakeups {
         // Whatever the event did, it may have changed the order and written outbox messages; a
@@ -92,6 +117,39 @@ pub async fn process_event(
         wakeups.after_commit(order_id, true);
     }
     Ok(outcome)
+}
+
+/// The common webhook, which one statement can apply (`orders::fulfil_one_time_checkout`): a
+/// paid checkout of a one-time payment. The statement looks at the order and hands back whatever
+/// else it finds (see the migration `one_statement_fulfilment`); the rest of this module decides
+/// those, and every event that is not this one.
+fn paid_one_time_checkout(event: &WebhookEvent, kind: Option<EventKind>) -> Option<CheckoutSessionObject> {
+    let paying = matches!(
+        kind,
+        Some(EventKind::CheckoutSessionCompleted | EventKind::CheckoutSessionAsyncPaymentSucceeded)
+    );
+    let session = paying.then(|| event.object_as::<CheckoutSessionObject>()).flatten()?;
+    (session.is_paid() && session.subscription.is_none() && session.payment_intent.is_some()).then_some(session)
+}
+
+fn one_time_checkout<'a>(event: &'a WebhookEvent, session: &'a CheckoutSessionObject) -> OneTimeCheckout<'a> {
+    let charged = session.charged();
+    OneTimeCheckout {
+        event_id: &event.id,
+        event_type: &event.event_type,
+        event_created: event.created,
+        session_id: &session.id,
+        order_id: named_order_id(session),
+        payment_intent: session.payment_intent.as_ref().map_or("", |p| p.id()),
+        customer: session.customer.as_ref().map(|c| c.id()),
+        buyer_email: session.buyer_email(),
+        currency: charged.currency,
+        subtotal: charged.subtotal,
+        total: charged.total,
+        discount: charged.discount,
+        tax: charged.tax,
+        adds_up: charged.adds_up(),
+    }
 }
 
 async fn already_processed(pool: &PgPool, event_id: &str) -> Result<bool, sqlx::Error> {
@@ -168,15 +226,19 @@ async fn lock_order_for_session(
     if let Some(order) = orders::lock_by_session(conn, &session.id).await? {
         return Ok(Some(order));
     }
-    let order_id = session
-        .client_reference_id
-        .as_deref()
-        .or_else(|| session.metadata_value("order_id"))
-        .and_then(|id| Uuid::parse_str(id).ok());
-    match order_id {
+    match named_order_id(session) {
         None => Ok(None),
         Some(order_id) => orders::lock_by_id(conn, order_id).await,
     }
+}
+
+/// The order id we sent Stripe with the session: its client reference, else its metadata.
+fn named_order_id(session: &CheckoutSessionObject) -> Option<Uuid> {
+    session
+        .client_reference_id
+        .as_deref()
+        .or_else(|| session.metadata_value("order_id"))
+        .and_then(|id| Uuid::parse_str(id).ok())
 }
 
 /// The Stripe ids the session names; stored without overwriting ones the order already has.

@@ -530,3 +530,81 @@ pub async fn follow_subscription_plan(
     .fetch_optional(conn)
     .await
 }
+
+/// A paid one-time checkout as `fulfil_one_time_checkout` takes it: the event, and the session
+/// as `fulfillment` reads it.
+pub struct OneTimeCheckout<'a> {
+    pub event_id: &'a str,
+    pub event_type: &'a str,
+    pub event_created: i64,
+    pub session_id: &'a str,
+    /// The order id the session names (its client reference, else its metadata).
+    pub order_id: Option<Uuid>,
+    pub payment_intent: &'a str,
+    pub customer: Option<&'a str>,
+    pub buyer_email: Option<&'a str>,
+    pub currency: Option<&'a str>,
+    pub subtotal: Option<i64>,
+    pub total: Option<i64>,
+    pub discount: i64,
+    pub tax: i64,
+    pub adds_up: bool,
+}
+
+/// What the one-statement fulfilment did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum OneStatement {
+    /// The event's id was already taken; nothing written.
+    Duplicate,
+    /// Paid, granted and the outcome recorded: the transaction only has to commit.
+    Fulfilled {
+        order_id: Uuid,
+        user_id: String,
+        credits: i64,
+    },
+    /// Not the common case: the id is claimed and the payment's and order's locks are held, nothing
+    /// else is written, and the event is the caller's to apply.
+    Claimed,
+}
+
+/// The migration `one_statement_fulfilment`'s function: a paid one-time checkout's claim, locks,
+/// payment and grant in one round trip, when nothing about it needs the Rust path's judgement.
+pub async fn fulfil_one_time_checkout(
+    conn: &mut PgConnection,
+    checkout: &OneTimeCheckout<'_>,
+) -> Result<OneStatement, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select outcome as "outcome!", order_id, user_id, credits
+           from fulfil_one_time_checkout($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"#,
+        checkout.event_id,
+        checkout.event_type,
+        checkout.event_created,
+        checkout.session_id,
+        checkout.order_id,
+        checkout.payment_intent,
+        checkout.customer,
+        checkout.buyer_email,
+        checkout.currency,
+        checkout.subtotal,
+        checkout.total,
+        checkout.discount,
+        checkout.tax,
+        checkout.adds_up,
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(match (row.outcome.as_str(), row.order_id, row.user_id, row.credits) {
+        ("duplicate", ..) => OneStatement::Duplicate,
+        ("fulfilled", Some(order_id), Some(user_id), Some(credits)) => OneStatement::Fulfilled {
+            order_id,
+            user_id,
+            credits,
+        },
+        ("claimed", ..) => OneStatement::Claimed,
+        (other, ..) => {
+            return Err(sqlx::Error::Protocol(format!(
+                "fulfil_one_time_checkout answered {other:?}"
+            )));
+        }
+    })
+}

@@ -31,6 +31,7 @@ mod livemode;
 mod long_polling;
 mod lookup_indexes;
 mod metrics;
+mod one_statement_fulfilment;
 mod operator_commands;
 mod outbox_delivery;
 mod outbox_email;
